@@ -1,0 +1,21 @@
+"""optbench: measure how PyTorch optimizers, LR schedulers, weight inits and mixed precision behave.
+
+The Python API is loaded lazily so that ``bench --help`` does not import torch.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "RunConfig": "optbench.spec",
+    "run": "optbench.engine",
+    "lr_sweep": "optbench.sweep",
+    "run_grid": "optbench.grid",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'optbench' has no attribute {name!r}")

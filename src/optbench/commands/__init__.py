@@ -1,0 +1,1 @@
+"""Thin Typer commands: each parses and validates, then calls a plain, importable function."""

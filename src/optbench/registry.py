@@ -1,0 +1,68 @@
+"""One tiny Registry type; one instance per concept (problems, optimizers, schedulers, inits, losses).
+
+The key is the one name used everywhere: CLI value, Parquet value, plot label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from optbench.errors import OptbenchError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    summary: str  # one line for `bench list`
+    factory: Callable[..., Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind  # singular noun used in messages: "optimizer", "scheduler", ...
+        self._entries: dict[str, Entry] = {}
+        self._aliases: dict[str, str] = {}
+
+    def add(self, name: str, factory: Callable[..., Any], summary: str, *, aliases=(), **meta) -> Entry:
+        if name in self._entries or name in self._aliases:
+            raise ValueError(f"{self.kind} {name!r} registered twice")
+        entry = Entry(name, summary, factory, dict(meta))
+        self._entries[name] = entry
+        for alias in aliases:
+            self._aliases[alias] = name
+        return entry
+
+    def register(self, name: str, summary: str, *, aliases=(), **meta):
+        """Decorator form of ``add``."""
+
+        def decorator(factory):
+            self.add(name, factory, summary, aliases=aliases, **meta)
+            return factory
+
+        return decorator
+
+    def canonical_name(self, name: str) -> str:
+        """Resolve an alias (``cosine`` -> ``cosineannealinglr``); unknown names raise."""
+        if name in self._entries:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        raise OptbenchError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
+
+    def get(self, name: str) -> Entry:
+        return self._entries[self.canonical_name(name)]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def aliases_of(self, name: str) -> list[str]:
+        return sorted(a for a, target in self._aliases.items() if target == name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries or name in self._aliases

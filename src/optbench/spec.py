@@ -1,0 +1,250 @@
+"""The contract every other module speaks: spec strings, the run config, the Parquet schemas.
+
+Spec strings name a registry entry with optional keyword arguments::
+
+    steplr(step_size=5, gamma=0.8)      normal(std=0.0625)      mypkg.opt:Lion(betas=(0.9, 0.99))
+
+Values are Python literals parsed with ``ast.literal_eval`` (never ``eval``). The canonical form sorts
+the keywords and writes values with ``repr``, so equal specs hash equally whatever their spelling.
+
+This module imports nothing heavy (no torch, no pyarrow at import time) so ``bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from optbench.errors import OptbenchError
+
+# name: registry key (letters, digits, -, _) or an import path "pkg.module:Class".
+_NAME_RE = re.compile(r"^[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.]*)?$")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed spec string: a registry name plus keyword arguments."""
+
+    name: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kw(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+    @property
+    def is_import_path(self) -> bool:
+        return ":" in self.name
+
+    def canonical(self) -> str:
+        if not self.kwargs:
+            return self.name
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs)
+        return f"{self.name}({args})"
+
+    def __str__(self) -> str:
+        return self.canonical()
+
+
+def parse_spec(text: str, *, what: str = "spec") -> Spec:
+    """Parse ``name(key=value, ...)``; raise OptbenchError naming the bad part."""
+    text = text.strip()
+    if not text:
+        raise OptbenchError(f"empty {what}")
+    if "(" in text:
+        if not text.endswith(")"):
+            raise OptbenchError(f"malformed {what} {text!r}: missing closing ')'")
+        name, args = text[: text.index("(")].strip(), text[text.index("(") + 1 : -1]
+    else:
+        name, args = text, ""
+    if not _NAME_RE.match(name):
+        raise OptbenchError(f"malformed {what} {text!r}: bad name {name!r}")
+    kwargs: dict[str, Any] = {}
+    if args.strip():
+        try:
+            call = ast.parse(f"f({args})", mode="eval").body
+        except SyntaxError:
+            raise OptbenchError(f"malformed {what} {text!r}: arguments must be key=value pairs") from None
+        if not isinstance(call, ast.Call) or call.args:
+            raise OptbenchError(f"malformed {what} {text!r}: arguments must be key=value pairs")
+        for keyword in call.keywords:
+            if keyword.arg is None:
+                raise OptbenchError(f"malformed {what} {text!r}: '**' is not allowed")
+            try:
+                value = ast.literal_eval(keyword.value)
+            except (ValueError, SyntaxError):
+                bad = ast.unparse(keyword.value)
+                raise OptbenchError(
+                    f"bad value {bad!r} for {keyword.arg!r} in {what} {text!r}: "
+                    "values must be Python literals (numbers, strings, tuples, lists, True/False/None)"
+                ) from None
+            kwargs[keyword.arg] = value
+    return Spec(name, tuple(sorted(kwargs.items())))
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split a comma-separated CLI value, keeping commas inside (...) or [...] with their spec."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current).strip())
+    return [p for p in parts if p]
+
+
+# --------------------------------------------------------------------------------------------- run config
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run. Spec-string fields hold the canonical form.
+
+    ``loss="auto"`` means the problem's own loss (resolved by ``resolve_config`` before hashing, so the
+    Parquet shows the real name). ``momentum=None`` keeps the optimizer's own default.
+    """
+
+    problem: str = "quadratic"
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float | None = None
+    scheduler: str = "none"
+    init: str = "default"
+    loss: str = "auto"
+    precision: str = "fp32"
+    device: str = "cpu"
+    seed: int = 0
+    steps: int = 100
+    batch_size: int | None = None  # MLP problems: None = the problem's default
+    head_lr_scale: float = 1.0  # MLP problems: last layer lr multiplier (own param group)
+    freeze: int = 0  # MLP problems: first k Linear layers get requires_grad=False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def run_id(self) -> str:
+        """Stable 16-hex-digit hash of the full config (same config -> same id on every machine)."""
+        payload = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+STATUSES = ("ok", "diverged", "invalid", "failed")
+
+
+@dataclass
+class RunSummary:
+    """One row of runs.parquet beyond the config columns."""
+
+    status: str
+    final_loss: float | None = None
+    best_loss: float | None = None
+    diverged_step: int | None = None
+    steps_completed: int = 0
+    wall_time_s: float = 0.0
+    reason: str | None = None  # why a run is invalid / failed
+    momentum_knob: str | None = None  # which optimizer argument --momentum set ("momentum", "betas[0]")
+    final_val_loss: float | None = None
+    final_val_acc: float | None = None
+    warnings: str | None = None  # warnings torch raised during the run, one per line
+    engine: str = "reference"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ Parquet schemas
+
+
+def runs_schema():
+    """Explicit schema of runs.parquet: run_id, config columns, then the summary."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("problem", pa.string()),
+            ("optimizer", pa.string()),
+            ("lr", pa.float64()),
+            ("momentum", pa.float64()),
+            ("scheduler", pa.string()),
+            ("init", pa.string()),
+            ("loss", pa.string()),
+            ("precision", pa.string()),
+            ("device", pa.string()),
+            ("seed", pa.int64()),
+            ("steps", pa.int64()),
+            ("batch_size", pa.int64()),
+            ("head_lr_scale", pa.float64()),
+            ("freeze", pa.int64()),
+            ("status", pa.string()),
+            ("final_loss", pa.float64()),
+            ("best_loss", pa.float64()),
+            ("diverged_step", pa.int64()),
+            ("steps_completed", pa.int64()),
+            ("wall_time_s", pa.float64()),
+            ("reason", pa.string()),
+            ("momentum_knob", pa.string()),
+            ("final_val_loss", pa.float64()),
+            ("final_val_acc", pa.float64()),
+            ("warnings", pa.string()),
+            ("engine", pa.string()),
+        ]
+    )
+
+
+# Per-step trace columns. x0/x1 are the parameters of the 1-D/2-D toy problems (null for MLPs);
+# val_loss/val_acc are filled on evaluation steps of MLP problems only; loss_scale/skipped_step are
+# the GradScaler's (null / False without one).
+TRACE_COLUMNS = (
+    "run_id",
+    "step",
+    "loss",
+    "lr",
+    "grad_norm",
+    "update_norm",
+    "param_norm",
+    "x0",
+    "x1",
+    "val_loss",
+    "val_acc",
+    "loss_scale",
+    "skipped_step",
+)
+
+
+def traces_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("step", pa.int64()),
+            ("loss", pa.float64()),
+            ("lr", pa.float64()),
+            ("grad_norm", pa.float64()),
+            ("update_norm", pa.float64()),
+            ("param_norm", pa.float64()),
+            ("x0", pa.float64()),
+            ("x1", pa.float64()),
+            ("val_loss", pa.float64()),
+            ("val_acc", pa.float64()),
+            ("loss_scale", pa.float64()),
+            ("skipped_step", pa.bool_()),
+        ]
+    )

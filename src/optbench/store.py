@@ -1,0 +1,119 @@
+"""Writing and reading results folders: atomic Parquet files, the per-run commit records, the manifest.
+
+Layout of a results folder DIR::
+
+    DIR/runs.parquet          one row per run (config + summary), rewritten atomically after each batch
+    DIR/traces/<run_id>.parquet  one file per run (a Parquet dataset: pandas.read_parquet(DIR/"traces"))
+    DIR/_runs/<run_id>.parquet   the commit record of each finished run; resume reads these
+    DIR/manifest.json         command line, versions, device, start/end time
+
+Every file is written to a dot-prefixed temp name in its final folder, validated, then renamed: a process
+killed half way leaves only dot files, which pyarrow's dataset discovery ignores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+RUNS_FILE = "runs.parquet"
+TRACES_DIR = "traces"
+COMMITS_DIR = "_runs"
+MANIFEST_FILE = "manifest.json"
+
+
+def write_parquet_atomic(table, path: Path) -> None:
+    """Write ``table`` to ``path`` via temp file + rename; the temp file is read back before the rename."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table, tmp)
+        if pq.read_metadata(tmp).num_rows != table.num_rows:  # validate before it becomes visible
+            raise OSError(f"short write of {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def table_from_rows(rows: list[dict[str, Any]], schema):
+    """Build a pyarrow Table with an explicit schema (missing keys become nulls)."""
+    import pyarrow as pa
+
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device names: the evidence a result carries."""
+    import torch
+
+    from optbench import __version__
+
+    env = {
+        "optbench": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the manifest at the start of a command (ended_at filled by ``finish_manifest``)."""
+    manifest = {
+        "command": command,
+        "argv": sys.argv,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ended_at": None,
+        **environment(),
+        **(extra or {}),
+    }
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), Path(out) / MANIFEST_FILE)
+    return manifest
+
+
+def finish_manifest(out: Path, manifest: dict[str, Any], **extra: Any) -> None:
+    manifest = {**manifest, **extra, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), Path(out) / MANIFEST_FILE)
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    path = Path(out) / MANIFEST_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def default_out(kind: str, root: str | Path = "results") -> Path:
+    """A new folder under ``results/`` named after the command and the time, e.g. lr-sweep-20261122-101500."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(root) / f"{kind}-{stamp}"
+    n = 1
+    while out.exists():
+        n += 1
+        out = Path(root) / f"{kind}-{stamp}-{n}"
+    return out
