@@ -117,3 +117,61 @@ def default_out(kind: str, root: str | Path = "results") -> Path:
         n += 1
         out = Path(root) / f"{kind}-{stamp}-{n}"
     return out
+
+
+# ----------------------------------------------------------------------------------------- run results
+
+
+def commit_run(out: Path, result) -> None:
+    """Persist one finished run: its trace file first, then its commit record (what resume trusts)."""
+    import pyarrow as pa
+
+    from optbench.spec import runs_schema, traces_schema
+
+    out = Path(out)
+    trace = pa.Table.from_pydict(result.trace_rows(), schema=traces_schema())
+    write_parquet_atomic(trace, out / TRACES_DIR / f"{result.run_id}.parquet")
+    write_parquet_atomic(table_from_rows([result.summary_row()], runs_schema()), out / COMMITS_DIR / f"{result.run_id}.parquet")
+
+
+def completed_run_ids(out: Path) -> set[str]:
+    """Runs whose commit record exists (both files were renamed into place)."""
+    folder = Path(out) / COMMITS_DIR
+    return {p.stem for p in folder.glob("*.parquet") if not p.name.startswith(".")} if folder.exists() else set()
+
+
+def consolidate_runs(out: Path, order: list[str] | None = None):
+    """Rewrite DIR/runs.parquet from the commit records (atomic); rows follow ``order`` where given."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from optbench.spec import runs_schema
+
+    out = Path(out)
+    files = sorted(p for p in (out / COMMITS_DIR).glob("*.parquet") if not p.name.startswith("."))
+    tables = [pq.read_table(p, schema=runs_schema()) for p in files]
+    table = pa.concat_tables(tables) if tables else runs_schema().empty_table()
+    if order is not None:
+        rank = {run_id: i for i, run_id in enumerate(order)}
+        ids = table.column("run_id").to_pylist()
+        table = table.take(sorted(range(len(ids)), key=lambda i: (rank.get(ids[i], len(rank)), ids[i])))
+    write_parquet_atomic(table, out / RUNS_FILE)
+    return table
+
+
+def read_runs(out: Path):
+    """runs.parquet as a DataFrame."""
+    import pandas as pd
+
+    return pd.read_parquet(Path(out) / RUNS_FILE)
+
+
+def read_traces(out: Path, run_ids: list[str] | None = None):
+    """All traces of a results folder as one DataFrame (optionally only some runs)."""
+    import pyarrow.dataset as ds
+
+    from optbench.spec import traces_schema
+
+    dataset = ds.dataset(Path(out) / TRACES_DIR, format="parquet", schema=traces_schema())
+    filter_ = ds.field("run_id").isin(run_ids) if run_ids is not None else None
+    return dataset.to_table(filter=filter_).to_pandas()

@@ -1,0 +1,196 @@
+"""The reference run engine: one RunConfig -> one trace, using the real torch optimizer and scheduler.
+
+Per step t (0-based), in this order::
+
+    record lr (the lr this step's update uses), param values/norm, val metrics (every eval_every steps)
+    zero_grad -> forward (loss_t, before the update) -> backward -> optimizer.step -> scheduler.step
+
+Metrics are written into a preallocated tensor on the run's device and copied to the host once at the
+end; the only per-step host syncs are a divergence check every ``CHECK_EVERY`` steps (and the loss fed
+to ReduceLROnPlateau, which needs a float).
+
+Divergence is data: a run diverges at the first step whose loss is non-finite or larger than
+``DIVERGENCE_FACTOR`` x max(initial loss, 1). The run then stops with status ``diverged`` and
+``diverged_step`` = that step; the trace keeps every row up to and including it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from optbench.errors import OptbenchError
+from optbench.optimizers import build_optimizer, needs_closure
+from optbench.problems import build_problem
+from optbench.schedulers import build_scheduler
+from optbench.spec import TRACE_COLUMNS, RunConfig, RunSummary
+
+DIVERGENCE_FACTOR = 1e6
+CHECK_EVERY = 32
+
+# Columns of the on-device metric buffer, in order.
+_METRICS = ("loss", "grad_norm", "update_norm", "param_norm", "x0", "x1", "val_loss", "val_acc")
+_COL = {name: i for i, name in enumerate(_METRICS)}
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    summary: RunSummary
+    trace: dict[str, np.ndarray]  # TRACE_COLUMNS except run_id, one array per column
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id()
+
+    def summary_row(self) -> dict:
+        """One row of runs.parquet: run_id, config columns, summary columns."""
+        s = self.summary
+        return {
+            "run_id": self.run_id,
+            **self.config.to_dict(),
+            "status": s.status, "final_loss": s.final_loss, "best_loss": s.best_loss,
+            "diverged_step": s.diverged_step, "steps_completed": s.steps_completed, "wall_time_s": s.wall_time_s,
+            "reason": s.reason, "momentum_knob": s.momentum_knob, "final_val_loss": s.final_val_loss,
+            "final_val_acc": s.final_val_acc, "warnings": s.warnings, "engine": s.engine,
+        }
+
+    def trace_rows(self) -> dict[str, list]:
+        """Columns of traces.parquet for this run (run_id repeated)."""
+        n = len(self.trace["step"])
+        return {"run_id": [self.run_id] * n, **{k: self.trace[k] for k in TRACE_COLUMNS if k != "run_id"}}
+
+
+def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    if len(tensors) == 1:
+        return torch.linalg.vector_norm(tensors[0])
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+
+
+def _empty_trace() -> dict[str, np.ndarray]:
+    return {k: np.empty(0) for k in TRACE_COLUMNS if k != "run_id"}
+
+
+def run(config: RunConfig) -> RunResult:
+    """Run one config to completion or divergence. Never raises for a bad cell: returns status
+    ``invalid`` (cannot be built: not applicable, bad arguments) or ``failed`` (broke while running)."""
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            summary, trace = _run(config)
+        except OptbenchError as err:
+            summary, trace = RunSummary(status="invalid", reason=str(err)), _empty_trace()
+        except Exception as err:  # noqa: BLE001 - a crashing cell is data, recorded with its reason
+            last = traceback.format_exception_only(type(err), err)[-1].strip()
+            summary, trace = RunSummary(status="failed", reason=last), _empty_trace()
+    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    summary.warnings = "\n".join(messages) or None
+    summary.wall_time_s = time.perf_counter() - started
+    return RunResult(config, summary, trace)
+
+
+def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
+    if cfg.precision != "fp32":
+        raise OptbenchError(f"precision {cfg.precision!r} is not supported by this engine yet")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise OptbenchError(f"Invalid learning rate: {cfg.lr}")
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    problem = build_problem(cfg.problem, init=cfg.init, loss=cfg.loss, device=cfg.device, seed=cfg.seed,
+                            steps=cfg.steps, batch_size=cfg.batch_size)
+    groups = problem.param_groups(cfg.lr, cfg.head_lr_scale, cfg.freeze)
+    optimizer, knob = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.steps, cfg.lr)
+    params = problem.trainable
+    coords = problem.coords()
+    closure_needed = needs_closure(cfg.optimizer)
+
+    steps = cfg.steps
+    metrics = torch.full((steps, len(_METRICS)), float("nan"), device=device, dtype=torch.float64)
+    lrs = np.full(steps, np.nan)
+    threshold = None
+    diverged_step = None
+    done = 0
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = problem.loss(t)
+        loss.backward()
+        return loss
+
+    for t in range(steps):
+        lrs[t] = optimizer.param_groups[0]["lr"]
+        if problem.eval_every and (t % problem.eval_every == 0 or t == steps - 1):
+            val_loss, val_acc = problem.evaluate()
+            metrics[t, _COL["val_loss"]] = val_loss
+            if val_acc is not None:
+                metrics[t, _COL["val_acc"]] = val_acc
+        before = [p.detach().clone() for p in params]
+
+        loss = closure()
+        grad_norm = _global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        if closure_needed:
+            optimizer.step(closure)
+        else:
+            optimizer.step()
+        update_norm = _global_norm([p.detach() - b for p, b in zip(params, before)])
+
+        row = [loss.detach(), grad_norm, update_norm, _global_norm(before)]
+        metrics[t, :4] = torch.stack([v.to(torch.float64) for v in row])
+        if coords is not None:
+            metrics[t, 4 : 4 + coords.numel()] = before[0].to(torch.float64)
+        scheduler.step(loss.detach())
+        done = t + 1
+
+        if t == 0:  # one sync to fix the divergence threshold from the initial loss
+            initial = float(loss)
+            threshold = DIVERGENCE_FACTOR * max(abs(initial), 1.0) if math.isfinite(initial) else -math.inf
+        if (t + 1) % CHECK_EVERY == 0 or t == steps - 1:
+            bad = _first_diverged(metrics[: t + 1, 0], threshold)
+            if bad is not None:
+                diverged_step = bad
+                break
+
+    host = metrics.cpu().numpy()
+    end = diverged_step + 1 if diverged_step is not None else done
+    host, lrs = host[:end], lrs[:end]
+    trace = {
+        "step": np.arange(end, dtype=np.int64),
+        "lr": lrs,
+        **{name: host[:, _COL[name]] for name in _METRICS},
+        "loss_scale": np.full(end, np.nan),
+        "skipped_step": np.zeros(end, dtype=bool),
+    }
+    losses = trace["loss"]
+    finite = losses[np.isfinite(losses)]
+    val_loss, val_acc = trace["val_loss"], trace["val_acc"]
+    summary = RunSummary(
+        status="diverged" if diverged_step is not None else "ok",
+        final_loss=float(losses[-1]) if end else None,
+        best_loss=float(finite.min()) if finite.size else None,
+        diverged_step=diverged_step,
+        steps_completed=diverged_step if diverged_step is not None else done,
+        momentum_knob=knob,
+        final_val_loss=_last_finite(val_loss),
+        final_val_acc=_last_finite(val_acc),
+    )
+    return summary, trace
+
+
+def _first_diverged(losses: torch.Tensor, threshold: float) -> int | None:
+    bad = ~torch.isfinite(losses) | (losses > threshold)
+    if not bool(bad.any()):
+        return None
+    return int(bad.nonzero()[0, 0])
+
+
+def _last_finite(values: np.ndarray) -> float | None:
+    finite = values[~np.isnan(values)]
+    return float(finite[-1]) if finite.size else None

@@ -1,0 +1,35 @@
+"""Analytic stability bounds, where a problem has one, and how to compare a sweep's measurement with them.
+
+Gradient descent on a quadratic of curvature L: x_{t+1} = (1 - lr·L)·x_t, stable iff lr < 2/L.
+Heavy-ball momentum m (PyTorch SGD: buf = m·buf + g; x -= lr·buf): stable iff 0 < lr·L < 2(1 + m).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def sgd_stability_bound(curvature: float, momentum: float = 0.0) -> float:
+    """Largest stable lr (exclusive) for SGD with heavy-ball momentum on a quadratic of curvature L."""
+    return 2 * (1 + momentum) / curvature
+
+
+@dataclass
+class BoundCheck:
+    bound: float
+    largest_stable: float | None
+    smallest_unstable: float | None
+
+    @property
+    def agrees(self) -> bool:
+        """The bound lies in the bracket the sweep measured: largest stable < bound <= smallest unstable."""
+        below = self.largest_stable is None or self.largest_stable < self.bound
+        above = self.smallest_unstable is None or self.bound <= self.smallest_unstable
+        return below and above
+
+    def sentence(self) -> str:
+        lo = f"{self.largest_stable:.4g}" if self.largest_stable is not None else "none"
+        hi = f"{self.smallest_unstable:.4g}" if self.smallest_unstable is not None else "none"
+        verdict = "agrees" if self.agrees else "DISAGREES"
+        return (f"analytic bound lr < {self.bound:.4g}; measured: largest stable {lo}, smallest unstable {hi} "
+                f"-> measurement {verdict}")
