@@ -30,6 +30,7 @@ allocator statistics, so ``peak_mem_bytes`` is null there (process RSS would mix
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import platform
 from collections.abc import Callable, Sequence
@@ -115,6 +116,21 @@ class AmpResult:
 # ------------------------------------------------------------------------------------------- the API
 
 
+@dataclass(frozen=True)
+class AmpPlan:
+    """The validated inputs of one ``amp_benchmark`` call (also written to the manifest)."""
+
+    device: str
+    widths: tuple[int, ...]
+    depth: int
+    batch: int
+    precisions: tuple[str, ...]  # fp32 first
+    tf32_modes: tuple[bool, ...]
+    optimizer: str
+    min_run_time_s: float
+    warmup_steps: int
+
+
 def amp_benchmark(
     device: str = "auto",
     widths: Sequence[int] = (1024, 2048, 4096),
@@ -125,6 +141,7 @@ def amp_benchmark(
     optimizer: str = "adamw",
     min_run_time_s: float = 0.5,
     warmup_steps: int = 5,
+    num_threads: int | None = None,
     out: Path | str | None = None,
     plot: bool = True,
     progress: Callable[[str], None] | None = None,
@@ -144,6 +161,9 @@ def amp_benchmark(
         optimizer: ``adamw`` (lr 1e-4, default) or ``sgd`` (lr 1e-3, momentum 0.9).
         min_run_time_s: timed seconds per configuration for ``blocked_autorange`` (default 0.5).
         warmup_steps: untimed steps first (cuBLAS/oneDNN setup, optimizer state, GradScaler's scale).
+        num_threads: torch intra-op threads for the whole benchmark (default: ``torch.get_num_threads()``).
+            On a CPU shared with other busy processes use fewer threads than cores: each parallel region
+            waits for its slowest thread, and a descheduled thread costs milliseconds per op.
         out: results folder (default ``results/amp-<time>``): amp.parquet, amp.png, manifest.json.
         plot: write amp.png.
         progress: called with one line per configuration as it starts.
@@ -156,72 +176,43 @@ def amp_benchmark(
         raise OptbenchError(f"invalid min run time: {min_run_time_s} (must be > 0 seconds)")
     if warmup_steps < 1:
         raise OptbenchError(f"invalid warm-up steps: {warmup_steps} (must be >= 1)")
+    if num_threads is not None and (isinstance(num_threads, bool) or num_threads < 1):
+        raise OptbenchError(f"invalid thread count: {num_threads!r} (must be >= 1)")
     if optimizer not in OPTIMIZERS:
         raise OptbenchError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-    precisions = _choose_precisions(device, precisions)
-    tf32_modes = _tf32_modes(tf32, device)
-    info = device_info(device)
-    out = Path(out) if out is not None else store.default_out("amp")
-    say = progress or (lambda line: None)
-
-    manifest = store.start_manifest(
-        out,
-        "amp",
-        extra={
-            "amp": {
-                "device": device,
-                "device_name": info["device_name"],
-                "widths": widths,
-                "depth": depth,
-                "batch": batch,
-                "precisions": precisions,
-                "tf32": tf32_modes,
-                "optimizer": optimizer,
-                "min_run_time_s": min_run_time_s,
-                "warmup_steps": warmup_steps,
-                "num_threads": info["num_threads"],
-            }
-        },
+    plan = AmpPlan(
+        device=device,
+        widths=tuple(widths),
+        depth=depth,
+        batch=batch,
+        precisions=tuple(_choose_precisions(device, precisions)),
+        tf32_modes=_tf32_modes(tf32, device),
+        optimizer=optimizer,
+        min_run_time_s=float(min_run_time_s),
+        warmup_steps=warmup_steps,
     )
-    common = {"depth": depth, "batch": batch, "device": device, "optimizer": optimizer, **info}
-    del common["tf32_capable"]
+    out = Path(out) if out is not None else store.default_out("amp")
+    with torch_threads(num_threads):
+        return _run(plan, out, plot, progress or (lambda line: None))
+
+
+def _run(plan: AmpPlan, out: Path, plot: bool, say: Callable[[str], None]) -> AmpResult:
+    from optbench import store
+
+    info = device_info(plan.device)
+    manifest = store.start_manifest(out, "amp", extra={"amp": {**dataclasses.asdict(plan), **info}})
 
     say(f"overhead floor: width {FLOOR_WIDTH}, fp32")
-    with tf32_matmuls(False, device):
-        floor = _time_step(device, FLOOR_WIDTH, depth, batch, "fp32", optimizer, min_run_time_s, warmup_steps)
-    rows: list[dict[str, Any]] = []
-    for allow_tf32 in tf32_modes:
-        with tf32_matmuls(allow_tf32, device):
-            for width in widths:
-                for precision in precisions:
+    with tf32_matmuls(False, plan.device):
+        floor_s = _time_step(plan, FLOOR_WIDTH, "fp32")["median_s"]
+    rows = []
+    for allow_tf32 in plan.tf32_modes:
+        with tf32_matmuls(allow_tf32, plan.device):
+            for width in plan.widths:
+                for precision in plan.precisions:
                     say(f"width {width}, {precision}, TF32 {'on' if allow_tf32 else 'off'}")
-                    row = {**common, "width": width, "precision": precision, "tf32": allow_tf32}
-                    row["overhead_floor_s"] = floor["median_s"]
-                    row["flops_per_step"] = 6 * batch * width * width * depth
-                    notes = []
-                    try:
-                        check_precision(precision, device)
-                    except NotApplicable as err:
-                        notes.append(f"{err}; not measured")
-                    else:
-                        timing = _time_step(
-                            device, width, depth, batch, precision, optimizer, min_run_time_s, warmup_steps
-                        )
-                        row.update(timing)
-                        notes += _timing_notes(precision, timing)
-                    if allow_tf32 and not info["tf32_capable"]:
-                        notes.append(
-                            f"TF32 was allowed, but {info['device_name']} has no TF32 tensor cores "
-                            "(needs compute capability 8.0+): TF32 on and off measure the same fp32"
-                        )
-                    if width % 8 or batch % 8:
-                        notes.append(
-                            f"width {width} / batch {batch}: not multiples of 8; fp16/bf16 tensor-core "
-                            "(GPU) and AMX (CPU) kernels want multiples of 8 and may fall back to slower ones"
-                        )
-                    row["notes"] = notes
-                    rows.append(row)
-    _add_speedups_and_size_warnings(rows, floor["median_s"], device)
+                    rows.append(_measure(plan, width, precision, allow_tf32, info, floor_s))
+    _add_speedups_and_size_warnings(rows, floor_s, plan.device)
     for row in rows:
         notes = row.pop("notes")
         row["warning"] = "\n".join(notes) if notes else None
@@ -229,12 +220,12 @@ def amp_benchmark(
     result = AmpResult(
         out=out,
         rows=rows,
-        device=device,
+        device=plan.device,
         device_name=info["device_name"],
         torch_version=info["torch_version"],
         cuda_version=info["cuda_version"],
         num_threads=info["num_threads"],
-        tf32_modes=tf32_modes,
+        tf32_modes=plan.tf32_modes,
         warnings=list(dict.fromkeys(n for row in rows if row["warning"] for n in row["warning"].split("\n"))),
     )
     store.write_parquet_atomic(store.table_from_rows(rows, amp_schema()), result.parquet)
@@ -246,6 +237,52 @@ def amp_benchmark(
         files.append(PLOT_FILE)
     store.finish_manifest(out, manifest, files=files, warnings=result.warnings)
     return result
+
+
+def _measure(
+    plan: AmpPlan, width: int, precision: str, allow_tf32: bool, info: dict[str, Any], floor_s: float
+) -> dict[str, Any]:
+    """One row: the timing (or why there is none) and its warnings, kept in ``row["notes"]`` for now."""
+    import torch
+
+    row = {
+        "width": width,
+        "depth": plan.depth,
+        "batch": plan.batch,
+        "precision": precision,
+        "tf32": allow_tf32,
+        "device": plan.device,
+        "optimizer": plan.optimizer,
+        "flops_per_step": 6 * plan.batch * width * width * plan.depth,
+        "overhead_floor_s": floor_s,
+        **{k: v for k, v in info.items() if k != "tf32_capable"},
+    }
+    notes = []
+    try:
+        check_precision(precision, plan.device)
+    except NotApplicable as err:
+        notes.append(f"{err}; not measured")
+    else:
+        try:
+            timing = _time_step(plan, width, precision)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            notes.append(f"width {width}, {precision}: out of memory on {plan.device}; not measured")
+        else:
+            row.update(timing)
+            notes += _timing_notes(precision, timing)
+    if allow_tf32 and not info["tf32_capable"]:
+        notes.append(
+            f"TF32 was allowed, but {info['device_name']} has no TF32 tensor cores "
+            "(needs compute capability 8.0+): TF32 on and off measure the same fp32"
+        )
+    if width % 8 or plan.batch % 8:
+        notes.append(
+            f"width {width} / batch {plan.batch}: not multiples of 8; fp16/bf16 tensor-core (GPU) and AMX "
+            "(CPU) kernels want multiples of 8 and may fall back to slower ones"
+        )
+    row["notes"] = notes
+    return row
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -295,6 +332,20 @@ def _tf32_modes(tf32: str, device: str) -> tuple[bool, ...]:
 
 
 # ------------------------------------------------------------------------------------ device and TF32
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None):
+    """Run the block with ``torch.set_num_threads(num_threads)`` (None: leave as is); restores after."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def device_info(device: str) -> dict[str, Any]:
@@ -399,27 +450,20 @@ def build_step(device: str, width: int, depth: int, batch: int, precision: str, 
     return step, scaler
 
 
-def _time_step(
-    device: str,
-    width: int,
-    depth: int,
-    batch: int,
-    precision: str,
-    optimizer: str,
-    min_run_time_s: float,
-    warmup_steps: int,
-) -> dict[str, Any]:
+def _time_step(plan: AmpPlan, width: int, precision: str) -> dict[str, Any]:
+    """Warm up, then ``blocked_autorange``; median/IQR per step, peak CUDA memory, the dtype that ran."""
     import torch
-    import torch.utils.benchmark as benchmark
+    from torch.utils import benchmark
 
+    device, depth, batch = plan.device, plan.depth, plan.batch
     on_cuda = device_type(device) == "cuda"
     if on_cuda:
         gc.collect()
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    step, scaler = build_step(device, width, depth, batch, precision, optimizer)
-    dtypes = {step() for _ in range(warmup_steps)}
+    step, scaler = build_step(device, width, depth, batch, precision, plan.optimizer)
+    dtypes = {step() for _ in range(plan.warmup_steps)}
     timer = benchmark.Timer(
         stmt="step()",
         globals={"step": step},
@@ -428,7 +472,7 @@ def _time_step(
         sub_label=f"width={width}",
         description=precision,
     )
-    measurement = timer.blocked_autorange(min_run_time=min_run_time_s)
+    measurement = timer.blocked_autorange(min_run_time=plan.min_run_time_s)
     peak = None
     if on_cuda:
         torch.cuda.synchronize(device)
@@ -469,9 +513,7 @@ def _timing_notes(precision: str, timing: dict[str, Any]) -> list[str]:
 def _add_speedups_and_size_warnings(rows: list[dict[str, Any]], floor_s: float, device: str) -> None:
     """speedup = fp32 median / median within (width, tf32); the overhead-floor warning per width."""
     what = "GPU" if device_type(device) == "cuda" else "CPU"
-    baselines = {
-        (r["width"], r["tf32"]): r.get("median_s") for r in rows if r["precision"] == "fp32"
-    }
+    baselines = {(r["width"], r["tf32"]): r.get("median_s") for r in rows if r["precision"] == "fp32"}
     for row in rows:
         base = baselines.get((row["width"], row["tf32"]))
         median = row.get("median_s")

@@ -5,9 +5,10 @@ Per step t (0-based), in this order::
     record lr (the lr this step's update uses), param values/norm, val metrics (every eval_every steps)
     zero_grad -> forward (loss_t, before the update) -> backward -> optimizer.step -> scheduler.step
 
-Metrics are written into a preallocated tensor on the run's device and copied to the host once at the
-end; the only per-step host syncs are a divergence check every ``CHECK_EVERY`` steps (and the loss fed
-to ReduceLROnPlateau, which needs a float).
+Per-step values stay on the run's device (lists of small tensors) and are stacked and copied to the host
+once at the end; the only host syncs during the loop are a divergence check every ``CHECK_EVERY`` steps
+(and the loss fed to ReduceLROnPlateau, which needs a float). For toy problems only the point and the
+gradient are kept per step; param and update norms are derived from them at the end.
 
 Divergence is data: a run diverges at the first step whose loss is non-finite or larger than
 ``DIVERGENCE_FACTOR`` x max(initial loss, 1). The run then stops with status ``diverged`` and
@@ -34,9 +35,6 @@ from optbench.spec import TRACE_COLUMNS, RunConfig, RunSummary
 DIVERGENCE_FACTOR = 1e6
 CHECK_EVERY = 32
 
-# Columns of the on-device metric buffer, in order.
-_METRICS = ("loss", "grad_norm", "update_norm", "param_norm", "x0", "x1", "val_loss", "val_acc")
-_COL = {name: i for i, name in enumerate(_METRICS)}
 
 
 @dataclass
@@ -101,7 +99,6 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
         raise OptbenchError(f"precision {cfg.precision!r} is not supported by this engine yet")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise OptbenchError(f"Invalid learning rate: {cfg.lr}")
-    device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     problem = build_problem(cfg.problem, init=cfg.init, loss=cfg.loss, device=cfg.device, seed=cfg.seed,
                             steps=cfg.steps, batch_size=cfg.batch_size)
@@ -113,9 +110,17 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
     closure_needed = needs_closure(cfg.optimizer)
 
     steps = cfg.steps
-    metrics = torch.full((steps, len(_METRICS)), float("nan"), device=device, dtype=torch.float64)
+    # Per-step values stay on the device as small tensors in lists (an append costs far less than an
+    # indexed write) and are stacked and copied to the host once at the end.
+    losses: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []  # toy problems: the raw gradient; norms taken once at the end
+    grad_norms: list[torch.Tensor] = []  # MLPs: the global gradient norm
+    update_norms: list[torch.Tensor] = []
+    param_norms: list[torch.Tensor] = []
+    points: list[torch.Tensor] = [coords.detach().clone()] if coords is not None else []  # x_0 .. x_T
+    evals: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     lrs = np.full(steps, np.nan)
-    threshold = None
+    threshold = -math.inf
     diverged_step = None
     done = 0
 
@@ -128,24 +133,25 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
     for t in range(steps):
         lrs[t] = optimizer.param_groups[0]["lr"]
         if problem.eval_every and (t % problem.eval_every == 0 or t == steps - 1):
-            val_loss, val_acc = problem.evaluate()
-            metrics[t, _COL["val_loss"]] = val_loss
-            if val_acc is not None:
-                metrics[t, _COL["val_acc"]] = val_acc
-        before = [p.detach().clone() for p in params]
+            evals[t] = problem.evaluate()
+        if coords is None:
+            before = [p.detach().clone() for p in params]
 
         loss = closure()
-        grad_norm = _global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        losses.append(loss.detach())
+        if coords is not None:
+            grads.append(coords.grad.detach().clone())
+        else:
+            grad_norms.append(_global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in params]))
         if closure_needed:
             optimizer.step(closure)
         else:
             optimizer.step()
-        update_norm = _global_norm([p.detach() - b for p, b in zip(params, before)])
-
-        row = [loss.detach(), grad_norm, update_norm, _global_norm(before)]
-        metrics[t, :4] = torch.stack([v.to(torch.float64) for v in row])
         if coords is not None:
-            metrics[t, 4 : 4 + coords.numel()] = before[0].to(torch.float64)
+            points.append(coords.detach().clone())
+        else:
+            update_norms.append(_global_norm([p.detach() - b for p, b in zip(params, before, strict=True)]))
+            param_norms.append(_global_norm(before))
         scheduler.step(loss.detach())
         done = t + 1
 
@@ -153,21 +159,37 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
             initial = float(loss)
             threshold = DIVERGENCE_FACTOR * max(abs(initial), 1.0) if math.isfinite(initial) else -math.inf
         if (t + 1) % CHECK_EVERY == 0 or t == steps - 1:
-            bad = _first_diverged(metrics[: t + 1, 0], threshold)
+            window_start = (t // CHECK_EVERY) * CHECK_EVERY
+            bad = _first_diverged(torch.stack(losses[window_start:]), threshold)
             if bad is not None:
-                diverged_step = bad
+                diverged_step = window_start + bad
                 break
 
-    host = metrics.cpu().numpy()
     end = diverged_step + 1 if diverged_step is not None else done
-    host, lrs = host[:end], lrs[:end]
-    trace = {
-        "step": np.arange(end, dtype=np.int64),
-        "lr": lrs,
-        **{name: host[:, _COL[name]] for name in _METRICS},
-        "loss_scale": np.full(end, np.nan),
-        "skipped_step": np.zeros(end, dtype=bool),
-    }
+    nan = np.full(end, np.nan)
+    trace = {"step": np.arange(end, dtype=np.int64), "lr": lrs[:end]}
+    trace["loss"] = _host(torch.stack(losses[:end]))
+    if coords is not None:
+        x = torch.stack(points[: end + 1])  # [end + 1, d]: the point before each step, and after the last
+        trace["grad_norm"] = _host(torch.linalg.vector_norm(torch.stack(grads[:end]), dim=1))
+        trace["param_norm"] = _host(torch.linalg.vector_norm(x[:end], dim=1))
+        trace["update_norm"] = _host(torch.linalg.vector_norm(x[1:] - x[:-1], dim=1))
+        x_host = _host(x[:end])
+        trace["x0"] = x_host[:, 0]
+        trace["x1"] = x_host[:, 1] if x_host.shape[1] > 1 else nan
+    else:
+        trace["grad_norm"] = _host(torch.stack(grad_norms[:end]))
+        trace["update_norm"] = _host(torch.stack(update_norms[:end]))
+        trace["param_norm"] = _host(torch.stack(param_norms[:end]))
+        trace["x0"], trace["x1"] = nan, nan.copy()
+    trace["val_loss"], trace["val_acc"] = np.full(end, np.nan), np.full(end, np.nan)
+    for t, (val_loss, val_acc) in evals.items():
+        if t < end:
+            trace["val_loss"][t] = float(val_loss)
+            if val_acc is not None:
+                trace["val_acc"][t] = float(val_acc)
+    trace["loss_scale"] = np.full(end, np.nan)
+    trace["skipped_step"] = np.zeros(end, dtype=bool)
     losses = trace["loss"]
     finite = losses[np.isfinite(losses)]
     val_loss, val_acc = trace["val_loss"], trace["val_acc"]
@@ -189,6 +211,10 @@ def _first_diverged(losses: torch.Tensor, threshold: float) -> int | None:
     if not bool(bad.any()):
         return None
     return int(bad.nonzero()[0, 0])
+
+
+def _host(values: torch.Tensor) -> np.ndarray:
+    return values.detach().to("cpu", torch.float64).numpy()
 
 
 def _last_finite(values: np.ndarray) -> float | None:

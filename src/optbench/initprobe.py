@@ -144,7 +144,7 @@ def resolve_inits(values: list[str] | None, width: int = 256) -> list[str]:
             init_weight(torch.empty(4, 4), spec, "none")
         except OptbenchError:
             raise
-        except Exception as err:  # torch's own complaint about a value, e.g. normal(std='a')
+        except (TypeError, ValueError, RuntimeError) as err:  # torch rejects a value: normal(std="a")
             detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise OptbenchError(f"init {spec!r} cannot fill a weight: {detail}") from None
         if spec not in specs:
@@ -154,8 +154,10 @@ def resolve_inits(values: list[str] | None, width: int = 256) -> list[str]:
 
 def resolve_activations(values: list[str] | None) -> list[str]:
     """Activation names from CLI values (repeatable, comma-separated allowed); duplicates dropped."""
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()] if values else list(
-        DEFAULT_ACTIVATIONS
+    names = (
+        [n.strip() for v in values for n in v.split(",") if n.strip()]
+        if values
+        else list(DEFAULT_ACTIVATIONS)
     )
     if not names:
         raise OptbenchError("no activation given")
@@ -163,7 +165,12 @@ def resolve_activations(values: list[str] | None) -> list[str]:
 
 
 def check_sizes(depth: int, width: int, batch: int, seeds: int) -> None:
-    for name, value, least in (("depth", depth, 1), ("width", width, 2), ("batch", batch, 1), ("seeds", seeds, 1)):
+    for name, value, least in (
+        ("depth", depth, 1),
+        ("width", width, 2),
+        ("batch", batch, 1),
+        ("seeds", seeds, 1),
+    ):
         if value < least:
             raise OptbenchError(f"invalid {name}: {value} (must be >= {least})")
 
@@ -180,7 +187,7 @@ def probe_stack(
     sees the same input for a given seed. Non-finite values are data: the loop never raises on them.
     """
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     from optbench.inits import init_weight
 
@@ -218,7 +225,7 @@ def probe_stack(
     return rows
 
 
-def measure(
+def measure_rows(
     inits: list[str],
     activations: list[str],
     *,
@@ -226,10 +233,8 @@ def measure(
     width: int = 256,
     batch: int = 16,
     seeds: int = 1,
-):
-    """The per-layer table for every (init, activation, seed), seeds 0..seeds-1, with ``theory_std``."""
-    import pandas as pd
-
+) -> list[dict[str, Any]]:
+    """The rows of layers.parquet for every (init, activation, seed), seeds 0..seeds-1."""
     rows: list[dict[str, Any]] = []
     for init in inits:
         for activation in activations:
@@ -238,8 +243,14 @@ def measure(
                 for row in probe_stack(init, activation, depth=depth, width=width, batch=batch, seed=seed):
                     row["theory_std"] = theory[row["layer"]]
                     rows.append(row)
-    columns = layers_schema().names
-    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
+    return rows
+
+
+def measure(inits: list[str], activations: list[str], **sizes: int):
+    """``measure_rows`` as a DataFrame with the dtypes of ``layers_schema()`` (no files written)."""
+    from optbench.store import table_from_rows
+
+    return table_from_rows(measure_rows(inits, activations, **sizes), layers_schema()).to_pandas()
 
 
 def first_nonfinite(layers):
@@ -262,8 +273,8 @@ def _trunc_normal_var(mean: float, std: float, a: float, b: float) -> float | No
     """Variance of N(mean, std²) truncated to [a, b]; None unless symmetric about 0."""
     if mean != 0 or a != -b or std <= 0:
         return None
-    pdf = lambda t: math.exp(-t * t / 2) / math.sqrt(2 * math.pi)  # noqa: E731
-    cdf = lambda t: 0.5 * (1 + math.erf(t / math.sqrt(2)))  # noqa: E731
+    pdf = lambda t: math.exp(-t * t / 2) / math.sqrt(2 * math.pi)
+    cdf = lambda t: 0.5 * (1 + math.erf(t / math.sqrt(2)))
     alpha, beta = a / std, b / std
     z = cdf(beta) - cdf(alpha)
     return std**2 * (1 + (alpha * pdf(alpha) - beta * pdf(beta)) / z - ((pdf(alpha) - pdf(beta)) / z) ** 2)
@@ -276,7 +287,7 @@ def weight_scale(init: str, activation: str, width: int) -> float | None:
     from the activation (kaiming_normal + relu: 2). ``default`` (nn.Linear's kaiming_uniform(a=√5)): 1/3.
     For orthogonal weights s = gain² holds exactly (‖Wh‖ = gain·‖h‖), not just on average.
     """
-    import torch.nn as nn
+    from torch import nn
 
     spec = parse_spec(init, what="init")
     kw, name = spec.kw, spec.name
@@ -323,7 +334,7 @@ def theory_std(init: str, activation: str, *, depth: int = 100, width: int = 256
 
     name = parse_spec(init, what="init").name
     act = acts.make_activation(activation)
-    phi = lambda v: act(torch.from_numpy(v)).numpy()  # noqa: E731
+    phi = lambda v: act(torch.from_numpy(v)).numpy()
     z, w = _std_normal_grid()
 
     def std_of(values) -> float:
@@ -340,9 +351,9 @@ def theory_std(init: str, activation: str, *, depth: int = 100, width: int = 256
         s = weight_scale(init, activation, width)
         if s is None:
             return [None] * depth
-        if activation == "none":
-            stds = [s ** ((k + 1) / 2) if (k + 1) * math.log10(max(s, 1e-300)) / 2 < 307 else math.inf
-                    for k in range(depth)]
+        if activation == "none":  # closed form (σ·√width)^(k+1) = s^((k+1)/2), in logs: no overflow error
+            with np.errstate(divide="ignore", over="ignore"):
+                stds = list(np.exp((np.arange(depth) + 1) / 2 * np.log(s)))
         else:
             q = s  # pre-activation variance of layer 0: s·E[x²], x ~ N(0, 1)
             with np.errstate(over="ignore", invalid="ignore"):
@@ -350,7 +361,7 @@ def theory_std(init: str, activation: str, *, depth: int = 100, width: int = 256
                     values = phi(math.sqrt(q) * z) if math.isfinite(q) else np.full_like(z, math.nan)
                     stds.append(std_of(values))
                     q = s * float(np.sum(w * values * values))
-    return [v if math.isfinite(v) else None for v in stds]
+    return [float(v) if math.isfinite(v) else None for v in stds]
 
 
 # -------------------------------------------------------------------------------------------------- gains
@@ -411,25 +422,43 @@ def init_report(
         out: results folder; None = a new ``results/init-report-<time>``.
         plots: also draw std_vs_layer.png and gain_table.png.
     """
+    import pandas as pd
+
     from optbench import store
 
     check_sizes(depth, width, batch, seeds)
     inits = resolve_inits(inits, width)
     activations = resolve_activations(activations)
     out = Path(out) if out is not None else store.default_out("init-report")
-    params = {"depth": depth, "width": width, "batch": batch, "seeds": seeds, "inits": inits,
-              "activations": activations, "loss": LOSS}
+    params = {
+        "depth": depth,
+        "width": width,
+        "batch": batch,
+        "seeds": seeds,
+        "inits": inits,
+        "activations": activations,
+        "loss": LOSS,
+    }
     manifest = store.start_manifest(out, command, extra=params)
 
-    layers = measure(inits, activations, depth=depth, width=width, batch=batch, seeds=seeds)
+    layer_table = store.table_from_rows(
+        measure_rows(inits, activations, depth=depth, width=width, batch=batch, seeds=seeds), layers_schema()
+    )
     gains = gain_table(activations)
     paths = {"layers": out / LAYERS_FILE, "gains": out / GAINS_FILE}
-    store.write_parquet_atomic(store.table_from_rows(layers.to_dict("records"), layers_schema()), paths["layers"])
-    store.write_parquet_atomic(store.table_from_rows(gains.to_dict("records"), gains_schema()), paths["gains"])
+    store.write_parquet_atomic(layer_table, paths["layers"])
+    store.write_parquet_atomic(
+        store.table_from_rows(gains.to_dict("records"), gains_schema()), paths["gains"]
+    )
+    layers = layer_table.to_pandas()
     if plots:
         from optbench import initplots
 
-        paths["std_vs_layer"] = initplots.plot_std_vs_layer(layers, out / STD_PLOT_FILE)
+        title = (
+            f"Std of each layer's output: {depth} layers of width {width}, batch {batch} of N(0,1) inputs, "
+            f"{seeds} seed(s)"
+        )
+        paths["std_vs_layer"] = initplots.plot_std_vs_layer(layers, out / STD_PLOT_FILE, title)
         paths["gain_table"] = initplots.plot_gain_table(gains, out / GAIN_PLOT_FILE)
     paths["manifest"] = out / store.MANIFEST_FILE
 
@@ -438,13 +467,9 @@ def init_report(
         out,
         manifest,
         files=sorted(p.name for p in paths.values()),
-        first_nonfinite={f"{i} / {a}": (None if pd_na(v) else int(v))
-                         for i, a, v in table.itertuples(index=False)},
+        first_nonfinite={
+            f"{i} / {a}": None if layer is pd.NA else int(layer)
+            for i, a, layer in table.itertuples(index=False)
+        },
     )
     return InitReport(layers, table, gains, inits, activations, depth, width, batch, seeds, out, paths)
-
-
-def pd_na(value) -> bool:
-    import pandas as pd
-
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))

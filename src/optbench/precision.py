@@ -114,7 +114,7 @@ def check_precision(precision: str, device: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe_autocast(precision: str, device: str) -> tuple[str, str]:
     """Run an 8x8 matmul under ``torch.autocast`` and return (output dtype name, first warning text)."""
     import torch

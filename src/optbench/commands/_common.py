@@ -45,9 +45,10 @@ class fresh_out_dir:
         return self.out
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and self.created and self.out.exists():
-            if not exc_type.__name__ == "KeyboardInterrupt":
-                shutil.rmtree(self.out, ignore_errors=True)
+        # An interrupted command keeps what it committed (it can resume); a failed one leaves nothing.
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        if exc_type is not None and not interrupted and self.created and self.out.exists():
+            shutil.rmtree(self.out, ignore_errors=True)
         return False
 
 

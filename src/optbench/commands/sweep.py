@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,13 +19,13 @@ def lr_sweep_cmd(
     steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = 100,
     problem: Annotated[str, typer.Option(help="Problem spec, e.g. quadratic or 'rosenbrock(x0=(-1.5, 2))'.")] = "quadratic",
     optimizer: Annotated[str, typer.Option(help="Optimizer spec, e.g. sgd, 'adamw(weight_decay=0.1)'.")] = "sgd",
-    momentum: Annotated[Optional[float], typer.Option(help="Momentum (beta1 for the Adam family); default: the optimizer's own.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="Momentum (beta1 for the Adam family); default: the optimizer's own.")] = None,
     scheduler: Annotated[str, typer.Option(help="Scheduler spec, e.g. none, 'steplr(step_size=5, gamma=0.8)'.")] = "none",
     init: Annotated[str, typer.Option(help="Init scheme for MLP problems (spec syntax).")] = "default",
     loss: Annotated[str, typer.Option(help="Loss for MLP problems; auto = the problem's own.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: a new folder under results/).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: a new folder under results/).")] = None,
     plots: Annotated[bool, typer.Option(help="Draw the two figures.")] = True,
 ) -> None:
     """Sweep the learning rate; print lr, final loss and status; find the largest stable lr and compare it
