@@ -10,6 +10,7 @@ _LAZY = {
     "run": "optbench.engine",
     "lr_sweep": "optbench.sweep",
     "run_grid": "optbench.grid",
+    "init_report": "optbench.initprobe",
 }
 
 

@@ -1,8 +1,8 @@
 """Figures of the init report, drawn from its DataFrames only (never imports the engine).
 
-``std_vs_layer.png``: one panel per activation, one solid line per init (each seed), its mean-field theory
-dashed in the same colour, log y axis; non-finite and zero values are not drawn and the first non-finite
-layer is marked with an x on the float32-max line. ``gain_table.png``: ``nn.init.calculate_gain`` against
+``std_vs_layer.png``: one panel per activation (and a zoom on [1e-2, 1e2] below it), one solid line per
+init (each seed), its mean-field theory dashed in the same colour, log y axis; non-finite and zero values
+are not drawn and the first non-finite layer is marked with an x on the float32-max line. ``gain_table.png``: ``nn.init.calculate_gain`` against
 the measured gains, one group of bars per activation.
 """
 
@@ -32,7 +32,7 @@ _CLASSIC = (
     "eye",
     "sparse",
 )
-_EXTRA_COLOURS = ("#000000", "#8c6d31", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d")
+_EXTRA_COLOURS = ("#000000", "#000080", "#006400", "#8b0000", "#4b0082", "#b8860b", "#008080", "#ff00ff")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38: beyond it a float32 activation is inf
 FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)  # 1.4e-45: below it, exactly 0
 
@@ -45,43 +45,67 @@ def init_colour(name: str) -> str:
 
 
 def plot_std_vs_layer(layers, path: Path, title: str | None = None) -> Path:
-    """Std of each layer's output against depth; ``layers`` has the columns of layers.parquet."""
+    """Std of each layer's output against depth; ``layers`` has the columns of layers.parquet.
+
+    Each activation gets two panels: the full range (explosion to float32's max, vanishing to 0) and a zoom
+    on [1e-2, 1e2], where "stays O(1)" and "slowly decays" can be told apart.
+    """
     activations = list(dict.fromkeys(layers["activation"]))
     inits = list(dict.fromkeys(layers["init"]))
     seeds = layers["seed"].nunique()
     ncols = min(len(activations), 3)
-    nrows = -(-len(activations) // ncols)
+    chunks = -(-len(activations) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(5.2 * ncols + 2.6, 4.2 * nrows), sharey=True, squeeze=False
+        2 * chunks,
+        ncols,
+        figsize=(4.6 * ncols + 2.4, 6.4 * chunks),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 2] * chunks},
     )
-    for ax, activation in zip(axes.flat, activations):
+    # Inits with identical weights (xavier_normal and kaiming_normal on square layers) draw identical lines:
+    # earlier ones are drawn wider so they still show under the later ones.
+    widths = np.linspace(3.2, 1.2, len(inits)) if len(inits) > 1 else [1.6]
+    for index, activation in enumerate(activations):
+        row, col = 2 * (index // ncols), index % ncols
+        full, zoom = axes[row, col], axes[row + 1, col]
         panel = layers[layers["activation"] == activation]
-        for init in inits:
+        for init, lw in zip(inits, widths, strict=True):
             colour = init_colour(init)
             runs = panel[panel["init"] == init]
-            for seed, run in runs.groupby("seed"):
+            for _, run in runs.groupby("seed"):
                 run = run.sort_values("layer")
                 std = run["act_std"].to_numpy(dtype=float)
                 drawn = np.isfinite(std) & (std > 0)  # log axis: inf/nan and exact zeros are left out
-                ax.plot(
-                    run["layer"][drawn], std[drawn], color=colour, lw=1.4, alpha=1.0 if seeds == 1 else 0.6
-                )
+                for ax in (full, zoom):
+                    ax.plot(
+                        run["layer"][drawn], std[drawn], color=colour, lw=lw, alpha=0.9 if seeds == 1 else 0.5
+                    )
                 bad = run.loc[~run["finite"].astype(bool), "layer"]
                 if len(bad):
-                    ax.plot([bad.min()], [FLOAT32_MAX], "x", color=colour, ms=9, mew=2)
+                    full.plot([bad.min()], [FLOAT32_MAX], "x", color=colour, ms=9, mew=2)
             theory = runs[runs["seed"] == runs["seed"].min()].sort_values("layer")
             values = theory["theory_std"].to_numpy(dtype=float)
             shown = np.isfinite(values) & (values >= FLOAT32_TINY) & (values <= FLOAT32_MAX)
-            ax.plot(theory["layer"][shown], values[shown], "--", color=colour, lw=1.0, alpha=0.8)
-        ax.axhline(FLOAT32_MAX, color="grey", ls=":", lw=1)
-        ax.set_yscale("log")
-        ax.set_title(f"activation: {activation}")
-        ax.set_xlabel("layer (0-based)")
-        ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("std of the layer's output")
-    for ax in list(axes.flat)[len(activations) :]:
-        ax.set_visible(False)
+            for ax in (full, zoom):
+                ax.plot(theory["layer"][shown], values[shown], "--", color=colour, lw=1.0)
+        full.axhline(FLOAT32_MAX, color="grey", ls=":", lw=1)
+        full.set_title(f"activation: {activation}")
+        zoom.set_ylim(1e-2, 1e2)
+        zoom.set_xlabel("layer (0-based)")
+        for ax in (full, zoom):
+            ax.set_yscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+        if col == 0:
+            full.set_ylabel("std of the layer's output")
+            zoom.set_ylabel("zoom")
+    full_axes = [axes[2 * (i // ncols), i % ncols] for i in range(len(activations))]
+    low = min(ax.get_ylim()[0] for ax in full_axes)  # one scale for every full-range panel
+    for ax in full_axes:
+        ax.set_ylim(low, FLOAT32_MAX * 1e3)
+    for index in range(len(activations), chunks * ncols):
+        row, col = 2 * (index // ncols), index % ncols
+        axes[row, col].set_visible(False)
+        axes[row + 1, col].set_visible(False)
 
     handles = [plt.Line2D([], [], color=init_colour(i), lw=2, label=i) for i in inits]
     handles += [
@@ -89,12 +113,15 @@ def plot_std_vs_layer(layers, path: Path, title: str | None = None) -> Path:
         plt.Line2D([], [], color="grey", ls="", marker="x", mew=2, label="first non-finite layer"),
         plt.Line2D([], [], color="grey", ls=":", label="float32 max"),
     ]
-    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    legend_w = 2.4 / fig.get_figwidth()
+    fig.legend(
+        handles=handles, loc="center left", bbox_to_anchor=(1 - legend_w, 0.5), fontsize=8, frameon=False
+    )
     depth = int(layers["layer"].max()) + 1 if len(layers) else 0
     fig.suptitle(
         title or f"Std of each layer's output in a {depth}-layer MLP (N(0,1) input, {seeds} seed(s))"
     )
-    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
+    fig.tight_layout(rect=(0, 0, 1 - legend_w, 1))
     return _save(fig, path)
 
 
@@ -116,8 +143,8 @@ def plot_gain_table(gains, path: Path) -> Path:
     ax.set_xticks(x)
     ax.set_xticklabels(
         [
-            f"{a}\n({nl})" if nl not in (a, "linear") else a
-            for a, nl in zip(gains["activation"], gains["nonlinearity"])
+            f"{a}\n(gain of {nl})" if nl not in (a, "linear") else a
+            for a, nl in zip(gains["activation"], gains["nonlinearity"], strict=True)
         ]
     )
     ax.set_ylabel("gain")

@@ -18,6 +18,7 @@ def init_report_cmd(
         list[str] | None,
         typer.Option(
             "--init",
+            metavar="SPEC",
             help="Init scheme in spec syntax, e.g. kaiming_normal or 'normal(std=0.0625)'. Repeatable, or "
             "comma-separated. Default: the ten classic schemes plus normal(std=1/sqrt(width)).",
         ),
@@ -26,6 +27,7 @@ def init_report_cmd(
         list[str] | None,
         typer.Option(
             "--activation",
+            metavar="NAME",
             help="Activation after each layer: none, relu, leaky_relu, tanh, sigmoid, selu, gelu, silu, elu. "
             "Repeatable, or comma-separated. Default: none, relu, tanh.",
         ),
@@ -38,6 +40,7 @@ def init_report_cmd(
         Path | None,
         typer.Option(help="Results folder. Default: a new results/init-report-<time> folder."),
     ] = None,
+    plots: Annotated[bool, typer.Option(help="Draw std_vs_layer.png and gain_table.png.")] = True,
 ) -> None:
     """Show how the std of each layer's output evolves with depth for each init and activation.
 
@@ -53,7 +56,7 @@ def init_report_cmd(
     out = out if out is not None else default_out("init-report")
     with fresh_out_dir(out):
         report = initprobe.init_report(
-            inits, activations, depth=depth, width=width, batch=batch, seeds=seeds, out=out
+            inits, activations, depth=depth, width=width, batch=batch, seeds=seeds, out=out, plots=plots
         )
     typer.echo(summary_text(report))
 
@@ -87,7 +90,10 @@ def summary_text(report) -> str:
         lines.append(
             f"{row.activation:<12}{row.calculate_gain:>16.4f}{row.measured_gain:>14.4f}{row.measured_rms_gain:>14.4f}"
         )
-    lines += ["", f"Wrote {report.out}/ (layers.parquet, gains.parquet, std_vs_layer.png, gain_table.png)"]
+    lines += ["", f"results: {report.out}"]
+    lines += [
+        f"figure:  {path}" for key, path in report.paths.items() if key in ("std_vs_layer", "gain_table")
+    ]
     return "\n".join(lines)
 
 
