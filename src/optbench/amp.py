@@ -19,8 +19,9 @@ momentum 0.9) is the lighter alternative.
 batch, fp32) is timed once as the *overhead floor* -- kernel launches, Python, autocast and optimizer
 bookkeeping, none of which shrinks with precision. When the floor is at least ``OVERHEAD_SHARE_LIMIT``
 (50 %) of a width's fp32 step, no precision can speed that step up by much (at most 1 / 0.5 = 2x even
-with infinitely fast matmuls), and every row of that width carries a warning. Example on the 2-core CPU
-this was written on (depth 3, batch 512): floor 0.15 ms, fp32 step at width 256 0.8 ms -> no warning.
+with infinitely fast matmuls), and every row of that width carries a warning. Examples on the CPU this
+was written on (1 thread, AdamW): depth 3, batch 512: floor 0.39 ms, fp32 step at width 256 5.1 ms
+(floor = 8 %) -> no warning; depth 2, batch 32: floor 0.27 ms, width 16 0.27 ms (100 %) -> warned.
 
 Peak memory is ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` per configuration
 (weights, AdamW state, gradients, activations, the autocast weight-cast cache). On CPU torch keeps no
@@ -213,9 +214,11 @@ def _run(plan: AmpPlan, out: Path, plot: bool, say: Callable[[str], None]) -> Am
                     say(f"width {width}, {precision}, TF32 {'on' if allow_tf32 else 'off'}")
                     rows.append(_measure(plan, width, precision, allow_tf32, info, floor_s))
     _add_speedups_and_size_warnings(rows, floor_s, plan.device)
-    for row in rows:
+    columns = amp_schema().names
+    for i, row in enumerate(rows):
         notes = row.pop("notes")
-        row["warning"] = "\n".join(notes) if notes else None
+        rows[i] = {name: row.get(name) for name in columns}  # every column, None where not measured
+        rows[i]["warning"] = "\n".join(notes) if notes else None
 
     result = AmpResult(
         out=out,
@@ -505,7 +508,7 @@ def _timing_notes(precision: str, timing: dict[str, Any]) -> list[str]:
         share = timing["iqr_s"] / timing["median_s"]
         notes.append(
             f"noisy: IQR is {share:.0%} of the median ({timing['n_blocks']} blocks); "
-            "raise --min-run-time or quiet the machine"
+            "raise --min-run-time, use fewer threads or quiet the machine"
         )
     return notes
 

@@ -22,7 +22,7 @@ def plot_title(frame) -> str:
     if on_gpu:
         versions += f", CUDA {first['cuda_version']}"
     else:
-        versions += f", {int(first['num_threads'])} threads"
+        versions += f", {int(first['num_threads'])} thread(s)"
     return (
         f"Training-step speed-up over fp32 (MLP depth {int(first['depth'])}, batch {int(first['batch'])}, "
         f"{first['optimizer']})\n{where} · {versions}"
@@ -65,7 +65,7 @@ def plot_amp(frame, path: Path) -> Path:
             edgecolor="black",
             linewidth=0.5,
         )
-        for bar, value in zip(bars, values):
+        for bar, value in zip(bars, values, strict=True):
             text = "n/a" if np.isnan(value) else f"{value:.2f}x"
             height = 0.0 if np.isnan(value) else value
             ax.annotate(
@@ -74,7 +74,8 @@ def plot_amp(frame, path: Path) -> Path:
                 ha="center",
                 va="bottom",
                 fontsize=8,
-                xytext=(0, 2),
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+                xytext=(0, 3),
                 textcoords="offset points",
             )
         if not np.all(np.isnan(values)):
@@ -85,7 +86,7 @@ def plot_amp(frame, path: Path) -> Path:
     ax.set_ylabel("speed-up over fp32 (median step time ratio)")
     ax.set_ylim(0, top * 1.2)
     ax.set_title(plot_title(frame), fontsize=10)
-    ax.legend(fontsize=8, ncols=min(n, 3), loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside the bars
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

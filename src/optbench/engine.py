@@ -156,7 +156,7 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
         done = t + 1
 
         if t == 0:  # one sync to fix the divergence threshold from the initial loss
-            initial = float(loss)
+            initial = float(loss.detach())
             threshold = DIVERGENCE_FACTOR * max(abs(initial), 1.0) if math.isfinite(initial) else -math.inf
         if (t + 1) % CHECK_EVERY == 0 or t == steps - 1:
             window_start = (t // CHECK_EVERY) * CHECK_EVERY

@@ -98,31 +98,34 @@ def amp_cmd(
 
 def print_result(result) -> None:
     """The device header, one table row per (width, TF32, precision), the warnings, the files."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
+
+    from optbench.amp import NOISY_IQR_SHARE
 
     console = Console(highlight=False)
     on_gpu = result.device.startswith("cuda")
     console.print(f"[bold]{'GPU' if on_gpu else 'CPU'}:[/bold] {result.device_name} ({result.device})")
     console.print(
         f"torch {result.torch_version}, CUDA {result.cuda_version or 'none (CPU build)'}, "
-        f"{result.num_threads} torch threads"
+        f"{result.num_threads} torch thread(s)"
     )
-    tf32_text = ", ".join("allowed" if t else "not allowed" for t in result.tf32_modes)
+    tf32_text = " / ".join("allowed" if t else "not allowed" for t in result.tf32_modes)
     console.print(f"TF32 matmuls: {tf32_text}" + ("" if on_gpu else " (TF32 is a CUDA mode)"))
 
+    first = result.rows[0]
     table = Table(
-        title=f"Training step, MLP depth {result.rows[0]['depth']}, batch {result.rows[0]['batch']}"
+        title=f"Training step, MLP depth {first['depth']}, batch {first['batch']}, {first['optimizer']}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for name in ("width", "precision", "TF32", "median ms", "IQR ms", "speed-up", "peak MiB", "ran as"):
-        table.add_column(name, justify="left" if name in ("precision", "ran as") else "right")
+    for name in ("width", "precision", "TF32", "median ms", "IQR ms", "speedup", "peak MiB", "dtype"):
+        table.add_column(name, justify="left" if name in ("precision", "dtype") else "right", no_wrap=True)
+    noisy = []
     for row in result.rows:
-        median, iqr, speedup, peak = (
-            row.get("median_s"),
-            row.get("iqr_s"),
-            row["speedup"],
-            row.get("peak_mem_bytes"),
-        )
+        median, iqr, speedup = row.get("median_s"), row.get("iqr_s"), row["speedup"]
+        peak = row.get("peak_mem_bytes")
         table.add_row(
             str(row["width"]),
             row["precision"],
@@ -133,11 +136,20 @@ def print_result(result) -> None:
             "n/a" if peak is None else f"{peak / 2**20:.1f}",
             row.get("compute_dtype") or "not run",
         )
+        if median and iqr > NOISY_IQR_SHARE * median:
+            noisy.append(f"{row['width']}/{row['precision']} {iqr / median:.0%}")
     console.print(table)
     if not on_gpu:
         console.print("peak MiB: n/a on CPU (torch keeps no CPU allocator statistics)")
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        if not warning.startswith("noisy:"):  # summarised below, one line for all rows
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+    if noisy:
+        console.print(
+            f"[yellow]warning:[/yellow] noisy timings (IQR > {NOISY_IQR_SHARE:.0%} of the median) in "
+            f"{len(noisy)} of {len(result.rows)} rows: {', '.join(noisy)}; raise --min-run-time, use "
+            "fewer --threads or quiet the machine"
+        )
     console.print(f"wrote {result.parquet}")
     if result.plot.exists():
         console.print(f"wrote {result.plot}")
