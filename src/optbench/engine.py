@@ -26,11 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from optbench.errors import OptbenchError
+from optbench.errors import NotApplicable, OptbenchError
 from optbench.optimizers import build_optimizer, needs_closure
+from optbench.precision import autocast_context, check_precision, device_type
 from optbench.problems import build_problem
 from optbench.schedulers import build_scheduler
-from optbench.spec import TRACE_COLUMNS, RunConfig, RunSummary
+from optbench.spec import TRACE_COLUMNS, RunConfig, RunSummary, parse_spec
 
 DIVERGENCE_FACTOR = 1e6
 CHECK_EVERY = 32
@@ -95,8 +96,6 @@ def run(config: RunConfig) -> RunResult:
 
 
 def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
-    if cfg.precision != "fp32":
-        raise OptbenchError(f"precision {cfg.precision!r} is not supported by this engine yet")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise OptbenchError(f"Invalid learning rate: {cfg.lr}")
     torch.manual_seed(cfg.seed)
@@ -108,6 +107,7 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
     params = problem.trainable
     coords = problem.coords()
     closure_needed = needs_closure(cfg.optimizer)
+    precision, scaler = _precision_setup(cfg, problem, closure_needed)
 
     steps = cfg.steps
     # Per-step values stay on the device as small tensors in lists (an append costs far less than an
@@ -119,6 +119,7 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
     param_norms: list[torch.Tensor] = []
     points: list[torch.Tensor] = [coords.detach().clone()] if coords is not None else []  # x_0 .. x_T
     evals: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    scales: list[torch.Tensor] = []  # GradScaler scale used by each step, then the one after the last
     lrs = np.full(steps, np.nan)
     threshold = -math.inf
     diverged_step = None
@@ -126,25 +127,33 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
 
     def closure():
         optimizer.zero_grad(set_to_none=True)
-        loss = problem.loss(t)
-        loss.backward()
+        with autocast_context(precision, cfg.device):
+            loss = problem.loss(t)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         return loss
 
     for t in range(steps):
         lrs[t] = optimizer.param_groups[0]["lr"]
         if problem.eval_every and (t % problem.eval_every == 0 or t == steps - 1):
-            evals[t] = problem.evaluate()
+            with autocast_context(precision, cfg.device):
+                evals[t] = problem.evaluate()
         if coords is None:
             before = [p.detach().clone() for p in params]
 
         loss = closure()
-        losses.append(loss.detach())
+        losses.append(loss.detach().float())
+        if scaler is not None:
+            scales.append(_scale_tensor(scaler))
+            scaler.unscale_(optimizer)  # norms below are of the true gradient
         if coords is not None:
             grads.append(coords.grad.detach().clone())
         else:
             grad_norms.append(_global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in params]))
         if closure_needed:
             optimizer.step(closure)
+        elif scaler is not None:
+            scaler.step(optimizer)  # skipped when the unscaled gradient has inf/nan
+            scaler.update()
         else:
             optimizer.step()
         if coords is not None:
@@ -190,6 +199,11 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
                 trace["val_acc"][t] = float(val_acc)
     trace["loss_scale"] = np.full(end, np.nan)
     trace["skipped_step"] = np.zeros(end, dtype=bool)
+    if scaler is not None:
+        # GradScaler halves its scale exactly when it skipped a step, so a drop marks the skip.
+        scale = _host(torch.stack([*scales, _scale_tensor(scaler)]))
+        trace["loss_scale"] = scale[:end]
+        trace["skipped_step"] = scale[1 : end + 1] < scale[:end]
     losses = trace["loss"]
     finite = losses[np.isfinite(losses)]
     val_loss, val_acc = trace["val_loss"], trace["val_acc"]
@@ -204,6 +218,38 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
         final_val_acc=_last_finite(val_acc),
     )
     return summary, trace
+
+
+def _precision_setup(cfg: RunConfig, problem, closure_needed: bool):
+    """(autocast precision name, GradScaler or None); invalid combinations raise NotApplicable."""
+    spec = parse_spec(cfg.precision, what="precision")
+    use_scaler = spec.kw.get("scaler", spec.name == "fp16")
+    if spec.name == "fp32":
+        if use_scaler:
+            raise NotApplicable("GradScaler with fp32: there is nothing to scale")
+        return "fp32", None
+    if problem.coords() is not None:
+        raise NotApplicable(f"{spec.name} autocast only changes matmul-like ops; the toy function "
+                            f"{problem.name!r} has none, so its result would be fp32 labelled {spec.name}")
+    if use_scaler and spec.name == "bf16":
+        raise NotApplicable("GradScaler with bf16: bf16 has fp32's exponent range, loss scaling does not apply")
+    if use_scaler and closure_needed:
+        raise NotApplicable("LBFGS re-evaluates its closure inside step(); GradScaler cannot unscale or "
+                            "skip such a step (fp16 with a scaler is not applicable to lbfgs)")
+    check_precision(spec.name, cfg.device)
+    options = {k: v for k, v in spec.kw.items() if k != "scaler"}
+    if options and not use_scaler:
+        raise NotApplicable(f"GradScaler options {sorted(options)} given without a scaler")
+    scaler = torch.amp.GradScaler(device_type(cfg.device), **options) if use_scaler else None
+    return spec.name, scaler
+
+
+def _scale_tensor(scaler) -> torch.Tensor:
+    """The scaler's current scale without a host sync (GradScaler keeps it as a 1-element tensor)."""
+    scale = getattr(scaler, "_scale", None)
+    if scale is None:  # before the first scale() call
+        return torch.tensor(scaler.get_scale(), dtype=torch.float64)
+    return scale.detach().reshape(()).to(torch.float64, copy=True)
 
 
 def _first_diverged(losses: torch.Tensor, threshold: float) -> int | None:

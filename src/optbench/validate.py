@@ -10,25 +10,30 @@ from __future__ import annotations
 import math
 
 from optbench.errors import OptbenchError
-from optbench.spec import PRECISIONS, RunConfig
+from optbench.spec import PRECISIONS, RunConfig, parse_spec
 
 
 def check_device(device: str) -> str:
     """``auto`` -> cuda if available else cpu; ``cuda``/``cuda:N`` must exist."""
-    import torch
+    from optbench.precision import resolve_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise OptbenchError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
-        index = device.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise OptbenchError(f"--device {device}: valid CUDA devices are cuda:0..cuda:{torch.cuda.device_count() - 1}")
-        return device
-    raise OptbenchError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    return resolve_device(device)
+
+
+SCALER_OPTIONS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval")
+
+
+def canonical_precision(text: str) -> str:
+    """``fp32``, ``fp16`` (autocast + GradScaler) or ``bf16`` (autocast); ``fp16(scaler=False)`` and
+    ``bf16(scaler=True)`` are accepted so that such cells can be recorded (the latter as invalid);
+    GradScaler options pass through: ``fp16(init_scale=1024.0, growth_interval=100)``."""
+    spec = parse_spec(text, what="precision")
+    if spec.name not in PRECISIONS:
+        raise OptbenchError(f"unknown precision {spec.name!r}; valid: {', '.join(PRECISIONS)}")
+    unknown = set(spec.kw) - {"scaler", *SCALER_OPTIONS}
+    if unknown or not isinstance(spec.kw.get("scaler", True), bool):
+        raise OptbenchError(f"precision {text!r}: options are scaler=True/False, {', '.join(SCALER_OPTIONS)}")
+    return spec.canonical()
 
 
 def canonical_config(config: RunConfig) -> RunConfig:
@@ -45,8 +50,6 @@ def canonical_config(config: RunConfig) -> RunConfig:
         raise OptbenchError(f"momentum must be in [0, 1], got {config.momentum}")
     if config.steps < 1:
         raise OptbenchError(f"--steps must be >= 1, got {config.steps}")
-    if config.precision not in PRECISIONS:
-        raise OptbenchError(f"unknown precision {config.precision!r}; valid: {', '.join(PRECISIONS)}")
     if config.batch_size is not None and config.batch_size < 1:
         raise OptbenchError(f"--batch-size must be >= 1, got {config.batch_size}")
     if not config.head_lr_scale > 0:
@@ -66,6 +69,7 @@ def canonical_config(config: RunConfig) -> RunConfig:
         init=canonical_init(config.init),
         loss=loss,
         device=check_device(config.device),
+        precision=canonical_precision(config.precision),
         lr=float(config.lr),
         momentum=None if config.momentum is None else float(config.momentum),
     )
