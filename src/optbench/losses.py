@@ -61,6 +61,9 @@ class FocalLoss(nn.Module):
 
 def _torch_loss(cls):
     def make(**kwargs):
+        for key in ("weight", "pos_weight"):  # torch wants tensors; spec syntax gives lists
+            if isinstance(kwargs.get(key), (list, tuple)):
+                kwargs[key] = torch.tensor(kwargs[key], dtype=torch.float32)
         try:
             return cls(**kwargs)
         except TypeError as err:

@@ -140,6 +140,8 @@ def build_optimizer(optimizer: str, groups: list[dict], lr: float, momentum: flo
                 raise OptbenchError(f"momentum given twice: --momentum {momentum} and in {optimizer!r}")
             kwargs["momentum"] = momentum
         elif knob == "betas[0]":
+            if "betas" in kwargs:
+                raise OptbenchError(f"momentum given twice: --momentum {momentum} and betas in {optimizer!r}")
             default_betas = inspect.signature(cls.__init__).parameters["betas"].default
             beta2 = kwargs.get("betas", default_betas)[1]
             kwargs["betas"] = (momentum, beta2)

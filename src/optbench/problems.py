@@ -92,7 +92,7 @@ def quadratic(device: str, scale: float = 2.0, x0: float = 2.0, **rest):
     Curvature L = f'' = 2·scale^2 = 8: plain SGD gives x_{t+1} = (1 - lr·L)·x_t, loss_t = 16(1 - 8·lr)^(2t),
     stable iff lr < 2/L = 0.25 (heavy-ball momentum m: iff lr < 2(1 + m)/L). Minimum 0 at x = 0.
     """
-    _toy_kwargs("quadratic", rest, set())
+    _toy_kwargs("quadratic", rest, {"scale", "x0"})
     return ToyProblem("quadratic", lambda x: ((scale * x) ** 2).sum(), _point(x0, 1, "quadratic"), device,
                       curvature=2 * scale**2)
 
@@ -103,7 +103,7 @@ def rosenbrock(device: str, a: float = 1.0, b: float = 100.0, x0=(-1.2, 1.0), **
 
     Standard start (-1.2, 1) with f = 24.2; global minimum f = 0 at (a, a^2) = (1, 1).
     """
-    _toy_kwargs("rosenbrock", rest, set())
+    _toy_kwargs("rosenbrock", rest, {"a", "b", "x0"})
     return ToyProblem("rosenbrock", lambda p: (a - p[0]) ** 2 + b * (p[1] - p[0] ** 2) ** 2,
                       _point(x0, 2, "rosenbrock"), device)
 
@@ -114,7 +114,7 @@ def rastrigin(device: str, A: float = 10.0, x0=(2.2, -1.8), **rest):
 
     Start (2.2, -1.8) (inside the usual [-5.12, 5.12]^2 box, between local minima); global minimum 0 at 0.
     """
-    _toy_kwargs("rastrigin", rest, set())
+    _toy_kwargs("rastrigin", rest, {"A", "x0"})
     return ToyProblem("rastrigin", lambda p: A * p.numel() + (p**2 - A * torch.cos(2 * math.pi * p)).sum(),
                       _point(x0, 2, "rastrigin"), device)
 
@@ -126,7 +126,7 @@ def beale(device: str, x0=(1.0, 1.5), **rest):
 
     Start (1, 1.5); global minimum f = 0 at (3, 0.5).
     """
-    _toy_kwargs("beale", rest, set())
+    _toy_kwargs("beale", rest, {"x0"})
 
     def fn(p):
         x, y = p[0], p[1]
@@ -204,6 +204,7 @@ class MLPProblem(Problem):
         self.params = list(self.model.parameters())
 
         self.loss_module, target_kind = make_loss(loss)
+        self.loss_module.to(device)  # class weights live on the device too
         self.x_train, self.x_val = data.x_train.to(device), data.x_val.to(device)
         self.y_train = self._targets(data.y_train, data.classes, target_kind, loss).to(device)
         self.y_val = self._targets(data.y_val, data.classes, target_kind, loss).to(device)
@@ -266,7 +267,7 @@ def mlp_regression(device, *, init, loss, seed, steps, batch_size=None, width=64
     activations.check_activation(activation)
     data = make_regression_data(n_train, n_val, in_dim, noise, data_seed)
     return MLPProblem("mlp-regression", data, width=width, depth=depth, activation=activation, loss=loss,
-                      init=init, device=device, seed=seed, steps=steps, batch_size=batch_size or 64,
+                      init=init, device=device, seed=seed, steps=steps, batch_size=64 if batch_size is None else batch_size,
                       eval_every=eval_every)
 
 
@@ -278,7 +279,7 @@ def mlp_classification(device, *, init, loss, seed, steps, batch_size=None, widt
     activations.check_activation(activation)
     data = make_spirals(n_train, n_val, classes, noise, data_seed)
     return MLPProblem("mlp-classification", data, width=width, depth=depth, activation=activation, loss=loss,
-                      init=init, device=device, seed=seed, steps=steps, batch_size=batch_size or 64,
+                      init=init, device=device, seed=seed, steps=steps, batch_size=64 if batch_size is None else batch_size,
                       eval_every=eval_every)
 
 

@@ -156,8 +156,11 @@ def _import(path: str, what: str):
 
 def canonical_scheduler(text: str) -> str:
     spec = parse_spec(text, what="scheduler")
-    name = spec.name if spec.is_import_path else schedulers.canonical_name(spec.name)
-    return Spec(name, spec.kwargs).canonical()
+    if spec.is_import_path:
+        if not callable(getattr(_import(spec.name, "scheduler"), "step", None)):
+            raise OptbenchError(f"{spec.name!r} is not a scheduler (it has no step method)")
+        return spec.canonical()
+    return Spec(schedulers.canonical_name(spec.name), spec.kwargs).canonical()
 
 
 def _torch_kwargs(cls, spec: Spec, optimizer, steps: int, lr: float) -> dict[str, Any]:
@@ -199,7 +202,7 @@ def build_scheduler(scheduler: str, optimizer, steps: int, lr: float) -> Schedul
                 return Scheduler(factory(optimizer, steps, **spec.kw), False)
             return Scheduler(factory(optimizer, **spec.kw), False)
         cls = entry.factory
-        impl = cls(optimizer, **_torch_kwargs(cls, spec, optimizer, steps, lr))
+        impl = cls(optimizer=optimizer, **_torch_kwargs(cls, spec, optimizer, steps, lr))
         return Scheduler(impl, cls is torch_schedulers.ReduceLROnPlateau)
     except (ValueError, TypeError) as err:
         if isinstance(err, OptbenchError):

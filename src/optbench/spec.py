@@ -70,11 +70,13 @@ def parse_spec(text: str, *, what: str = "spec") -> Spec:
             call = ast.parse(f"f({args})", mode="eval").body
         except SyntaxError:
             raise OptbenchError(f"malformed {what} {text!r}: arguments must be key=value pairs") from None
-        if not isinstance(call, ast.Call) or call.args:
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args:
             raise OptbenchError(f"malformed {what} {text!r}: arguments must be key=value pairs")
         for keyword in call.keywords:
             if keyword.arg is None:
                 raise OptbenchError(f"malformed {what} {text!r}: '**' is not allowed")
+            if keyword.arg in kwargs:
+                raise OptbenchError(f"malformed {what} {text!r}: {keyword.arg!r} given twice")
             try:
                 value = ast.literal_eval(keyword.value)
             except (ValueError, SyntaxError):

@@ -7,6 +7,8 @@ weights, an init on a toy function) are left to the engine, which records them a
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 from optbench.errors import OptbenchError
@@ -36,6 +38,63 @@ def canonical_precision(text: str) -> str:
     return spec.canonical()
 
 
+def _accepted_arguments(fn, skip) -> set[str] | None:
+    """Keyword names ``fn`` accepts (None: it takes **kwargs, so any name may be fine)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - set(skip)
+
+
+def _check_names(what: str, spec, accepted: set[str] | None) -> None:
+    unknown = sorted(set(spec.kw) - accepted) if accepted is not None else []
+    if unknown:
+        raise OptbenchError(f"{what} {spec.name!r} has no argument {unknown[0]!r}; valid: {', '.join(sorted(accepted))}")
+
+
+@functools.cache
+def check_problem_arguments(problem: str) -> None:
+    """Option names (and a toy's values) of a problem spec: a typo is a user error, not an invalid cell."""
+    from optbench import activations
+    from optbench.problems import build_problem, is_toy, problems
+
+    parsed = parse_spec(problem, what="problem")
+    if is_toy(problem):
+        build_problem(problem, device="cpu")  # a toy builds in microseconds and checks its own options
+        return
+    factory = problems.get(parsed.name).factory
+    _check_names("problem", parsed, _accepted_arguments(factory, ("device", "init", "loss", "seed", "steps", "batch_size")))
+    if "activation" in parsed.kw:
+        activations.check_activation(parsed.kw["activation"])
+
+
+@functools.cache
+def check_optimizer_arguments(optimizer: str) -> None:
+    from optbench.optimizers import resolve_optimizer_class
+
+    parsed = parse_spec(optimizer, what="optimizer")
+    if "lr" in parsed.kw:
+        raise OptbenchError(f"optimizer {optimizer!r}: give the learning rate with --lr, not in the spec")
+    cls = resolve_optimizer_class(parsed.name)
+    _check_names("optimizer", parsed, _accepted_arguments(cls.__init__, ("self", "params")))
+
+
+@functools.cache
+def check_scheduler_arguments(scheduler: str) -> None:
+    from optbench.schedulers import schedulers, warmup_cosine
+
+    parsed = parse_spec(scheduler, what="scheduler")
+    if parsed.is_import_path:
+        return
+    entry = schedulers.get(parsed.name)
+    if entry.meta["kind"] == "none":
+        if parsed.kw:
+            raise OptbenchError("scheduler 'none' takes no arguments")
+        return
+    fn = entry.factory if entry.factory is warmup_cosine else entry.factory.__init__
+    _check_names("scheduler", parsed, _accepted_arguments(fn, ("self", "optimizer", "steps")))
+
+
 def canonical_config(config: RunConfig) -> RunConfig:
     """The same config with canonical spec strings, the loss resolved and the device checked."""
     from optbench.inits import canonical_init
@@ -62,10 +121,20 @@ def canonical_config(config: RunConfig) -> RunConfig:
         loss = default_loss(problem)
     elif loss != "none":
         loss = canonical_loss(loss)
+    optimizer = canonical_optimizer(config.optimizer)
+    scheduler = canonical_scheduler(config.scheduler)
+    check_problem_arguments(problem)
+    check_optimizer_arguments(optimizer)
+    check_scheduler_arguments(scheduler)
+    if config.momentum is not None:
+        kwargs = parse_spec(optimizer, what="optimizer").kw
+        for knob in ("momentum", "betas"):
+            if knob in kwargs:
+                raise OptbenchError(f"momentum given twice: --momentum {config.momentum} and {knob} in {optimizer!r}")
     return config.replace(
         problem=problem,
-        optimizer=canonical_optimizer(config.optimizer),
-        scheduler=canonical_scheduler(config.scheduler),
+        optimizer=optimizer,
+        scheduler=scheduler,
         init=canonical_init(config.init),
         loss=loss,
         device=check_device(config.device),

@@ -1,0 +1,131 @@
+"""Results folders: atomic Parquet writes with explicit schemas, commit records, read-back, the manifest."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from optbench import store
+from optbench.engine import run
+from optbench.spec import RunConfig, runs_schema, traces_schema
+
+
+@pytest.fixture(scope="module")
+def results():
+    """Three finished runs: ok, diverged, invalid."""
+    return [
+        run(RunConfig(problem="quadratic", lr=0.1, steps=6)),
+        run(RunConfig(problem="quadratic", lr=0.5, steps=20)),
+        run(RunConfig(problem="quadratic", optimizer="sparseadam", steps=6)),
+    ]
+
+
+def _dot_files(folder):
+    return [p for p in folder.rglob(".*")]
+
+
+def test_rows_match_the_explicit_schemas(results):
+    for result in results:
+        assert list(result.summary_row()) == runs_schema().names
+        assert list(result.trace_rows()) == traces_schema().names
+
+
+def test_commit_consolidate_and_read_back(tmp_path, results):
+    for result in reversed(results):
+        store.commit_run(tmp_path, result)
+    order = [r.run_id for r in results]
+    assert store.completed_run_ids(tmp_path) == set(order)
+    store.consolidate_runs(tmp_path, order=order)
+
+    assert pq.read_schema(tmp_path / "runs.parquet").equals(runs_schema())
+    runs = store.read_runs(tmp_path)
+    assert runs["run_id"].tolist() == order  # rows follow the given order
+    assert runs["status"].tolist() == ["ok", "diverged", "invalid"]
+    assert runs.loc[1, "diverged_step"] == 7 and runs.loc[0, "steps"] == 6
+    assert pd.isna(runs.loc[0, "momentum"]) and pd.isna(runs.loc[0, "batch_size"])
+    assert "sparse" in runs.loc[2, "reason"]
+
+    for result in results:
+        path = tmp_path / "traces" / f"{result.run_id}.parquet"
+        assert pq.read_schema(path).equals(traces_schema())
+    traces = store.read_traces(tmp_path)
+    assert len(traces) == 6 + 8 + 0
+    first = traces[traces["run_id"] == order[0]].sort_values("step")
+    assert first["loss"].tolist() == pytest.approx(results[0].trace["loss"].tolist())
+    assert first["step"].tolist() == list(range(6))
+    only = store.read_traces(tmp_path, run_ids=[order[1]])
+    assert set(only["run_id"]) == {order[1]} and len(only) == 8
+    # the README's one-liners: pandas reads the traces folder as one data set
+    assert len(pd.read_parquet(tmp_path / "traces")) == 14
+    assert _dot_files(tmp_path) == []
+
+
+def test_a_killed_write_leaves_only_a_dot_file_that_scans_ignore(tmp_path, results):
+    store.commit_run(tmp_path, results[0])
+    (tmp_path / "traces" / ".half-written.parquet.1234.tmp").write_bytes(b"PAR1 garbage")
+    (tmp_path / "_runs" / ".half.parquet.5678.tmp").write_bytes(b"garbage")
+    assert len(store.read_traces(tmp_path)) == 6
+    assert store.completed_run_ids(tmp_path) == {results[0].run_id}
+    assert len(store.consolidate_runs(tmp_path)) == 1
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    table = pa.table({"a": [1, 2, 3]})
+
+    def short_write(table, where, **kwargs):  # a disk that drops rows
+        original(table.slice(0, 1), where, **kwargs)
+
+    original = pq.write_table
+    monkeypatch.setattr(pq, "write_table", short_write)
+    with pytest.raises(OSError, match="short write"):
+        store.write_parquet_atomic(table, tmp_path / "sub" / "t.parquet")
+    assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_atomic_write_replaces_an_existing_file(tmp_path):
+    path = tmp_path / "t.parquet"
+    store.write_parquet_atomic(pa.table({"a": [1]}), path)
+    store.write_parquet_atomic(pa.table({"a": [1, 2]}), path)
+    assert pq.read_table(path).num_rows == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_table_from_rows_fills_missing_keys_with_nulls():
+    schema = pa.schema([("a", pa.int64()), ("b", pa.string())])
+    table = store.table_from_rows([{"a": 1}, {"a": 2, "b": "x", "extra": 0}], schema)
+    assert table.schema.equals(schema)
+    assert table.to_pylist() == [{"a": 1, "b": None}, {"a": 2, "b": "x"}]
+
+
+def test_consolidate_with_no_runs_writes_an_empty_table_with_the_schema(tmp_path):
+    table = store.consolidate_runs(tmp_path)
+    assert table.num_rows == 0
+    assert pq.read_schema(tmp_path / "runs.parquet").equals(runs_schema())
+
+
+def test_manifest_carries_command_versions_and_times(tmp_path):
+    import torch
+
+    manifest = store.start_manifest(tmp_path, "lr-sweep --min 0.1", {"experiment": "lr-sweep"})
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest, default=str))
+    assert on_disk["command"] == "lr-sweep --min 0.1" and on_disk["experiment"] == "lr-sweep"
+    assert on_disk["torch"] == torch.__version__ and on_disk["ended_at"] is None
+    assert {"optbench", "python", "platform", "cpu", "cuda_available", "argv", "started_at"} <= set(on_disk)
+    store.finish_manifest(tmp_path, manifest, largest_stable_lr=0.2)
+    done = store.read_manifest(tmp_path)
+    assert done["ended_at"] is not None and done["largest_stable_lr"] == 0.2
+    assert done["started_at"] == on_disk["started_at"]
+    assert store.read_manifest(tmp_path / "nowhere") == {}
+
+
+def test_default_out_never_reuses_a_folder(tmp_path):
+    first = store.default_out("lr-sweep", root=tmp_path)
+    assert first.parent == tmp_path and first.name.startswith("lr-sweep-")
+    first.mkdir()
+    second = store.default_out("lr-sweep", root=tmp_path)
+    assert second != first and not second.exists()
