@@ -1,0 +1,195 @@
+"""Where a grid's runs execute: this process, a local pool of spawned processes, or a Ray cluster.
+
+Every executor has ``workers`` and ``run(configs, out, on_result)``: it runs each config with
+``engine.run``, commits it with ``store.commit_run`` (trace file, then commit record; both atomic) and calls
+``on_result(summary_row)`` in the calling thread as each run finishes, in completion order. Commits happen
+one run at a time, so a grid killed at any moment loses only the runs in flight.
+
+* Local (default): ``workers`` processes from the ``spawn`` start method (no forked torch or CUDA state),
+  each with one torch thread set before any torch work; each worker commits its own runs. ``workers=1``
+  runs in this process, also with one torch thread. On CPU every run is bit-identical whatever the
+  number of workers: a run's only randomness comes from its own seed.
+* Ray: one task per run, ``num_cpus=1`` for CPU runs, ``num_gpus=gpus_per_run`` (and no CPU) for CUDA
+  runs. Tasks return their results and the driver commits them, so the cluster needs no shared disk
+  (its nodes need optbench installed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from optbench.errors import OptbenchError
+from optbench.spec import RunConfig
+
+OnResult = Callable[[dict], None]
+EXECUTORS = ("local", "ray")
+RAY_MISSING = "install the ray extra: pip install 'optbench[ray]'"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask / cgroup cpuset where the OS exposes it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def make_executor(kind: str = "local", *, workers: int | None = None, address: str | None = None,
+                  gpus_per_run: float = 0.25):
+    """Validate the execution options (one clear error each) and build the executor."""
+    if kind not in EXECUTORS:
+        raise OptbenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    if kind == "local":
+        if address is not None:
+            raise OptbenchError("--address applies to --executor ray")
+        return LocalExecutor(workers)
+    if workers is not None:
+        raise OptbenchError("--workers applies to --executor local; Ray schedules runs by the resources they request")
+    return RayExecutor(address, gpus_per_run)
+
+
+def run_and_commit(config: RunConfig, out: str | Path) -> dict:
+    """Run one config, commit it into ``out`` and return its summary row (what a local worker does)."""
+    from optbench import store
+    from optbench.engine import run
+
+    result = run(config)
+    store.commit_run(Path(out), result)
+    return result.summary_row()
+
+
+# ------------------------------------------------------------------------------------------------- local
+
+
+def _init_worker() -> None:
+    """Pool initializer, before any torch work: one intra- and inter-op thread, Ctrl-C left to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # only settable before inter-op work has started
+        torch.set_num_interop_threads(1)
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class LocalExecutor:
+    """``workers`` spawned processes (default: the usable cores); 1 = run in this process."""
+
+    def __init__(self, workers: int | None = None):
+        if workers is not None and workers < 1:
+            raise OptbenchError(f"--workers must be >= 1, got {workers}")
+        self.workers = workers or usable_cores()
+
+    def run(self, configs: Sequence[RunConfig], out: Path, on_result: OnResult) -> None:
+        workers = min(self.workers, len(configs))
+        if workers <= 1:
+            with _one_torch_thread():
+                for config in configs:
+                    on_result(run_and_commit(config, out))
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+        try:
+            futures = [pool.submit(run_and_commit, config, str(out)) for config in configs]
+            for future in as_completed(futures):
+                on_result(future.result())
+        except BaseException:
+            # Ctrl-C or an error: drop the queue and stop the workers now. Committed runs stay; the runs
+            # in flight are lost (nothing of them is visible: their files are still dot-prefixed temps).
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            raise
+        pool.shutdown(wait=False)  # every run is in; the workers' exit (~1 s with torch loaded) overlaps the rest
+
+
+# --------------------------------------------------------------------------------------------------- ray
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise OptbenchError(RAY_MISSING) from None
+    return ray
+
+
+def _ray_task(config: RunConfig):
+    """Body of one Ray task: the run's result (trace included) goes back to the driver, which commits."""
+    import torch
+
+    from optbench.engine import run
+
+    torch.set_num_threads(1)
+    return run(config)
+
+
+class RayExecutor:
+    """One Ray task per run on the cluster at ``address`` (default: a local Ray started for this grid and
+    shut down after it; an already initialised Ray is used as it is)."""
+
+    workers = None
+    WAIT_BATCH = 32
+
+    def __init__(self, address: str | None = None, gpus_per_run: float = 0.25):
+        if not gpus_per_run > 0:
+            raise OptbenchError(f"--gpus-per-run must be positive, got {gpus_per_run}")
+        self.ray = import_ray()
+        self.address, self.gpus_per_run = address, gpus_per_run
+
+    def _resources(self, config: RunConfig) -> dict:
+        if config.device.startswith("cuda"):
+            return {"num_gpus": self.gpus_per_run, "num_cpus": 0}
+        return {"num_cpus": 1}
+
+    def run(self, configs: Sequence[RunConfig], out: Path, on_result: OnResult) -> None:
+        from optbench import store
+
+        ray = self.ray
+        if not configs:
+            return
+        started = not ray.is_initialized()
+        if started:
+            try:
+                ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                where = self.address or "a local Ray"
+                raise OptbenchError(f"cannot start or reach {where}: {err}") from None
+        try:
+            task = ray.remote(_ray_task)
+            pending = [task.options(**self._resources(c)).remote(c) for c in configs]
+            try:
+                while pending:
+                    ready, pending = ray.wait(pending, num_returns=min(self.WAIT_BATCH, len(pending)), timeout=0.2)
+                    for ref in ready:
+                        result = ray.get(ref)
+                        store.commit_run(out, result)
+                        on_result(result.summary_row())
+            except BaseException:
+                for ref in pending:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=True)
+                raise
+        finally:
+            if started:
+                ray.shutdown()

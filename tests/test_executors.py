@@ -1,0 +1,95 @@
+"""Local executors: identical results whatever the number of workers; clear errors for bad options."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pytest
+
+from optbench import store
+from optbench.errors import OptbenchError
+from optbench.executors import RAY_MISSING, LocalExecutor, make_executor, usable_cores
+from optbench.grid import GridSpec, expand, run_grid
+
+# Small MLPs with minibatches, two seeds, a scheduler and a param-group axis: every source of randomness.
+MLP_GRID = GridSpec(problem="mlp-classification", width=16, optimizer="sgd,adamw", lr="0.01,0.1", momentum=0.9,
+                    scheduler="cosine", head_lr_scale="1,10", seed="0,1", steps=40)
+
+
+def _comparable(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs.drop(columns="wall_time_s")
+
+
+def test_results_are_identical_with_one_and_two_workers(tmp_path):
+    one = run_grid(MLP_GRID, out=tmp_path / "w1", workers=1)
+    two = run_grid(MLP_GRID, out=tmp_path / "w2", workers=2)
+    assert len(one) == 16 and (one["status"] == "ok").all()
+    assert list(two["run_id"]) == [c.run_id() for c in expand(MLP_GRID)]  # expansion order, not finish order
+    pd.testing.assert_frame_equal(_comparable(one), _comparable(two))  # bit-identical, warnings included
+    sort = ["run_id", "step"]
+    traces_one = store.read_traces(tmp_path / "w1").sort_values(sort).reset_index(drop=True)
+    traces_two = store.read_traces(tmp_path / "w2").sort_values(sort).reset_index(drop=True)
+    pd.testing.assert_frame_equal(traces_one, traces_two)
+    assert store.read_manifest(tmp_path / "w2")["workers"] == 2
+
+
+def test_in_process_runs_leave_the_callers_torch_threads_alone(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    run_grid(GridSpec(steps=5), out=tmp_path, workers=1)
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "dask"}, "unknown executor 'dask'; valid: local, ray"),
+        ({"kind": "local", "address": "ray://head:10001"}, "--address applies to --executor ray"),
+        ({"kind": "local", "workers": 0}, "--workers must be >= 1, got 0"),
+        ({"kind": "ray", "workers": 2}, "--workers applies to --executor local"),
+    ],
+)
+def test_bad_execution_options(kwargs, message):
+    with pytest.raises(OptbenchError, match=message.replace("(", r"\(")):
+        make_executor(**kwargs)
+
+
+def test_missing_ray_is_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(OptbenchError) as err:
+        make_executor("ray")
+    assert str(err.value) == RAY_MISSING == "install the ray extra: pip install 'optbench[ray]'"
+
+
+def test_default_workers_are_the_usable_cores():
+    assert LocalExecutor().workers == usable_cores() >= 1
+
+
+def test_a_failing_grid_leaves_no_half_made_folder(tmp_path, monkeypatch):
+    def broken(self, configs, out, on_result):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LocalExecutor, "run", broken)
+    with pytest.raises(OSError):
+        run_grid(GridSpec(steps=5), out=tmp_path / "new", workers=1)
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_interrupted_grid_keeps_its_commits_readable(tmp_path, monkeypatch):
+    real_run = LocalExecutor.run
+
+    def interrupted(self, configs, out, on_result):
+        real_run(self, configs[:2], out, on_result)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalExecutor, "run", interrupted)
+    spec = GridSpec(lr="0.1,0.2,0.3", steps=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(spec, out=tmp_path, workers=1)
+    assert len(store.read_runs(tmp_path)) == 2
+    monkeypatch.setattr(LocalExecutor, "run", real_run)
+    events = []
+    runs = run_grid(spec, out=tmp_path, workers=1, progress=events.append)
+    assert events[0].resumed == 2 and len(runs) == 3

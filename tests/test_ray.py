@@ -1,0 +1,36 @@
+"""The Ray executor on a real local Ray instance: the same rows as the local executor."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from optbench import store
+from optbench.executors import RayExecutor
+from optbench.grid import GridSpec, run_grid
+from optbench.spec import RunConfig
+
+pytestmark = pytest.mark.ray
+ray = pytest.importorskip("ray")
+
+
+def test_ray_results_equal_the_local_executor(tmp_path):
+    spec = GridSpec(problem="mlp-classification", width=8, optimizer="sgd,adagrad", lr="0.01,0.1", momentum=0.9,
+                    seed="0,1", steps=20)
+    local = run_grid(spec, out=tmp_path / "local", workers=1)
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        remote = run_grid(spec, out=tmp_path / "ray", executor="ray")
+    finally:
+        ray.shutdown()
+    assert set(remote["status"]) == {"ok", "invalid"}  # adagrad has no momentum knob: invalid on Ray too
+    pd.testing.assert_frame_equal(remote.drop(columns="wall_time_s"), local.drop(columns="wall_time_s"))
+    sort = ["run_id", "step"]
+    pd.testing.assert_frame_equal(store.read_traces(tmp_path / "ray").sort_values(sort).reset_index(drop=True),
+                                  store.read_traces(tmp_path / "local").sort_values(sort).reset_index(drop=True))
+
+
+def test_cuda_runs_request_a_gpu_fraction_cpu_runs_one_cpu():
+    executor = RayExecutor(gpus_per_run=0.25)
+    assert executor._resources(RunConfig(device="cuda")) == {"num_gpus": 0.25, "num_cpus": 0}
+    assert executor._resources(RunConfig(device="cpu")) == {"num_cpus": 1}
