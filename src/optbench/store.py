@@ -124,20 +124,68 @@ def default_out(kind: str, root: str | Path = "results") -> Path:
 
 def commit_run(out: Path, result) -> None:
     """Persist one finished run: its trace file first, then its commit record (what resume trusts)."""
+    commit_runs(out, [result], name=result.run_id)
+
+
+def commit_runs(out: Path, results: list, name: str | None = None) -> None:
+    """Persist finished runs as one unit: one trace file, then one commit record holding all their rows.
+
+    A batch of a thousand tiny runs thus costs two file writes, not two thousand. The file name is a hash
+    of the batch's run ids, so re-running the same batch replaces its files instead of duplicating rows.
+    """
+    import hashlib
+
     import pyarrow as pa
 
     from optbench.spec import runs_schema, traces_schema
 
     out = Path(out)
-    trace = pa.Table.from_pydict(result.trace_rows(), schema=traces_schema())
-    write_parquet_atomic(trace, out / TRACES_DIR / f"{result.run_id}.parquet")
-    write_parquet_atomic(table_from_rows([result.summary_row()], runs_schema()), out / COMMITS_DIR / f"{result.run_id}.parquet")
+    if name is None:
+        ids = ",".join(sorted(r.run_id for r in results))
+        name = "batch-" + hashlib.sha256(ids.encode()).hexdigest()[:16]
+    traces = [pa.Table.from_pydict(r.trace_rows(), schema=traces_schema()) for r in results]
+    write_parquet_atomic(pa.concat_tables(traces), out / TRACES_DIR / f"{name}.parquet")
+    rows = table_from_rows([r.summary_row() for r in results], runs_schema())
+    write_parquet_atomic(rows, out / COMMITS_DIR / f"{name}.parquet")
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.exists() else []
 
 
 def completed_run_ids(out: Path) -> set[str]:
-    """Runs whose commit record exists (both files were renamed into place)."""
-    folder = Path(out) / COMMITS_DIR
-    return {p.stem for p in folder.glob("*.parquet") if not p.name.startswith(".")} if folder.exists() else set()
+    """Runs whose commit record exists (both their files were renamed into place)."""
+    import pyarrow.parquet as pq
+
+    ids: set[str] = set()
+    for path in _parquet_files(Path(out) / COMMITS_DIR):
+        if path.stem.startswith("batch-"):
+            ids.update(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+        else:  # one run per file, named by its run id
+            ids.add(path.stem)
+    return ids
+
+
+def purge_runs(out: Path, run_ids: set[str]) -> None:
+    """Remove these runs' rows from every commit record, then from every trace file (``--force``).
+
+    Commit records go first: a process killed in between leaves the runs uncommitted, so they re-run.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for folder in (Path(out) / COMMITS_DIR, Path(out) / TRACES_DIR):
+        for path in _parquet_files(folder):
+            table = pq.read_table(path)
+            hit = pc.is_in(table.column("run_id"), value_set=pa.array(sorted(run_ids), pa.string()))
+            if not pc.any(hit).as_py():
+                continue
+            kept = table.filter(pc.invert(hit))
+            if kept.num_rows:
+                write_parquet_atomic(kept, path)
+            else:
+                path.unlink()
 
 
 def consolidate_runs(out: Path, order: list[str] | None = None):
@@ -148,7 +196,7 @@ def consolidate_runs(out: Path, order: list[str] | None = None):
     from optbench.spec import runs_schema
 
     out = Path(out)
-    files = sorted(p for p in (out / COMMITS_DIR).glob("*.parquet") if not p.name.startswith("."))
+    files = _parquet_files(out / COMMITS_DIR)
     tables = [pq.read_table(p, schema=runs_schema()) for p in files]
     table = pa.concat_tables(tables) if tables else runs_schema().empty_table()
     if order is not None:
