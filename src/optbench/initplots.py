@@ -159,6 +159,6 @@ def plot_gain_table(gains, path: Path) -> Path:
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # long titles stay inside
     plt.close(fig)
     return path
