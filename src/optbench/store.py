@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 import uuid
@@ -86,8 +87,11 @@ def environment() -> dict[str, Any]:
 
 def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the manifest at the start of a command (ended_at filled by ``finish_manifest``)."""
+    # The bench command line when run from the CLI; None from the Python API (argv is the host script's).
+    from_cli = Path(sys.argv[0]).name in ("bench", "__main__.py")
     manifest = {
         "command": command,
+        "command_line": shlex.join(["bench", *sys.argv[1:]]) if from_cli else None,
         "argv": sys.argv,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ended_at": None,
