@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from optbench.errors import OptbenchError
+from optbench.runtime import one_torch_thread
 from optbench.spec import RunConfig
 
 OnResult = Callable[[dict], None]
@@ -77,18 +78,6 @@ def _init_worker() -> None:
         torch.set_num_interop_threads(1)
 
 
-@contextlib.contextmanager
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class LocalExecutor:
     """``workers`` spawned processes (default: the usable cores); 1 = run in this process."""
 
@@ -100,7 +89,7 @@ class LocalExecutor:
     def run(self, configs: Sequence[RunConfig], out: Path, on_result: OnResult) -> None:
         workers = min(self.workers, len(configs))
         if workers <= 1:
-            with _one_torch_thread():
+            with one_torch_thread():
                 for config in configs:
                     on_result(run_and_commit(config, out))
             return

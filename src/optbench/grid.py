@@ -21,13 +21,12 @@ cells with status ``invalid`` and a reason; the rest of the grid runs.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import math
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,7 +276,6 @@ def expand(spec: GridSpec) -> list[RunConfig]:
 
     problems = [_fold_problem(*combo) for combo in itertools.product(spec.problem, spec.width, spec.depth,
                                                                       spec.activation)]
-    _check_arguments(problems, spec)
     rest = [getattr(spec, axis) for axis in AXES[4:]]
     configs: list[RunConfig] = []
     seen: set[str] = set()
@@ -307,62 +305,6 @@ def _fold_problem(problem: str, width: int | None, depth: int | None, activation
         if key in spec.kw and spec.kw[key] != value:
             raise OptbenchError(f"{key} given twice: --{key} {value} and in problem {problem!r}")
     return Spec(spec.name, tuple(sorted({**spec.kw, **given}.items()))).canonical()
-
-
-def _accepted_arguments(fn, skip: Iterable[str]) -> set[str] | None:
-    """Keyword names ``fn`` accepts (None: it takes **kwargs, so any name may be fine)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return set(params) - set(skip)
-
-
-def _check_names(what: str, spec: Spec, accepted: set[str] | None) -> None:
-    unknown = sorted(set(spec.kw) - accepted) if accepted is not None else []
-    if unknown:
-        raise OptbenchError(f"{what} {spec.name!r} has no argument {unknown[0]!r}; valid: {', '.join(sorted(accepted))}")
-
-
-def _check_arguments(problems: list[str], spec: GridSpec) -> None:
-    """Argument names in the problem, optimizer and scheduler specs, checked once per distinct spec: a typo
-    is an error for the whole grid, not a column of invalid cells."""
-    from optbench import activations
-    from optbench.optimizers import resolve_optimizer_class
-    from optbench.problems import build_problem, is_toy, problems as problem_registry
-    from optbench.schedulers import schedulers, warmup_cosine
-
-    for problem in dict.fromkeys(problems):
-        parsed = parse_spec(problem, what="problem")
-        if is_toy(problem):
-            build_problem(problem, device="cpu")  # a toy builds in microseconds and checks its own options
-            continue
-        factory = problem_registry.get(parsed.name).factory
-        _check_names("problem", parsed, _accepted_arguments(factory, ("device", "init", "loss", "seed", "steps",
-                                                                      "batch_size")))
-        if "activation" in parsed.kw:
-            activations.check_activation(parsed.kw["activation"])
-
-    for text in dict.fromkeys(spec.optimizer):
-        parsed = parse_spec(text, what="optimizer")
-        cls = resolve_optimizer_class(parsed.name)
-        if "lr" in parsed.kw:
-            raise OptbenchError(f"optimizer {text!r}: give the learning rate with --lr, not in the spec")
-        for knob in ("momentum", "betas"):
-            if knob in parsed.kw and any(m is not None for m in spec.momentum):
-                raise OptbenchError(f"momentum given twice: --momentum and {knob} in optimizer {text!r}")
-        _check_names("optimizer", parsed, _accepted_arguments(cls.__init__, ("self", "params")))
-
-    for text in dict.fromkeys(spec.scheduler):
-        parsed = parse_spec(text, what="scheduler")
-        if parsed.is_import_path:
-            continue
-        entry = schedulers.get(parsed.name)
-        if entry.meta["kind"] == "none":
-            if parsed.kw:
-                raise OptbenchError("scheduler 'none' takes no arguments")
-            continue
-        fn = entry.factory if entry.factory is warmup_cosine else entry.factory.__init__
-        _check_names("scheduler", parsed, _accepted_arguments(fn, ("self", "optimizer", "steps")))
 
 
 def _as_configs(spec: GridSpec | Mapping | str | Path | Sequence[RunConfig]) -> tuple[list[RunConfig], dict]:

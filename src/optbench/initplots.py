@@ -20,18 +20,6 @@ import numpy as np
 
 # One colour per init name in every figure: the ten classic schemes take tab10 in this order; any other
 # spec (e.g. normal(std=0.0625)) gets a colour from a stable hash of its name.
-_CLASSIC = (
-    "xavier_uniform",
-    "xavier_normal",
-    "kaiming_uniform",
-    "kaiming_normal",
-    "uniform",
-    "normal",
-    "constant",
-    "orthogonal",
-    "eye",
-    "sparse",
-)
 _EXTRA_COLOURS = ("#000000", "#000080", "#006400", "#8b0000", "#4b0082", "#b8860b", "#008080", "#ff00ff")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38: beyond it a float32 activation is inf
 FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)  # 1.4e-45: below it, exactly 0
@@ -39,8 +27,10 @@ FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)  # 1.4e-45: below 
 
 def init_colour(name: str) -> str:
     """The colour of an init in every figure (stable across runs and processes)."""
-    if name in _CLASSIC:
-        return plt.get_cmap("tab10")(_CLASSIC.index(name))
+    from optbench.inits import CLASSIC_INITS
+
+    if name in CLASSIC_INITS:
+        return plt.get_cmap("tab10")(CLASSIC_INITS.index(name))
     return _EXTRA_COLOURS[zlib.crc32(name.encode()) % len(_EXTRA_COLOURS)]
 
 

@@ -34,29 +34,16 @@ Python API::
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from optbench import activations as acts
 from optbench.errors import OptbenchError
+from optbench.runtime import one_torch_thread
 from optbench.spec import parse_spec, split_top_level
 
-# The ten classic schemes (REFERENCE.md) in the order the report lists them; ``normal`` is torch's
-# normal_ with its defaults, i.e. N(0, 1). ``default_inits`` adds normal(std=1/√width), the fixed version.
-CLASSIC_INITS = (
-    "xavier_uniform",
-    "xavier_normal",
-    "kaiming_uniform",
-    "kaiming_normal",
-    "uniform",
-    "normal",
-    "constant",
-    "orthogonal",
-    "eye",
-    "sparse",
-)
+# ``default_inits`` adds normal(std=1/√width) to the classic ten: N(0, 1/width), the fixed ``normal``.
 DEFAULT_ACTIVATIONS = ("none", "relu", "tanh")
 LOSS = "mean of the last layer's output"  # what grad_std differentiates
 GAIN_SAMPLES = 1_000_000  # N(0,1) samples behind each measured gain (std error of the ratio ~1e-3)
@@ -124,6 +111,8 @@ class InitReport:
 
 def default_inits(width: int = 256) -> list[str]:
     """The ten classic schemes plus ``normal(std=1/√width)`` (width 256: normal(std=0.0625))."""
+    from optbench.inits import CLASSIC_INITS
+
     return [*CLASSIC_INITS, f"normal(std={float(f'{1 / math.sqrt(width):.4g}')!r})"]
 
 
@@ -180,20 +169,6 @@ def check_sizes(depth: int, width: int, batch: int, seeds: int) -> None:
 # --------------------------------------------------------------------------------------------- measuring
 
 
-@contextmanager
-def _single_thread():
-    """Run torch ops on one thread: batch-16 matmuls are too small to split, and on a busy 2-core box the
-    thread pool's synchronisation made four 100-layer stacks 8x slower (5.7 s vs 0.7 s on one thread)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def probe_stack(
     init: str, activation: str, *, depth: int = 100, width: int = 256, batch: int = 16, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -207,7 +182,9 @@ def probe_stack(
 
     from optbench.inits import init_weight
 
-    with _single_thread():
+    # batch-16 matmuls are too small to split; on a busy 2-core box the thread pool's synchronisation
+    # made four 100-layer stacks 8x slower (5.7 s vs 0.7 s on one thread).
+    with one_torch_thread():
         torch.manual_seed(seed)
         x = torch.randn(batch, width, dtype=torch.float32)
         layers = [nn.Linear(width, width, bias=False, dtype=torch.float32) for _ in range(depth)]

@@ -19,6 +19,12 @@ from optbench.spec import Spec, parse_spec
 
 inits = Registry("init")
 
+# The ten classic schemes (REFERENCE.md), in the order reports list them and colour them.
+CLASSIC_INITS = (
+    "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "uniform",
+    "normal", "constant", "orthogonal", "eye", "sparse",
+)
+
 # nn.init functions that do not fill a 2-D weight matrix.
 _NOT_FOR_MATRICES = {"dirac_"}
 # Values for arguments torch requires but a CLI user should not have to spell out.
