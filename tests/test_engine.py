@@ -192,3 +192,13 @@ def test_python_api_is_exported_lazily():
     assert optbench.lr_sweep is lr_sweep
     with pytest.raises(AttributeError):
         optbench.no_such_thing  # noqa: B018
+
+
+@pytest.mark.parametrize("scheduler", ["onecyclelr", "cycliclr"])
+def test_a_scheduler_that_cycles_momentum_says_so_in_the_warnings(scheduler):
+    noisy = run(RunConfig(scheduler=scheduler, lr=0.1, steps=10))
+    quiet = run(RunConfig(scheduler=f"{scheduler}(cycle_momentum=False)", lr=0.1, steps=10))
+    assert "cycle_momentum=True" in (noisy.summary.warnings or "")
+    assert quiet.summary.warnings is None
+    # and it really does change the updates: momentum on vs off
+    assert not np.array_equal(noisy.trace["x0"], quiet.trace["x0"])

@@ -104,6 +104,10 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
     groups = problem.param_groups(cfg.lr, cfg.head_lr_scale, cfg.freeze)
     optimizer, knob = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.steps, cfg.lr)
+    if getattr(scheduler.impl, "cycle_momentum", False):  # CyclicLR/OneCycleLR: torch's default is True
+        warnings.warn(f"scheduler {cfg.scheduler!r} cycles the optimizer's momentum (cycle_momentum=True), "
+                      "overriding --momentum; pass cycle_momentum=False to keep the optimizer's own",
+                      UserWarning, stacklevel=1)
     params = problem.trainable
     coords = problem.coords()
     closure_needed = needs_closure(cfg.optimizer)
