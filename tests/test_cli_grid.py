@@ -89,7 +89,7 @@ KILL_GRID = {"lr": "linspace(0.01, 0.2, 12)", "momentum": "0,0.5", "steps": 1000
 def test_resume_after_sigkill_gives_the_rows_of_an_uninterrupted_grid(tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "optbench", "grid", "--lr", KILL_GRID["lr"], "--momentum", KILL_GRID["momentum"],
-            "--steps", str(KILL_GRID["steps"]), "--workers", "2", "--no-progress", "--out", str(out)]
+            "--steps", str(KILL_GRID["steps"]), "--workers", "2", "--no-progress", "--engine", "reference", "--out", str(out)]
     proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:
@@ -110,7 +110,7 @@ def test_resume_after_sigkill_gives_the_rows_of_an_uninterrupted_grid(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"{committed} of 24 runs were already in" in resumed.stdout
 
-    reference = run_grid(GridSpec(**KILL_GRID), out=tmp_path / "reference", workers=1)
+    reference = run_grid(GridSpec(**KILL_GRID), out=tmp_path / "reference", workers=1, engine="reference")
     runs = pd.read_parquet(out / "runs.parquet")
     assert runs["run_id"].is_unique and list(runs["run_id"]) == list(reference["run_id"])
     assert runs["final_loss"].tolist() == reference["final_loss"].tolist()  # identical, not merely close

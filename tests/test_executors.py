@@ -87,9 +87,9 @@ def test_an_interrupted_grid_keeps_its_commits_readable(tmp_path, monkeypatch):
     monkeypatch.setattr(LocalExecutor, "run", interrupted)
     spec = GridSpec(lr="0.1,0.2,0.3", steps=5)
     with pytest.raises(KeyboardInterrupt):
-        run_grid(spec, out=tmp_path, workers=1)
+        run_grid(spec, out=tmp_path, workers=1, engine="reference")  # one task per run
     assert len(store.read_runs(tmp_path)) == 2
     monkeypatch.setattr(LocalExecutor, "run", real_run)
     events = []
-    runs = run_grid(spec, out=tmp_path, workers=1, progress=events.append)
+    runs = run_grid(spec, out=tmp_path, workers=1, engine="reference", progress=events.append)
     assert events[0].resumed == 2 and len(runs) == 3

@@ -220,7 +220,39 @@ def test_rerun_runs_only_what_is_missing_and_force_runs_all(tmp_path):
     forced = []
     run_grid(grown, out=tmp_path, workers=1, force=True, progress=forced.append)
     assert forced[0].resumed == 0 and forced[-1].done == 6
-    assert len(store.read_runs(tmp_path)) == 6 and len(list((tmp_path / "_runs").glob("*.parquet"))) == 6
+    assert len(store.read_runs(tmp_path)) == 6
+    committed = pd.read_parquet(tmp_path / "_runs")  # commit records: one row per run, whatever the batching
+    assert len(committed) == 6 and committed["run_id"].is_unique
+    traces = store.read_traces(tmp_path)
+    assert not traces.duplicated(["run_id", "step"]).any() and traces["run_id"].nunique() == 6
+
+
+def test_force_after_a_batching_change_leaves_no_stale_rows(tmp_path):
+    grid = GridSpec(lr="0.1,0.2", momentum="0,0.5", steps=20)
+    run_grid(grid, out=tmp_path, workers=1, engine="batched")  # one batch file holding all 4 runs
+    run_grid(grid, out=tmp_path, workers=1, engine="reference", force=True)  # one file per run
+    traces = store.read_traces(tmp_path)
+    assert not traces.duplicated(["run_id", "step"]).any()
+    assert set(pd.read_parquet(tmp_path / "_runs")["engine"]) == {"reference"}
+
+
+def test_engines_agree_bit_for_bit_on_the_toy_grid(tmp_path):
+    grid = GridSpec(lr="linspace(0.05,0.3,6)", momentum="0,0.9", steps=60)
+    batched = run_grid(grid, out=tmp_path / "b", workers=1, engine="auto")
+    reference = run_grid(grid, out=tmp_path / "r", workers=1, engine="reference")
+    assert set(batched["engine"]) == {"batched"} and set(reference["engine"]) == {"reference"}
+    columns = ["run_id", "status", "final_loss", "best_loss", "diverged_step", "steps_completed"]
+    pd.testing.assert_frame_equal(batched[columns], reference[columns])
+    key = ["run_id", "step"]
+    tb = store.read_traces(tmp_path / "b").sort_values(key).reset_index(drop=True)
+    tr = store.read_traces(tmp_path / "r").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(tb, tr)
+
+
+def test_unknown_engine_is_a_user_error(tmp_path):
+    with pytest.raises(OptbenchError, match="unknown engine 'fast'"):
+        run_grid(GridSpec(steps=5), out=tmp_path / "x", engine="fast")
+    assert not (tmp_path / "x").exists()
 
 
 def test_summary_groups_seeds_and_picks_the_best_cell_per_optimizer():

@@ -1,15 +1,16 @@
 """Where a grid's runs execute: this process, a local pool of spawned processes, or a Ray cluster.
 
-Every executor has ``workers`` and ``run(configs, out, on_result)``: it runs each config with
-``engine.run``, commits it with ``store.commit_run`` (trace file, then commit record; both atomic) and calls
-``on_result(summary_row)`` in the calling thread as each run finishes, in completion order. Commits happen
-one run at a time, so a grid killed at any moment loses only the runs in flight.
+Every executor has ``workers`` and ``run(tasks, out, on_result)``. A ``Task`` is one config for the
+reference engine (``engine.run``) or a batch of cells for the batched engine (``batched.run_batch``); each
+task's results are committed as one unit (``store.commit_runs``: trace file, then commit record; both
+atomic) and ``on_result(summary_row)`` is called in the calling thread for each run, in completion order.
+A grid killed at any moment loses only the tasks in flight.
 
 * Local (default): ``workers`` processes from the ``spawn`` start method (no forked torch or CUDA state),
   each with one torch thread set before any torch work; each worker commits its own runs. ``workers=1``
   runs in this process, also with one torch thread. On CPU every run is bit-identical whatever the
   number of workers: a run's only randomness comes from its own seed.
-* Ray: one task per run, ``num_cpus=1`` for CPU runs, ``num_gpus=gpus_per_run`` (and no CPU) for CUDA
+* Ray: one Ray task per Task, ``num_cpus=1`` for CPU runs, ``num_gpus=gpus_per_run`` (and no CPU) for CUDA
   runs. Tasks return their results and the driver commits them, so the cluster needs no shared disk
   (its nodes need optbench installed).
 """
@@ -21,6 +22,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from optbench.errors import OptbenchError
@@ -54,14 +56,44 @@ def make_executor(kind: str = "local", *, workers: int | None = None, address: s
     return RayExecutor(address, gpus_per_run)
 
 
-def run_and_commit(config: RunConfig, out: str | Path) -> dict:
-    """Run one config, commit it into ``out`` and return its summary row (what a local worker does)."""
-    from optbench import store
+@dataclass(frozen=True)
+class Task:
+    """The unit of work an executor hands out: one reference run, or a batch for the batched engine."""
+
+    configs: tuple[RunConfig, ...]
+    batched: bool = False
+
+    @property
+    def device(self) -> str:
+        return self.configs[0].device
+
+
+def run_task(task: Task) -> list:
+    """The task's RunResults, in the order of its configs."""
+    if task.batched:
+        from optbench.batched import run_batch
+
+        return run_batch(list(task.configs))
     from optbench.engine import run
 
-    result = run(config)
-    store.commit_run(Path(out), result)
-    return result.summary_row()
+    return [run(config) for config in task.configs]
+
+
+def commit(out: Path, task: Task, results: list) -> None:
+    from optbench import store
+
+    if task.batched:
+        store.commit_runs(out, results)  # one trace file + one commit record for the whole batch
+    else:
+        for result in results:
+            store.commit_run(out, result)
+
+
+def run_and_commit(task: Task, out: str | Path) -> list[dict]:
+    """Run a task, commit it into ``out`` and return its summary rows (what a local worker does)."""
+    results = run_task(task)
+    commit(Path(out), task, results)
+    return [result.summary_row() for result in results]
 
 
 # ------------------------------------------------------------------------------------------------- local
@@ -86,21 +118,23 @@ class LocalExecutor:
             raise OptbenchError(f"--workers must be >= 1, got {workers}")
         self.workers = workers or usable_cores()
 
-    def run(self, configs: Sequence[RunConfig], out: Path, on_result: OnResult) -> None:
-        workers = min(self.workers, len(configs))
+    def run(self, tasks: Sequence[Task], out: Path, on_result: OnResult) -> None:
+        workers = min(self.workers, len(tasks))
         if workers <= 1:
             with one_torch_thread():
-                for config in configs:
-                    on_result(run_and_commit(config, out))
+                for task in tasks:
+                    for row in run_and_commit(task, out):
+                        on_result(row)
             return
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
         try:
-            futures = [pool.submit(run_and_commit, config, str(out)) for config in configs]
+            futures = [pool.submit(run_and_commit, task, str(out)) for task in tasks]
             for future in as_completed(futures):
-                on_result(future.result())
+                for row in future.result():
+                    on_result(row)
         except BaseException:
             # Ctrl-C or an error: drop the queue and stop the workers now. Committed runs stay; the runs
             # in flight are lost (nothing of them is visible: their files are still dot-prefixed temps).
@@ -123,14 +157,12 @@ def import_ray():
     return ray
 
 
-def _ray_task(config: RunConfig):
-    """Body of one Ray task: the run's result (trace included) goes back to the driver, which commits."""
+def _ray_task(task: Task):
+    """Body of one Ray task: the results (traces included) go back to the driver, which commits."""
     import torch
 
-    from optbench.engine import run
-
     torch.set_num_threads(1)
-    return run(config)
+    return run_task(task)
 
 
 class RayExecutor:
@@ -146,16 +178,14 @@ class RayExecutor:
         self.ray = import_ray()
         self.address, self.gpus_per_run = address, gpus_per_run
 
-    def _resources(self, config: RunConfig) -> dict:
-        if config.device.startswith("cuda"):
+    def _resources(self, task: Task) -> dict:
+        if task.device.startswith("cuda"):
             return {"num_gpus": self.gpus_per_run, "num_cpus": 0}
         return {"num_cpus": 1}
 
-    def run(self, configs: Sequence[RunConfig], out: Path, on_result: OnResult) -> None:
-        from optbench import store
-
+    def run(self, tasks: Sequence[Task], out: Path, on_result: OnResult) -> None:
         ray = self.ray
-        if not configs:
+        if not tasks:
             return
         started = not ray.is_initialized()
         if started:
@@ -165,15 +195,17 @@ class RayExecutor:
                 where = self.address or "a local Ray"
                 raise OptbenchError(f"cannot start or reach {where}: {err}") from None
         try:
-            task = ray.remote(_ray_task)
-            pending = [task.options(**self._resources(c)).remote(c) for c in configs]
+            remote = ray.remote(_ray_task)
+            pending = {remote.options(**self._resources(t)).remote(t): t for t in tasks}
             try:
                 while pending:
-                    ready, pending = ray.wait(pending, num_returns=min(self.WAIT_BATCH, len(pending)), timeout=0.2)
+                    ready, _ = ray.wait(list(pending), num_returns=min(self.WAIT_BATCH, len(pending)), timeout=0.2)
                     for ref in ready:
-                        result = ray.get(ref)
-                        store.commit_run(out, result)
-                        on_result(result.summary_row())
+                        task = pending.pop(ref)
+                        results = ray.get(ref)
+                        commit(out, task, results)
+                        for result in results:
+                            on_result(result.summary_row())
             except BaseException:
                 for ref in pending:
                     with contextlib.suppress(Exception):

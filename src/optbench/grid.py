@@ -350,6 +350,7 @@ def run_grid(
     address: str | None = None,
     gpus_per_run: float = 0.25,
     force: bool = False,
+    engine: str = "auto",
     progress: Callable[[GridProgress], None] | None = None,
     command: str = "grid",
 ):
@@ -363,12 +364,17 @@ def run_grid(
         workers: local processes (default: the usable cores); 1 runs in this process.
         executor: ``local`` or ``ray``; ``address``: a Ray cluster (default: start a local Ray).
         gpus_per_run: GPU fraction each CUDA run requests from Ray (0.25: four runs share a GPU).
+        engine: ``auto`` (cells the batched engine supports run batched, in groups of at least
+            ``MIN_BATCH``; the rest on the reference engine), ``batched`` (every supported cell batched) or
+            ``reference`` (every cell through ``engine.run``). The ``engine`` column records which ran.
         progress: called with a ``GridProgress`` at the start and after every run.
     """
     from optbench import store
     from optbench.executors import make_executor
 
     configs, description = _as_configs(spec)
+    if engine not in ENGINES:
+        raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
     out = Path(out) if out is not None else store.default_out("grid")
     created = not out.exists()
@@ -382,9 +388,13 @@ def run_grid(
             previous = store.consolidate_runs(out, order).to_pandas()
             counts = previous[previous["run_id"].isin(done_ids)]["status"].value_counts().to_dict()
     todo = [c for c, run_id in zip(configs, order, strict=True) if run_id not in done_ids]
+    if force and not created:
+        store.purge_runs(out, {c.run_id() for c in todo})  # no stale rows beside the new ones
+    tasks = plan_tasks(todo, engine, runner.workers or 1)
     manifest = store.start_manifest(out, command, {
         "experiment": "grid", "grid": description, "runs": len(configs), "already_done": len(done_ids),
-        "executor": executor, "workers": runner.workers, "address": address, "force": force,
+        "executor": executor, "workers": runner.workers, "address": address, "force": force, "engine": engine,
+        "batched_runs": sum(len(t.configs) for t in tasks if t.batched),
     })
 
     state = GridProgress(total=len(configs), done=len(done_ids), resumed=len(done_ids), counts=counts)
@@ -404,7 +414,7 @@ def run_grid(
     if progress is not None:
         progress(state)
     try:
-        runner.run(todo, out, on_result)
+        runner.run(tasks, out, on_result)
     except BaseException:
         if created and not store.completed_run_ids(out):
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-made folder
@@ -417,6 +427,39 @@ def run_grid(
     store.finish_manifest(out, manifest, status_counts=runs["status"].value_counts().to_dict())
     runs.attrs["out"] = str(out)
     return runs
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+ENGINES = ("auto", "batched", "reference")
+MIN_BATCH = 2  # auto: a group this small gains nothing from batching
+
+
+def plan_tasks(configs: list[RunConfig], engine: str, workers: int) -> list:
+    """Cut the cells into executor tasks: batches of cells the batched engine can run together (split in
+    up to ``workers`` contiguous chunks so every worker gets a share), then one task per remaining cell."""
+    from optbench.executors import Task
+
+    if engine == "reference" or not configs:
+        return [Task((c,)) for c in configs]
+    from optbench import batched
+
+    groups: dict[tuple, list[RunConfig]] = {}
+    singles: list[RunConfig] = []
+    for config in configs:
+        if batched.unsupported_reason(config) is None:
+            groups.setdefault(batched.batch_key(config), []).append(config)
+        else:
+            singles.append(config)
+    tasks = []
+    for group in groups.values():
+        if engine == "auto" and len(group) < MIN_BATCH:
+            singles.extend(group)
+            continue
+        chunks = max(1, min(workers, len(group) // max(MIN_BATCH, 16)))
+        size = -(-len(group) // chunks)
+        tasks += [Task(tuple(group[i : i + size]), batched=True) for i in range(0, len(group), size)]
+    return tasks + [Task((c,)) for c in singles]
 
 
 # ------------------------------------------------------------------------------------------------ summary

@@ -60,6 +60,9 @@ def grid_cmd(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local Ray).",
                                                 show_default=False)] = None,
     gpus_per_run: Annotated[float, typer.Option(help="GPU fraction a CUDA run requests from Ray.")] = 0.25,
+    engine: Annotated[str, typer.Option(help="auto: batch the cells the batched engine supports, the rest on the "
+                                             "reference engine; batched: batch every supported cell; reference: "
+                                             "run every cell through torch.optim one by one.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
 ) -> None:
     """Run the cartesian product of the given axes and print, per group of seeds, the final loss
@@ -89,7 +92,7 @@ def grid_cmd(
         console = Console(width=200)
     with _live_progress(console, enabled=progress) as tracker:
         runs = run_grid(configs, out=out, workers=workers, executor=executor, address=address,
-                        gpus_per_run=gpus_per_run, force=force, progress=tracker)
+                        gpus_per_run=gpus_per_run, force=force, engine=engine, progress=tracker)
     _print_summary(console, runs, out, resumed=tracker.resumed or 0)
 
 
