@@ -87,7 +87,7 @@ def sgd_cells(draw):
 
 @st.composite
 def adam_cells(draw):
-    name, amsgrad = draw(st.sampled_from(["adam", "adamw"])), draw(st.booleans())
+    name, amsgrad, maximize = draw(st.sampled_from(["adam", "adamw"])), draw(st.booleans()), draw(st.booleans())
     decoupled = name == "adam" and draw(st.booleans())
     cells = []
     for _ in range(3):
@@ -96,19 +96,19 @@ def adam_cells(draw):
         betas = f"betas=({draw(unit)}, {beta2}), " if momentum is None else ""
         eps = draw(st.sampled_from([1e-8, 1e-6, 1e-10]))
         extra = ", decoupled_weight_decay=True" if decoupled else ""
-        spec = f"{name}({betas}eps={eps}, weight_decay={draw(small)}, amsgrad={amsgrad}{extra})"
+        spec = f"{name}({betas}eps={eps}, weight_decay={draw(small)}, amsgrad={amsgrad}, maximize={maximize}{extra})"
         cells.append((spec, draw(log_lr), momentum))
     return cells
 
 
 @st.composite
 def rmsprop_cells(draw):
-    centered = draw(st.booleans())
+    centered, maximize = draw(st.booleans()), draw(st.booleans())
     cells = []
     for _ in range(3):
         alpha = draw(st.floats(0.8, 0.999).map(lambda v: round(v, 3)))
         spec = f"rmsprop(alpha={alpha}, eps={draw(st.sampled_from([1e-8, 1e-6]))}, weight_decay={draw(small)}, " \
-               f"centered={centered})"
+               f"centered={centered}, maximize={maximize})"
         cells.append((spec, draw(log_lr), draw(st.one_of(st.just(0.0), unit))))
     return cells
 
@@ -174,6 +174,14 @@ def test_every_scheduler(name):
         for got, want in _both(configs):
             _assert_same(got, want, engine_name="reference")
         return
+    _check(configs)
+
+
+def test_cells_with_different_schedulers_share_a_batch():
+    configs = [RunConfig(problem="beale", optimizer="sgd", lr=1e-3, momentum=m, scheduler=name, steps=30)
+               for name, m in [("none", 0.9), ("steplr(step_size=7, gamma=0.5)", 0.9), ("onecyclelr", 0.5),
+                               ("cycliclr", 0.0), ("warmup-cosine", 0.0), ("cosine", 0.9)]]
+    assert len({batched.batch_key(canonical_config(c)) for c in configs}) == 1
     _check(configs)
 
 
@@ -286,6 +294,18 @@ def test_results_carry_the_engine_and_an_even_share_of_the_wall_time():
     assert {r.summary.engine for r in results} == {"batched"}
     assert results[0].summary.wall_time_s == results[1].summary.wall_time_s > 0
     assert [r.summary_row()["engine"] for r in results] == ["batched", "batched"]
+
+
+def test_mixed_batch_keys_come_back_in_order():
+    configs = [canonical_config(c) for c in [
+        RunConfig(problem="quadratic", optimizer="sgd", lr=0.1, steps=20),
+        RunConfig(problem=MLP, optimizer="adam", lr=0.01, steps=5),
+        RunConfig(problem="beale", optimizer="adagrad", lr=0.1, steps=20),
+        RunConfig(problem="quadratic", optimizer="sgd", lr=0.2, steps=20, scheduler="plateau"),
+        RunConfig(problem="quadratic", optimizer="sgd", lr=0.05, steps=20)]]
+    results = batched.run_batch(configs)
+    assert [r.config for r in results] == configs
+    assert [r.summary.engine for r in results] == ["batched", "batched", "batched", "reference", "batched"]
 
 
 def test_parquet_rows_are_the_reference_rows(tmp_path):
