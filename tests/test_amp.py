@@ -79,14 +79,14 @@ def test_only_fp16_rows_carry_a_loss_scale(cpu_run):
     assert (measured["final_loss_scale"].notna() == (measured["precision"] == "fp16")).all()
 
 
-def test_dims_not_multiple_of_8_and_too_small_are_warned_and_recorded(cpu_run):
+def test_dims_not_multiple_of_8_are_warned_and_the_overhead_floor_recorded(cpu_run):
     result, frame = cpu_run
     by_width = {w: g["warning"].fillna("") for w, g in frame.groupby("width")}
     assert by_width[20].str.contains("not multiples of 8").all()
     assert not by_width[16].str.contains("not multiples of 8").any()
-    # widths 16/20 cost the same as the width-8 overhead floor: too small to occupy the CPU
-    assert frame["warning"].str.contains("too small to occupy the CPU").all()
-    assert any("too small to occupy the CPU" in w for w in result.warnings)
+    # Whether widths 16/20 are "too small" depends on measured times, so it is not asserted here (no timed
+    # unit tests); the rule itself is tested on synthetic timings below.
+    assert frame["overhead_floor_s"].notna().all()
 
 
 def test_manifest_and_plot_are_written(cpu_run):

@@ -3,6 +3,7 @@ stderr, exit 2, no traceback, nothing left behind), ``--help`` without heavy imp
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -175,7 +176,7 @@ print(repr((after_import, heavy, elapsed)), file=sys.stderr)
 def test_help_is_fast_and_imports_nothing_heavy():
     probe = subprocess.run([sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr
-    after_import, heavy, elapsed = eval(probe.stderr.strip().splitlines()[-1])  # our own repr()
+    after_import, heavy, elapsed = ast.literal_eval(probe.stderr.strip().splitlines()[-1])
     assert after_import == [] and heavy == []
     assert "lr-sweep" in probe.stdout and "--min" in probe.stdout
     assert elapsed < 2.0, f"bench --help took {elapsed:.2f} s"
