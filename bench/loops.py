@@ -17,3 +17,18 @@ def bare_sgd_loop(lr: float, steps: int, momentum: float = 0.0) -> list[float]:
         optimizer.step()
         losses.append(loss.item())
     return losses
+
+
+def main() -> None:
+    """``python bench/loops.py LRS MOMENTA STEPS``: the hand-written grid, one run after another."""
+    import sys
+
+    torch.set_num_threads(1)
+    lrs, momenta, steps = (int(a) for a in sys.argv[1:4])
+    for i in range(lrs):
+        for m in range(momenta):
+            bare_sgd_loop(0.01 + 0.2 * i / max(1, lrs - 1), steps, momentum=0.9 * m / max(1, momenta - 1))
+
+
+if __name__ == "__main__":
+    main()

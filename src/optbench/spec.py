@@ -139,8 +139,12 @@ class RunConfig:
 
     def run_id(self) -> str:
         """Stable 16-hex-digit hash of the full config (same config -> same id on every machine)."""
-        payload = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        cached = self.__dict__.get("_run_id")  # per instance: lr=1 and lr=1.0 compare equal but hash apart
+        if cached is None:
+            payload = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            cached = hashlib.sha256(payload.encode()).hexdigest()[:16]
+            object.__setattr__(self, "_run_id", cached)  # frozen dataclass: not a field, not compared
+        return cached
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

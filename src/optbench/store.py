@@ -139,7 +139,6 @@ def commit_runs(out: Path, results: list, name: str | None = None) -> None:
     """
     import hashlib
 
-    import pyarrow as pa
 
     from optbench.spec import runs_schema, traces_schema
 
@@ -147,10 +146,22 @@ def commit_runs(out: Path, results: list, name: str | None = None) -> None:
     if name is None:
         ids = ",".join(sorted(r.run_id for r in results))
         name = "batch-" + hashlib.sha256(ids.encode()).hexdigest()[:16]
-    traces = [pa.Table.from_pydict(r.trace_rows(), schema=traces_schema()) for r in results]
-    write_parquet_atomic(pa.concat_tables(traces), out / TRACES_DIR / f"{name}.parquet")
+    write_parquet_atomic(_traces_table(results, traces_schema()), out / TRACES_DIR / f"{name}.parquet")
     rows = table_from_rows([r.summary_row() for r in results], runs_schema())
     write_parquet_atomic(rows, out / COMMITS_DIR / f"{name}.parquet")
+
+
+def _traces_table(results: list, schema):
+    """All the runs' traces as one table: columns concatenated once (a table per run costs ~0.5 ms each)."""
+    import numpy as np
+    import pyarrow as pa
+
+    lengths = [len(r.trace["step"]) for r in results]
+    columns = {"run_id": pa.array(np.repeat([r.run_id for r in results], lengths), pa.string())}
+    for name in schema.names[1:]:
+        values = np.concatenate([np.asarray(r.trace[name]) for r in results]) if results else []
+        columns[name] = pa.array(values, schema.field(name).type, from_pandas=name not in ("step", "skipped_step"))
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def _parquet_files(folder: Path) -> list[Path]:
