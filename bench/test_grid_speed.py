@@ -33,11 +33,13 @@ def _hand_loop() -> None:
             bare_sgd_loop(lr, 100, momentum)
 
 
-def _timed_grid(spec: GridSpec, out, workers: int) -> tuple[float, float]:
-    """(end-to-end seconds, seconds from the first to the last finished run)."""
+def _timed_grid(spec: GridSpec, out, workers: int, engine: str = "reference") -> tuple[float, float]:
+    """(end-to-end seconds, seconds from the first to the last finished run). The reference engine by
+    default: these benchmarks measure the executors (one task per run); bench/test_batched_speed.py and
+    bench/test_process_speed.py measure the batched engine."""
     marks: list[float] = []
     start = time.perf_counter()
-    run_grid(spec, out=out, workers=workers, progress=lambda state: marks.append(time.perf_counter()))
+    run_grid(spec, out=out, workers=workers, engine=engine, progress=lambda state: marks.append(time.perf_counter()))
     total = time.perf_counter() - start
     finished = marks[1:]  # the first call is the start-up report
     return total, finished[-1] - finished[0]
