@@ -145,12 +145,13 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
             before = [p.detach().clone() for p in params]
 
         loss = closure()
-        losses.append(loss.detach().float())
+        value = loss.detach()
+        losses.append(value)
         if scaler is not None:
             scales.append(_scale_tensor(scaler))
             scaler.unscale_(optimizer)  # norms below are of the true gradient
         if coords is not None:
-            grads.append(coords.grad.detach().clone())
+            grads.append(coords.grad.clone())  # a fresh leaf each step (zero_grad sets it to None)
         else:
             grad_norms.append(_global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in params]))
         if closure_needed:
@@ -165,7 +166,8 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
         else:
             update_norms.append(_global_norm([p.detach() - b for p, b in zip(params, before, strict=True)]))
             param_norms.append(_global_norm(before))
-        scheduler.step(loss.detach())
+        if scheduler.impl is not None:
+            scheduler.step(value)
         done = t + 1
 
         if t == 0:  # one sync to fix the divergence threshold from the initial loss
@@ -181,7 +183,7 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
     end = diverged_step + 1 if diverged_step is not None else done
     nan = np.full(end, np.nan)
     trace = {"step": np.arange(end, dtype=np.int64), "lr": lrs[:end]}
-    trace["loss"] = _host(torch.stack(losses[:end]))
+    trace["loss"] = _host(torch.stack([v.float() for v in losses[:end]]))
     if coords is not None:
         x = torch.stack(points[: end + 1])  # [end + 1, d]: the point before each step, and after the last
         trace["grad_norm"] = _host(torch.linalg.vector_norm(torch.stack(grads[:end]), dim=1))
