@@ -129,8 +129,13 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
     diverged_step = None
     done = 0
 
-    def closure():
-        optimizer.zero_grad(set_to_none=True)
+    def closure():  # zero_grad, forward (under autocast for fp16/bf16), backward
+        for p in params:  # = optimizer.zero_grad(set_to_none=True), minus its ~10 us profiler wrapper
+            p.grad = None
+        if precision == "fp32":
+            loss = problem.loss(t)
+            loss.backward()
+            return loss
         with autocast_context(precision, cfg.device):
             loss = problem.loss(t)
         (scaler.scale(loss) if scaler is not None else loss).backward()
