@@ -197,3 +197,40 @@ def test_python_dash_m_optbench():
                          timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown kind 'nope'")
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["lr-sweep", "--num", "2", "--steps", "3"], ["grid", "--steps", "3"], ["init-report", "--depth", "2"],
+     ["schedules", "--steps", "5"]],
+)
+def test_an_out_that_is_a_file_is_a_one_line_error(cli, tmp_path, argv):
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    result = cli(*argv, "--out", str(target))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --out {target} is a file, not a folder"
+    assert target.read_text() == "keep me"
+
+
+def test_lr_sweep_takes_a_precision(cli, tmp_path):
+    out = tmp_path / "bf16"
+    result = cli("lr-sweep", "--problem", "mlp-regression", "--precision", "bf16", "--num", "2", "--steps", "5",
+                 "--no-plots", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert set(runs["precision"]) == {"bf16"} and set(runs["status"]) == {"ok"}
+
+
+def test_a_sweep_that_brackets_nothing_does_not_claim_agreement(cli, tmp_path):
+    # every cell is invalid (an init on a toy function): nothing was measured on either side of 0.25
+    result = cli("lr-sweep", "--init", "kaiming_normal", "--num", "2", "--steps", "3", "--no-plots",
+                 "--out", str(tmp_path / "x"))
+    assert result.exit_code == 0
+    assert "not tested" in result.stdout and "agrees" not in result.stdout
+
+
+def test_schedules_rejects_a_misspelt_argument(cli, tmp_path):
+    result = cli("schedules", "--schedulers", "steplr(step_siz=5)", "--out", str(tmp_path / "s"))
+    assert result.exit_code == 2 and "no argument 'step_siz'" in result.stderr
+    assert not (tmp_path / "s").exists()

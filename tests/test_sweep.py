@@ -65,13 +65,13 @@ def test_no_bound_where_the_theory_does_not_apply(config):
 
 @pytest.mark.parametrize(
     ("stable", "unstable", "agrees"),
-    [(0.2, 0.3, True), (0.2, 0.25, True), (0.25, 0.3, False), (0.2, 0.24, False), (None, 0.3, True),
-     (0.2, None, True), (0.3, None, False)],
+    [(0.2, 0.3, True), (0.2, 0.25, True), (0.25, 0.3, False), (0.2, 0.24, False), (None, 0.3, None),
+     (0.2, None, None), (0.3, None, False), (None, 0.2, False)],
 )
 def test_bound_check(stable, unstable, agrees):
     check = BoundCheck(0.25, stable, unstable)
     assert check.agrees is agrees
-    assert ("agrees" if agrees else "DISAGREES") in check.sentence()
+    assert {True: "-> measurement agrees", False: "DISAGREES", None: "not tested"}[agrees] in check.sentence()
     assert "0.25" in check.sentence()
 
 
@@ -129,3 +129,4 @@ def test_sweep_draws_the_two_figures(tmp_path):
     result = lr_sweep(0.1, 0.5, 3, base=RunConfig(steps=20), out=tmp_path)
     assert sorted(p.name for p in result.figures) == ["final_loss_vs_lr.png", "loss_vs_step.png"]
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in result.figures)
+

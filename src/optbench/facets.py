@@ -240,7 +240,9 @@ def facet_plot(runs, traces, path: Path, *, y: str = "loss", x: str = "step", hu
                 ax.set_ylim(top=top)
             ax.grid(True, which="major", alpha=0.3)
             heading = [f"{c}={plots.fmt_value(v)}" for c, v in ((row, row_value), (col, col_value)) if c]
-            ax.set_title(" | ".join(heading), fontsize=9)
+            # one heading part per line, each wrapped to the panel: long spec strings never run into the
+            # neighbouring panel's title
+            ax.set_title("\n".join(textwrap.fill(h, 42) for h in heading), fontsize=9)
             if not ax.lines:
                 ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
     n_seeds = runs.groupby([c for c in CONFIG_FIELDS if c != "seed" and c in runs.columns], dropna=False)[

@@ -222,7 +222,7 @@ def stability_table(results: Results):
         rows.append({"problem": row["problem"], "optimizer": row["optimizer"], "momentum": row["momentum"],
                      "scheduler": row["scheduler"], "analytic bound (lr <)": bound,
                      "largest stable lr": check.largest_stable, "smallest unstable lr": check.smallest_unstable,
-                     "agrees": "yes" if check.agrees else "NO"})
+                     "agrees": {True: "yes", False: "NO", None: "not tested"}[check.agrees]})
     return pd.DataFrame(rows)
 
 

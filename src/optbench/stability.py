@@ -21,15 +21,24 @@ class BoundCheck:
     smallest_unstable: float | None
 
     @property
-    def agrees(self) -> bool:
-        """The bound lies in the bracket the sweep measured: largest stable < bound <= smallest unstable."""
-        below = self.largest_stable is None or self.largest_stable < self.bound
-        above = self.smallest_unstable is None or self.bound <= self.smallest_unstable
-        return below and above
+    def agrees(self) -> bool | None:
+        """The bound lies in the bracket the sweep measured: largest stable < bound <= smallest unstable.
+
+        False as soon as one side contradicts the bound (a stable lr at or above it, an unstable one below
+        it); None when nothing contradicts it but the sweep has no lr on one side (not tested).
+        """
+        if self.largest_stable is not None and self.largest_stable >= self.bound:
+            return False  # stable where theory says unstable
+        if self.smallest_unstable is not None and self.smallest_unstable < self.bound:
+            return False  # unstable where theory says stable
+        if self.largest_stable is None or self.smallest_unstable is None:
+            return None
+        return True
 
     def sentence(self) -> str:
         lo = f"{self.largest_stable:.4g}" if self.largest_stable is not None else "none"
         hi = f"{self.smallest_unstable:.4g}" if self.smallest_unstable is not None else "none"
-        verdict = "agrees" if self.agrees else "DISAGREES"
+        verdict = {True: "agrees", False: "DISAGREES", None: "not tested (the sweep does not bracket the bound)"}[
+            self.agrees]
         return (f"analytic bound lr < {self.bound:.4g}; measured: largest stable {lo}, smallest unstable {hi} "
                 f"-> measurement {verdict}")

@@ -87,6 +87,10 @@ def environment() -> dict[str, Any]:
 
 def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the manifest at the start of a command (ended_at filled by ``finish_manifest``)."""
+    from optbench.errors import OptbenchError
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise OptbenchError(f"--out {out} is a file, not a folder")
     # The bench command line when run from the CLI; None from the Python API (argv is the host script's).
     from_cli = Path(sys.argv[0]).name in ("bench", "__main__.py")
     manifest = {

@@ -39,6 +39,8 @@ class fresh_out_dir:
 
     def __init__(self, out: Path):
         self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise OptbenchError(f"--out {out} is a file, not a folder")
         self.created = not self.out.exists()
 
     def __enter__(self) -> Path:

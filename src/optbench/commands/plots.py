@@ -103,6 +103,12 @@ def schedules_cmd(
     from optbench.spec import split_top_level
 
     names = split_top_level(schedulers) if schedulers else None
+    if names:  # a misspelt name or argument is a user error; torch refusing a value gets an empty panel
+        from optbench.schedulers import canonical_scheduler
+        from optbench.validate import check_scheduler_arguments
+
+        for name in names:
+            check_scheduler_arguments(canonical_scheduler(name))
     out = out or store.default_out("schedules")
     with fresh_out_dir(out):
         path = plots.schedules_experiment(steps, lr, names, out=out, fmt=fmt)

@@ -23,6 +23,7 @@ def lr_sweep_cmd(
     scheduler: Annotated[str, typer.Option(help="Scheduler spec, e.g. none, 'steplr(step_size=5, gamma=0.8)'.")] = "none",
     init: Annotated[str, typer.Option(help="Init scheme for MLP problems (spec syntax).")] = "default",
     loss: Annotated[str, typer.Option(help="Loss for MLP problems; auto = the problem's own.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (autocast + GradScaler) or bf16 (autocast); MLP problems.")] = "fp32",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: a new folder under results/).")] = None,
@@ -40,7 +41,8 @@ def lr_sweep_cmd(
 
     lr_grid(lr_min, lr_max, num, spacing)  # validate before anything is written
     base = canonical_config(RunConfig(problem=problem, optimizer=optimizer, momentum=momentum, scheduler=scheduler,
-                                      init=init, loss=loss, device=device, seed=seed, steps=steps))
+                                      init=init, loss=loss, precision=precision, device=device, seed=seed,
+                                      steps=steps))
     out = out or store.default_out("lr-sweep")
     with fresh_out_dir(out):
         result = lr_sweep(lr_min, lr_max, num, spacing=spacing, base=base, out=out, plots=plots)
