@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from loops import bare_sgd_loop
 from optbench import batched, engine
 from optbench.spec import RunConfig
 from optbench.validate import canonical_config
@@ -46,20 +47,6 @@ def _toy_grid(lrs: int, momenta: int, steps: int = TOY_STEPS) -> list[RunConfig]
             for lr in np.linspace(0.001, 0.3, lrs) for m in np.linspace(0.0, 0.99, momenta)]
 
 
-def _hand_written_loop(lr: float, momentum: float, steps: int) -> list[float]:
-    """What a user writes for one cell: torch.optim.SGD on (2x)^2 from x = 2, the loss read every step."""
-    x = torch.tensor([2.0], requires_grad=True)
-    optimizer = torch.optim.SGD([x], lr=lr, momentum=momentum)
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = ((2 * x) ** 2).sum()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
 def _report(benchmark, **info) -> None:
     benchmark.extra_info.update(info)
     print("\n" + json.dumps(info, indent=2))
@@ -76,7 +63,7 @@ def test_toy_grid_vs_hand_written_loop(benchmark):
     sample = cells[:: max(1, len(cells) // hand_cells)][:hand_cells]
     started = time.perf_counter()
     for cfg in sample:
-        _hand_written_loop(cfg.lr, cfg.momentum, TOY_STEPS)
+        bare_sgd_loop(cfg.lr, TOY_STEPS, cfg.momentum)
     hand_s = time.perf_counter() - started
 
     batched_rate = len(cells) * TOY_STEPS / batched_s

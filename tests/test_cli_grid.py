@@ -117,3 +117,14 @@ def test_resume_after_sigkill_gives_the_rows_of_an_uninterrupted_grid(tmp_path):
     traces = pd.read_parquet(out / "traces").sort_values(["run_id", "step"]).reset_index(drop=True)
     expected = pd.read_parquet(tmp_path / "reference" / "traces").sort_values(["run_id", "step"])
     pd.testing.assert_frame_equal(traces, expected.reset_index(drop=True))
+
+
+def test_engine_option_picks_the_engine_and_rejects_unknown_ones(tmp_path):
+    base = ["grid", "--lr", "0.1,0.2", "--steps", "10", "--workers", "1", "--no-progress"]
+    for engine in ("reference", "batched"):
+        result = runner.invoke(app, [*base, "--engine", engine, "--out", str(tmp_path / engine)])
+        assert result.exit_code == 0, result.output
+        assert set(pd.read_parquet(tmp_path / engine / "runs.parquet")["engine"]) == {engine}
+    bad = runner.invoke(app, [*base, "--engine", "fast", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "unknown engine 'fast'" in bad.output
+    assert not (tmp_path / "bad").exists()

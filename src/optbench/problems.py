@@ -184,8 +184,10 @@ class MLPProblem(Problem):
     has_weights = True
 
     def __init__(self, name: str, data: Dataset, *, width: int, depth: int, activation: str, loss: str,
-                 init: str, device: str, seed: int, steps: int, batch_size: int, eval_every: int):
+                 init: str, device: str, seed: int, steps: int, batch_size: int | None, eval_every: int):
         super().__init__()
+        activations.check_activation(activation)
+        batch_size = 64 if batch_size is None else batch_size
         self.name, self.activation, self.eval_every = name, activation, eval_every
         if width < 1 or depth < 0:
             raise OptbenchError(f"{name}: width must be >= 1 and depth >= 0, got width={width}, depth={depth}")
@@ -264,11 +266,9 @@ _MLP_OPTIONS = ("width", "depth", "activation", "n_train", "n_val", "noise", "ba
 def mlp_regression(device, *, init, loss, seed, steps, batch_size=None, width=64, depth=2, activation="relu",
                    in_dim=8, n_train=1024, n_val=256, noise=0.1, eval_every=10, data_seed=0):
     """Regression on 8-D Gaussian inputs; 1024 train / 256 held-out points from a fixed data seed."""
-    activations.check_activation(activation)
-    data = make_regression_data(n_train, n_val, in_dim, noise, data_seed)
-    return MLPProblem("mlp-regression", data, width=width, depth=depth, activation=activation, loss=loss,
-                      init=init, device=device, seed=seed, steps=steps, batch_size=64 if batch_size is None else batch_size,
-                      eval_every=eval_every)
+    return MLPProblem("mlp-regression", make_regression_data(n_train, n_val, in_dim, noise, data_seed), width=width,
+                      depth=depth, activation=activation, loss=loss, init=init, device=device, seed=seed, steps=steps,
+                      batch_size=batch_size, eval_every=eval_every)
 
 
 @problems.register("mlp-classification", "MLP (width 64, depth 2, relu) on 3 interleaved 2-D spirals, cross-entropy",
@@ -276,11 +276,9 @@ def mlp_regression(device, *, init, loss, seed, steps, batch_size=None, width=64
 def mlp_classification(device, *, init, loss, seed, steps, batch_size=None, width=64, depth=2, activation="relu",
                        classes=3, n_train=1536, n_val=384, noise=0.05, eval_every=10, data_seed=0):
     """Spiral classification; 1536 train / 384 held-out points; val accuracy reported every ``eval_every``."""
-    activations.check_activation(activation)
-    data = make_spirals(n_train, n_val, classes, noise, data_seed)
-    return MLPProblem("mlp-classification", data, width=width, depth=depth, activation=activation, loss=loss,
-                      init=init, device=device, seed=seed, steps=steps, batch_size=64 if batch_size is None else batch_size,
-                      eval_every=eval_every)
+    return MLPProblem("mlp-classification", make_spirals(n_train, n_val, classes, noise, data_seed), width=width,
+                      depth=depth, activation=activation, loss=loss, init=init, device=device, seed=seed, steps=steps,
+                      batch_size=batch_size, eval_every=eval_every)
 
 
 # ------------------------------------------------------------------------------------------------ building
