@@ -15,19 +15,10 @@ PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF"
 
 
 def make_folder(out: Path, configs) -> Path:
-    """A results folder as every run command writes it: commit each run, consolidate, manifest."""
-    from optbench import store
-    from optbench.engine import run
-    from optbench.validate import canonical_config
+    """A results folder as `bench grid` writes it, one reference run per config."""
+    from optbench.grid import run_grid
 
-    manifest = store.start_manifest(out, "test", {"experiment": "grid"})
-    ids = []
-    for config in configs:
-        result = run(canonical_config(config))
-        store.commit_run(out, result)
-        ids.append(result.run_id)
-    store.consolidate_runs(out, order=ids)
-    store.finish_manifest(out, manifest)
+    run_grid(configs, out=out, workers=1, engine="reference")
     return out
 
 

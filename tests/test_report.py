@@ -16,20 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_folder(out: Path, configs, experiment: str = "grid") -> Path:
-    """A results folder as every run command writes it: commit each run, consolidate, manifest."""
-    from optbench import store
-    from optbench.engine import run
-    from optbench.validate import canonical_config
+def make_folder(out: Path, configs) -> Path:
+    """A results folder as `bench grid` writes it, one reference run per config."""
+    from optbench.grid import run_grid
 
-    manifest = store.start_manifest(out, experiment, {"experiment": experiment})
-    ids = []
-    for config in configs:
-        result = run(canonical_config(config))
-        store.commit_run(out, result)
-        ids.append(result.run_id)
-    store.consolidate_runs(out, order=ids)
-    store.finish_manifest(out, manifest)
+    run_grid(configs, out=out, workers=1, engine="reference")
     return out
 
 
