@@ -64,6 +64,20 @@ def test_commit_consolidate_and_read_back(tmp_path, results):
     assert _dot_files(tmp_path) == []
 
 
+def test_a_batch_commit_reads_back_row_for_row(tmp_path, results):
+    """One trace file for many runs: every row keeps its run id and its values (NaN stays missing)."""
+    store.commit_runs(tmp_path, results)
+    (trace_file,) = (tmp_path / "traces").glob("batch-*.parquet")
+    assert pq.read_schema(trace_file).equals(traces_schema())
+    traces = store.read_traces(tmp_path)
+    for result in results:
+        rows = traces[traces["run_id"] == result.run_id].sort_values("step")
+        assert rows["step"].tolist() == list(range(len(result.trace["step"])))
+        for column in ("loss", "lr", "grad_norm", "x0"):
+            assert rows[column].tolist() == pytest.approx(list(result.trace[column]), nan_ok=True)
+    assert set(store.TRACE_DICTIONARY_COLUMNS) <= set(traces_schema().names)
+
+
 def test_a_killed_write_leaves_only_a_dot_file_that_scans_ignore(tmp_path, results):
     store.commit_run(tmp_path, results[0])
     (tmp_path / "traces" / ".half-written.parquet.1234.tmp").write_bytes(b"PAR1 garbage")
