@@ -37,6 +37,16 @@ def test_bad_lr_values_name_the_value(text):
         parse_lr_values(text)
 
 
+def test_every_numeric_axis_takes_ranges():
+    spec = make_spec({"momentum": "linspace(0, 0.9, 4), none", "head_lr_scale": "logspace(0,1,3)"})
+    assert spec.momentum == (0.0, 0.3, 0.6, 0.9, None)
+    assert spec.head_lr_scale == (1.0, 3.16227766017, 10.0)
+    with pytest.raises(OptbenchError, match="malformed momentum range"):
+        make_spec({"momentum": "linspace(0,1,x)"})
+    with pytest.raises(OptbenchError, match="steps value"):
+        make_spec({"steps": "linspace(1,10,3)"})  # integer axes list their values
+
+
 # ------------------------------------------------------------------------------------------------- expand
 
 

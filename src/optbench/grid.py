@@ -67,6 +67,11 @@ def parse_lr_values(text: str) -> list[float]:
     >>> parse_lr_values("0.1, logspace(-2, 0, 3)")
     [0.1, 0.01, 0.1, 1.0]
     """
+    return parse_number_values(text, "lr")
+
+
+def parse_number_values(text: str, axis: str) -> list[float]:
+    """Numbers and ranges for any numeric axis (lr, momentum, head_lr_scale), as ``parse_lr_values``."""
     values: list[float] = []
     for part in split_top_level(text):
         match = _RANGE_RE.match(part.replace(" ", ""))
@@ -75,7 +80,7 @@ def parse_lr_values(text: str) -> list[float]:
                 values.append(float(part))
             except ValueError:
                 raise OptbenchError(
-                    f"lr value {part!r} is not a number or a range like linspace(0.01,0.5,50) or logspace(-4,0,9)"
+                    f"{axis} value {part!r} is not a number or a range like linspace(0.01,0.5,50) or logspace(-4,0,9)"
                 ) from None
             continue
         kind, args = match.groups()
@@ -85,11 +90,11 @@ def parse_lr_values(text: str) -> list[float]:
                 raise ValueError
             start, stop, n = float(pieces[0]), float(pieces[1]), int(pieces[2])
         except ValueError:
-            raise OptbenchError(f"malformed lr range {part!r}: expected {kind}(start, stop, num) with num >= 1") from None
+            raise OptbenchError(f"malformed {axis} range {part!r}: expected {kind}(start, stop, num) with num >= 1") from None
         points = [start + (stop - start) * i / (n - 1) for i in range(n)] if n > 1 else [start]
         values += [_round(10**p if kind == "logspace" else p) for p in points]
     if not values:
-        raise OptbenchError(f"no learning rate in {text!r}")
+        raise OptbenchError(f"no {axis} value in {text!r}")
     return values
 
 
@@ -100,13 +105,14 @@ def _coerce(axis: str, raw: Any) -> tuple:
     values: list[Any] = []
     for item in items:
         if isinstance(item, str):
-            if kind == "lr":
-                values += parse_lr_values(item)
-                continue
             parts = split_top_level(item)
             if not parts:
                 raise OptbenchError(f"{axis}: empty value")
-            values += [_convert(axis, kind, part) for part in parts]
+            for part in parts:  # numeric axes take ranges too: --momentum 'linspace(0,0.9,10)'
+                if kind == "lr" or (kind.endswith("float") and _RANGE_RE.match(part.replace(" ", ""))):
+                    values += [_convert(axis, kind, v) for v in parse_number_values(part, axis)]
+                else:
+                    values.append(_convert(axis, kind, part))
         else:
             values.append(_convert(axis, kind, item))
     if not values:
