@@ -28,8 +28,9 @@ def grid_cmd(
     optimizer: Annotated[Axis, _axis("Optimizers, e.g. sgd,adamw or 'adamw(weight_decay=0.1)'. Default: sgd.")] = None,
     lr: Annotated[Axis, _axis("Learning rates, e.g. 0.003,0.03 or linspace(0.01,0.5,50) or logspace(-4,0,9) "
                               "(base-10 exponents). Default: 0.01.")] = None,
-    momentum: Annotated[Axis, _axis("Momentum values: SGD/RMSprop's momentum, beta1 for the Adam family; "
-                                    "'none' keeps the optimizer's default (the default).")] = None,
+    momentum: Annotated[Axis, _axis("Momentum values: SGD/RMSprop's momentum, beta1 for the Adam family, e.g. "
+                                    "0,0.9 or linspace(0,0.9,10); 'none' keeps the optimizer's default "
+                                    "(the default).")] = None,
     scheduler: Annotated[Axis, _axis("LR schedulers, e.g. none, 'steplr(step_size=50, gamma=0.5)'. "
                                      "Default: none.")] = None,
     init: Annotated[Axis, _axis("Weight inits for MLP problems, e.g. default,kaiming_normal. Default: default.")] = None,
