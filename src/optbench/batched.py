@@ -137,6 +137,8 @@ def _unsupported_reason(cfg: RunConfig) -> str | None:
     return None
 
 
+# A grid repeats the same few spec strings in thousands of cells: judge each string once.
+@functools.lru_cache(maxsize=1024)
 def _optimizer_reason(text: str) -> str | None:
     spec = parse_spec(text, what="optimizer")
     if spec.is_import_path:
@@ -150,6 +152,7 @@ def _optimizer_reason(text: str) -> str | None:
     return rule.unsupported(spec.kw)
 
 
+@functools.lru_cache(maxsize=1024)
 def _scheduler_reason(text: str) -> str | None:
     spec = parse_spec(text, what="scheduler")
     if spec.is_import_path:
@@ -180,14 +183,20 @@ def batch_key(cfg: RunConfig) -> tuple:
     (nesterov, amsgrad, centered, maximize). Free per cell: seed, init, lr, momentum, scheduler and every
     numeric optimizer argument.
     """
-    spec = parse_spec(cfg.optimizer, what="optimizer")
+    return (cfg.problem, cfg.steps, cfg.device, cfg.precision, cfg.loss, cfg.batch_size, cfg.head_lr_scale,
+            cfg.freeze, *_update_rule_key(cfg.optimizer))
+
+
+@functools.lru_cache(maxsize=1024)
+def _update_rule_key(optimizer: str) -> tuple[str, tuple]:
+    """(optimizer name, its code-path flags with defaults filled in)."""
+    spec = parse_spec(optimizer, what="optimizer")
     rule = RULES.get(spec.name)
     flags: tuple = ()
     if rule is not None:
         defaults = _init_defaults(rule.torch_class)
         flags = tuple((f, spec.kw.get(f, defaults.get(f))) for f in rule.flags)
-    return (cfg.problem, cfg.steps, cfg.device, cfg.precision, cfg.loss, cfg.batch_size, cfg.head_lr_scale,
-            cfg.freeze, spec.name, flags)
+    return spec.name, flags
 
 
 # ------------------------------------------------------------------------------------------------- run

@@ -97,12 +97,6 @@ def check_scheduler_arguments(scheduler: str) -> None:
 
 def canonical_config(config: RunConfig) -> RunConfig:
     """The same config with canonical spec strings, the loss resolved and the device checked."""
-    from optbench.inits import canonical_init
-    from optbench.losses import canonical_loss
-    from optbench.optimizers import canonical_optimizer
-    from optbench.problems import canonical_problem, default_loss
-    from optbench.schedulers import canonical_scheduler
-
     if not (isinstance(config.lr, (int, float)) and config.lr > 0 and math.isfinite(config.lr)):
         raise OptbenchError(f"learning rate must be positive and finite, got {config.lr}")
     if config.momentum is not None and not (0 <= config.momentum < 1 or config.momentum == 1):
@@ -115,30 +109,45 @@ def canonical_config(config: RunConfig) -> RunConfig:
         raise OptbenchError(f"--head-lr-scale must be positive, got {config.head_lr_scale}")
     if config.freeze < 0:
         raise OptbenchError(f"--freeze must be >= 0, got {config.freeze}")
-    problem = canonical_problem(config.problem)
-    loss = config.loss
+    problem, optimizer, scheduler, init, loss, device, precision = _canonical_strings(
+        config.problem, config.optimizer, config.scheduler, config.init, config.loss, config.device,
+        config.precision)
+    if config.momentum is not None:
+        knob = _momentum_argument(optimizer)
+        if knob is not None:
+            raise OptbenchError(f"momentum given twice: --momentum {config.momentum} and {knob} in {optimizer!r}")
+    return config.replace(
+        problem=problem, optimizer=optimizer, scheduler=scheduler, init=init, loss=loss, device=device,
+        precision=precision, lr=float(config.lr), momentum=None if config.momentum is None else float(config.momentum),
+    )
+
+
+# A grid repeats the same few spec strings in thousands of cells: parse and check each string once.
+@functools.lru_cache(maxsize=4096)
+def _canonical_strings(problem: str, optimizer: str, scheduler: str, init: str, loss: str, device: str,
+                       precision: str) -> tuple[str, ...]:
+    from optbench.inits import canonical_init
+    from optbench.losses import canonical_loss
+    from optbench.optimizers import canonical_optimizer
+    from optbench.problems import canonical_problem, default_loss
+    from optbench.schedulers import canonical_scheduler
+
+    problem = canonical_problem(problem)
     if loss == "auto":
         loss = default_loss(problem)
     elif loss != "none":
         loss = canonical_loss(loss)
-    optimizer = canonical_optimizer(config.optimizer)
-    scheduler = canonical_scheduler(config.scheduler)
+    optimizer = canonical_optimizer(optimizer)
+    scheduler = canonical_scheduler(scheduler)
     check_problem_arguments(problem)
     check_optimizer_arguments(optimizer)
     check_scheduler_arguments(scheduler)
-    if config.momentum is not None:
-        kwargs = parse_spec(optimizer, what="optimizer").kw
-        for knob in ("momentum", "betas"):
-            if knob in kwargs:
-                raise OptbenchError(f"momentum given twice: --momentum {config.momentum} and {knob} in {optimizer!r}")
-    return config.replace(
-        problem=problem,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        init=canonical_init(config.init),
-        loss=loss,
-        device=check_device(config.device),
-        precision=canonical_precision(config.precision),
-        lr=float(config.lr),
-        momentum=None if config.momentum is None else float(config.momentum),
-    )
+    return (problem, optimizer, scheduler, canonical_init(init), loss, check_device(device),
+            canonical_precision(precision))
+
+
+@functools.lru_cache(maxsize=1024)
+def _momentum_argument(optimizer: str) -> str | None:
+    """The optimizer spec's own momentum argument (``momentum`` or ``betas``), if it sets one."""
+    kwargs = parse_spec(optimizer, what="optimizer").kw
+    return next((knob for knob in ("momentum", "betas") if knob in kwargs), None)
