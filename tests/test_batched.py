@@ -338,3 +338,48 @@ def test_log_softmax_fast_path_is_only_taken_where_exact(monkeypatch, first_seed
     for got, want in _both(configs):
         for column, values in want.trace.items():
             np.testing.assert_array_equal(got.trace[column], values, err_msg=f"{got.config} {column}")
+
+
+def _assert_bits(configs: list[RunConfig]) -> list[engine.RunResult]:
+    """Batched traces and summaries are the reference's bit for bit (where the batched engine ran them)."""
+    results = []
+    for got, want in _both(configs):
+        for column, values in want.trace.items():
+            np.testing.assert_array_equal(got.trace[column], values, err_msg=f"{got.config} {column}")
+        for name in (*SUMMARY_EXACT, *SUMMARY_FLOATS):
+            assert getattr(got.summary, name) == getattr(want.summary, name) or \
+                getattr(want.summary, name) != getattr(want.summary, name), (got.config, name)  # NaN
+        results.append(got)
+    return results
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "silu", "elu", "selu"])
+def test_activation_tail_elements_do_not_depend_on_batch_mates(activation):
+    """13 x 7 and 13 x 33 elements per cell: ATen computes a tensor's last n % 32 elements with the scalar
+    formula, so a cell's bits must not depend on where it sits in the stack."""
+    problem = f"mlp-regression(width=13, depth=1, activation='{activation}', n_train=64, n_val=33)"
+    results = _assert_bits([RunConfig(problem=problem, optimizer="sgd", lr=0.05, seed=s, steps=20, batch_size=7)
+                            for s in range(3)])
+    assert {r.summary.engine for r in results} == {"batched"}
+
+
+def test_gelu_on_single_elements():
+    """GELU of a 1-element tensor takes the scalar erf; stacked with batch-mates it would not."""
+    problem = "mlp-regression(width=1, depth=1, activation='gelu', n_train=64, n_val=5)"
+    _assert_bits([RunConfig(problem=problem, optimizer="sgd", lr=0.1, seed=s, steps=10, batch_size=1)
+                  for s in range(3)])
+
+
+def test_tiny_products_take_the_batched_kernel_only_where_exact(monkeypatch):
+    """[1 row x 2] @ [2 x 8]: baddbmm rounds like addmm on about a third of random data only."""
+    monkeypatch.setattr(batched, "_EXACT", {})
+    problem = "mlp-classification(depth=1, n_train=128, n_val=1, width=8)"
+    _assert_bits([RunConfig(problem=problem, optimizer="sgd", lr=0.1, seed=3, steps=1, batch_size=16)])
+
+
+def test_step_sizes_beyond_float32_fail_as_in_the_reference():
+    """torch refuses a Python scalar above float32's max (Adam's lr / (1 - beta1) at lr = 1e38): the
+    reference reports the run failed, so such cells are left to it; their batch-mates stay batched."""
+    results = _assert_bits([RunConfig(problem="quadratic", optimizer="adam", lr=lr, steps=5) for lr in (1e38, 0.1)])
+    assert [r.summary.engine for r in results] == ["reference", "batched"]
+    assert results[0].summary.status == "failed" and "overflow" in results[0].summary.reason
