@@ -283,3 +283,13 @@ def test_summary_groups_seeds_and_picks_the_best_cell_per_optimizer():
     assert summary.loc[("sgd", 0.3), "diverged"] == 1 and summary.loc[("sgd", 0.3), "final_loss_mean"] == 0.1
     assert summary.loc[("adam", 0.2), "invalid"] == 3 and math.isnan(summary.loc[("adam", 0.2), "final_loss_mean"])
     assert summary.index[summary["best"]].tolist() == [("sgd", 0.1), ("adam", 0.1)]
+
+
+def test_the_best_cell_is_picked_per_problem_too():
+    """Losses of different problems are not comparable: each problem gets its own best cell."""
+    rows = [{"run_id": f"{problem}{lr}", "problem": problem, "optimizer": "sgd", "lr": lr, "momentum": None,
+             "seed": 0, "status": "ok", "final_loss": loss, "reason": None}
+            for problem, lr, loss in [("quadratic", 0.1, 1e-3), ("quadratic", 0.2, 1e-6),
+                                      ("rosenbrock", 0.1, 2.0), ("rosenbrock", 0.2, 3.0)]]
+    summary = summarize(pd.DataFrame(rows)).set_index(["problem", "lr"])
+    assert summary.index[summary["best"]].tolist() == [("quadratic", 0.2), ("rosenbrock", 0.1)]

@@ -479,7 +479,8 @@ def summarize(runs):
     Columns: the group's config columns, ``seeds`` (runs in the group), ``ok``, ``diverged``, ``invalid``,
     ``failed``, ``final_loss_mean`` / ``final_loss_std`` (over the group's ``ok`` runs; std with ddof=1,
     NaN for a single run), ``reason`` (the first invalid/failed reason) and ``best``: True for the best
-    cell of each optimizer, the group with the lowest mean final loss among groups where every run is ok.
+    cell of each (problem, optimizer), the group with the lowest mean final loss among groups where every
+    run is ok (losses of different problems are not comparable).
     """
     frame = runs.copy()
     for status in ("ok", "diverged", "invalid", "failed"):
@@ -501,6 +502,6 @@ def summarize(runs):
     summary["best"] = False
     candidates = summary[clean]
     if len(candidates):
-        best = candidates.groupby("optimizer", sort=False)["final_loss_mean"].idxmin()
+        best = candidates.groupby(["problem", "optimizer"], sort=False)["final_loss_mean"].idxmin()
         summary.loc[best.to_numpy(), "best"] = True
     return summary

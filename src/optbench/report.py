@@ -227,7 +227,8 @@ def stability_table(results: Results):
 
 
 def summarize(runs):
-    """Per group (config minus seed): seeds, status counts, mean/std final loss, ``best`` per optimizer.
+    """Per group (config minus seed): seeds, status counts, mean/std final loss, ``best`` per problem and
+    optimizer.
 
     ``optbench.grid.summarize`` when the grid module is there (the same table ``bench grid`` prints),
     else the same definition here: best = lowest mean final loss among groups where every run is ok.
@@ -246,7 +247,7 @@ def summarize(runs):
     clean = summary[(summary["ok"] == summary["seeds"]) & summary["final_loss_mean"].notna()]
     summary["best"] = False
     if len(clean):
-        summary.loc[clean.groupby("optimizer")["final_loss_mean"].idxmin().to_numpy(), "best"] = True
+        summary.loc[clean.groupby(["problem", "optimizer"])["final_loss_mean"].idxmin().to_numpy(), "best"] = True
     return summary
 
 
@@ -569,7 +570,7 @@ def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
                          + (", ".join(f"{c} ({runs[c].astype(str).nunique()})" for c in varying(runs, ("seed",)))
                             or "nothing") + f"; seeds per cell: {runs['seed'].nunique()}.")
     if results.experiment != "lr-find":
-        overview.tables.append(Table("Best cell per optimizer", best_cells(runs),
+        overview.tables.append(Table("Best cell per optimizer and problem", best_cells(runs),
                                      "Lowest mean final loss over seeds among cells where every seed finished ok."))
     overview.tables.append(Table("Status per group", status_table(runs)))
     reasons = reasons_table(runs)

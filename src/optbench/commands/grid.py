@@ -168,7 +168,8 @@ def _print_summary(console, runs, out: Path, resumed: int = 0) -> None:
 
     best = summary[summary["best"]]
     if len(best):
-        console.print("[bold]best cell per optimizer[/bold] (lowest mean final loss, no divergence):")
+        console.print("[bold]best cell per optimizer[/bold] (and per problem; lowest mean final loss, no "
+                      "divergence):")
         for _, row in best.iterrows():
             settings = ", ".join(f"{c}={_fmt(row[c]) if isinstance(row[c], float) else row[c]}"
                                  for c in varying if c != "optimizer")
