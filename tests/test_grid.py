@@ -246,6 +246,34 @@ def test_force_after_a_batching_change_leaves_no_stale_rows(tmp_path):
     assert set(pd.read_parquet(tmp_path / "_runs")["engine"]) == {"reference"}
 
 
+def test_a_kill_between_the_two_commit_writes_duplicates_nothing(tmp_path):
+    """A batch writes its trace file, then its commit record. Killed in between, the cells re-run in
+    batches cut differently (here: by the other engine), so the orphan trace file is not overwritten by
+    name: the re-run must remove it."""
+    grid = GridSpec(lr="0.1,0.2,0.3", momentum="0,0.5", steps=20)
+    run_grid(grid, out=tmp_path, workers=1, engine="batched")
+    (record,) = (tmp_path / "_runs").glob("batch-*.parquet")
+    record.unlink()  # the commit record never landed
+    runs = run_grid(grid, out=tmp_path, workers=1, engine="reference")
+    assert len(runs) == 6 and set(runs["engine"]) == {"reference"}
+    traces = store.read_traces(tmp_path)
+    assert not traces.duplicated(["run_id", "step"]).any() and len(traces) == 6 * 20
+
+
+def test_an_interrupted_force_purge_is_finished_by_the_next_run(tmp_path):
+    """purge_runs clears commit records first, then trace files; killed in between, the runs re-run and
+    their old trace rows must go."""
+    grid = GridSpec(lr="0.1,0.2", momentum="0,0.5", steps=20)
+    first = run_grid(grid, out=tmp_path, workers=1, engine="batched")
+    purged = set(first["run_id"][:2])
+    (tmp_path / store.PURGE_MARKER).touch()  # as purge_runs leaves it mid-way ...
+    store._drop_rows(tmp_path / store.COMMITS_DIR, purged, drop_listed=True)  # ... after its first half
+    run_grid(grid, out=tmp_path, workers=1, engine="reference")
+    traces = store.read_traces(tmp_path)
+    assert not traces.duplicated(["run_id", "step"]).any() and len(traces) == 4 * 20
+    assert not (tmp_path / store.PURGE_MARKER).exists()
+
+
 def test_engines_agree_bit_for_bit_on_the_toy_grid(tmp_path):
     grid = GridSpec(lr="linspace(0.05,0.3,6)", momentum="0,0.9", steps=60)
     batched = run_grid(grid, out=tmp_path / "b", workers=1, engine="auto")

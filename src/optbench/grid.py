@@ -388,6 +388,8 @@ def run_grid(
 
     counts: dict[str, int] = {}
     done_ids: set[str] = set()
+    if not created:
+        store.drop_uncommitted(out)  # what a killed run left between its two writes
     if not force and not created:
         done_ids = store.completed_run_ids(out) & set(order)
         if done_ids:

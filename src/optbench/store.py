@@ -201,26 +201,58 @@ def completed_run_ids(out: Path) -> set[str]:
     return ids
 
 
+# Present while purge_runs rewrites files: if a process dies meanwhile, drop_uncommitted finishes the job.
+PURGE_MARKER = "_purge-in-progress"
+
+
 def purge_runs(out: Path, run_ids: set[str]) -> None:
     """Remove these runs' rows from every commit record, then from every trace file (``--force``).
 
-    Commit records go first: a process killed in between leaves the runs uncommitted, so they re-run.
+    Commit records go first: a process killed in between leaves the runs uncommitted, so they re-run, and
+    the marker file tells the next ``drop_uncommitted`` to clear their rows from the trace files.
     """
+    out = Path(out)
+    marker = out / PURGE_MARKER
+    marker.touch()
+    for folder in (COMMITS_DIR, TRACES_DIR):
+        _drop_rows(out / folder, run_ids, drop_listed=True)
+    marker.unlink()
+
+
+def drop_uncommitted(out: Path) -> None:
+    """Clear what a process killed between two writes left, so that a re-run duplicates no trace rows:
+    trace files whose commit record (the same file name in ``_runs/``) never landed, and, after an
+    interrupted ``purge_runs``, trace rows of runs that no commit record holds."""
+    out = Path(out)
+    committed = {path.name for path in _parquet_files(out / COMMITS_DIR)}
+    for path in _parquet_files(out / TRACES_DIR):
+        if path.name not in committed:
+            path.unlink()
+    marker = out / PURGE_MARKER
+    if marker.exists():
+        _drop_rows(out / TRACES_DIR, completed_run_ids(out), drop_listed=False)
+        marker.unlink()
+
+
+def _drop_rows(folder: Path, run_ids: set[str], *, drop_listed: bool) -> None:
+    """Rewrite each Parquet file in ``folder`` without the rows whose run_id is (``drop_listed``) or is
+    not in ``run_ids``; a file left empty is removed."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    for folder in (Path(out) / COMMITS_DIR, Path(out) / TRACES_DIR):
-        for path in _parquet_files(folder):
-            table = pq.read_table(path)
-            hit = pc.is_in(table.column("run_id"), value_set=pa.array(sorted(run_ids), pa.string()))
-            if not pc.any(hit).as_py():
-                continue
-            kept = table.filter(pc.invert(hit))
-            if kept.num_rows:
-                write_parquet_atomic(kept, path)
-            else:
-                path.unlink()
+    value_set = pa.array(sorted(run_ids), pa.string())
+    for path in _parquet_files(folder):
+        table = pq.read_table(path)
+        listed = pc.is_in(table.column("run_id"), value_set=value_set)
+        dropped = listed if drop_listed else pc.invert(listed)
+        if not pc.any(dropped).as_py():
+            continue
+        kept = table.filter(pc.invert(dropped))
+        if kept.num_rows:
+            write_parquet_atomic(kept, path)
+        else:
+            path.unlink()
 
 
 def consolidate_runs(out: Path, order: list[str] | None = None):
