@@ -63,6 +63,12 @@ def test_toml_spec_with_cli_override(tmp_path):
         (["--spec", "missing.toml"], "error: spec file 'missing.toml' not found"),
         (["--seed", "1", "--seeds", "3"], "error: give either seed"),
         (["--executor", "spark"], "error: unknown executor 'spark'"),
+        (["--seeds", "100000000"], "error: seeds must be in 1..1,000,000"),
+        (["--lr", "linspace(0.01,0.5,100000000)"], "error: lr range 'linspace(0.01,0.5,100000000)' has 100,000,000"),
+        (["--lr", "linspace(0.01,0.5,1000)", "--seeds", "20", "--max-cells", "10000"],
+         "error: the grid has 20,000 cells, more than 10,000; raise --max-cells"),
+        (["--seed", "9223372036854775808"], "error: seed must be in 0..2**63-1"),
+        (["--seed=-1"], "error: seed must be in 0..2**63-1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, message):
@@ -128,3 +134,47 @@ def test_engine_option_picks_the_engine_and_rejects_unknown_ones(tmp_path):
     bad = runner.invoke(app, [*base, "--engine", "fast", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "unknown engine 'fast'" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_a_killed_parent_takes_its_workers_along(tmp_path):
+    """``kill PID``: workers stopped, runs.parquet rewritten, one line saying how to resume, exit 130.
+    ``kill -9 PID`` of the CLI process alone: its workers notice and exit instead of idling forever."""
+    args = [sys.executable, "-m", "optbench", "grid", "--lr", KILL_GRID["lr"], "--momentum", KILL_GRID["momentum"],
+            "--steps", str(KILL_GRID["steps"]), "--workers", "2", "--no-progress", "--engine", "reference"]
+
+    def start(out):
+        proc = subprocess.Popen([*args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 120
+        while len(list((out / "_runs").glob("*.parquet"))) < 2:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no run was committed within 120 s"
+            time.sleep(0.02)
+        return proc
+
+    proc = start(tmp_path / "term")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    stderr = proc.stderr.read()
+    assert stderr.startswith("interrupted: ") and "run the same command again to resume" in stderr, stderr
+    assert len(pd.read_parquet(tmp_path / "term" / "runs.parquet")) >= 2
+
+    proc = start(tmp_path / "kill")
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert workers, "no worker processes found"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") and _alive(int(pid)) for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their parent by 30 s"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped by init."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -21,6 +21,8 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,14 +102,22 @@ def run_and_commit(task: Task, out: str | Path) -> list[dict]:
 
 
 def _init_worker() -> None:
-    """Pool initializer, before any torch work: one intra- and inter-op thread, Ctrl-C left to the parent."""
+    """Pool initializer, before any torch work: one intra- and inter-op thread, Ctrl-C left to the parent,
+    and an exit when the parent dies (``kill -9``, the OOM killer), instead of idling on forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # only settable before inter-op work has started
         torch.set_num_interop_threads(1)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)  # whatever this worker had in flight was never committed: a re-run redoes it
 
 
 class LocalExecutor:

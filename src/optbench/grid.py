@@ -49,6 +49,10 @@ _KINDS = {
 _NONE_WORDS = ("none", "default")
 _RANGE_RE = re.compile(r"^(linspace|logspace)\((.*)\)$")
 
+# The largest grid run without asking (--max-cells): a typo such as --seeds 100000000 would otherwise fill
+# the memory before anything runs. A 1,000,000-cell toy grid takes about 2 minutes and 3 GB.
+MAX_CELLS = 1_000_000
+
 # A grid's runs.parquet is rewritten from the commit records at the end, and at most this often meanwhile.
 CONSOLIDATE_EVERY_S = 30.0
 
@@ -90,7 +94,10 @@ def parse_number_values(text: str, axis: str) -> list[float]:
                 raise ValueError
             start, stop, n = float(pieces[0]), float(pieces[1]), int(pieces[2])
         except ValueError:
-            raise OptbenchError(f"malformed {axis} range {part!r}: expected {kind}(start, stop, num) with num >= 1") from None
+            raise OptbenchError(f"malformed {axis} range {part!r}: expected {kind}(start, stop, num) with num a "
+                                "whole number >= 1") from None
+        if n > MAX_CELLS:
+            raise OptbenchError(f"{axis} range {part!r} has {n:,} values; a range has at most {MAX_CELLS:,}")
         points = [start + (stop - start) * i / (n - 1) for i in range(n)] if n > 1 else [start]
         values += [_round(10**p if kind == "logspace" else p) for p in points]
     if not values:
@@ -214,8 +221,8 @@ def make_spec(options: Mapping[str, Any], base: GridSpec | None = None) -> GridS
         if "seed" in changes:
             raise OptbenchError("give either seed (a list of seeds) or seeds (a count), not both")
         count = _convert("seeds", "int", changes.pop("seeds"))
-        if count < 1:
-            raise OptbenchError(f"seeds must be >= 1, got {count}")
+        if not 1 <= count <= MAX_CELLS:
+            raise OptbenchError(f"seeds must be in 1..{MAX_CELLS:,}, got {count:,}")
         changes["seed"] = tuple(range(count))
     return (base or GridSpec()).replace(**changes)
 
@@ -275,10 +282,16 @@ def _line_of(text: str, key: str) -> int | str:
 # --------------------------------------------------------------------------------------------------- expand
 
 
-def expand(spec: GridSpec) -> list[RunConfig]:
+def expand(spec: GridSpec, max_cells: int | None = None) -> list[RunConfig]:
     """The grid's canonical RunConfigs in expansion order, duplicates (equal after canonicalisation, e.g.
-    ``steplr`` and its alias ``step``) dropped. Raises OptbenchError for unknown names and bad values."""
+    ``steplr`` and its alias ``step``) dropped. Raises OptbenchError for unknown names and bad values, and
+    for a grid of more than ``max_cells`` cells (default ``MAX_CELLS``), before building any of them."""
     from optbench.validate import canonical_config
+
+    max_cells = MAX_CELLS if max_cells is None else max_cells
+    cells = math.prod(len(getattr(spec, axis)) for axis in AXES)
+    if cells > max_cells:
+        raise OptbenchError(f"the grid has {cells:,} cells, more than {max_cells:,}; raise --max-cells to run it")
 
     problems = [_fold_problem(*combo) for combo in itertools.product(spec.problem, spec.width, spec.depth,
                                                                       spec.activation)]

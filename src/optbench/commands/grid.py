@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from optbench.commands._common import handle_errors
+from optbench.commands._common import echo_err, handle_errors
 
 SUMMARY_ROWS = 60  # groups shown in the summary table; all of them are in runs.parquet
 
@@ -65,6 +65,8 @@ def grid_cmd(
                                              "reference engine; batched: batch every supported cell; reference: "
                                              "run every cell through torch.optim one by one.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
+    max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can "
+                                                "ask for billions).")] = 1_000_000,
 ) -> None:
     """Run the cartesian product of the given axes and print, per group of seeds, the final loss
     mean ± std, the diverged count and the best cell per optimizer.
@@ -83,7 +85,7 @@ def grid_cmd(
     }
     given = {key: value for key, value in given.items() if value is not None}
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)
-    configs = expand(grid)  # every user error surfaces here, before anything is written
+    configs = expand(grid, max_cells)  # every user error surfaces here, before anything is written
     out = out or store.default_out("grid")
 
     from rich.console import Console
@@ -91,10 +93,34 @@ def grid_cmd(
     console = Console()
     if not console.is_terminal:  # piped or captured: wide lines beat spec strings folded into 3-letter columns
         console = Console(width=200)
-    with _live_progress(console, enabled=progress) as tracker:
-        runs = run_grid(configs, out=out, workers=workers, executor=executor, address=address,
-                        gpus_per_run=gpus_per_run, force=force, engine=engine, progress=tracker)
+    try:
+        with _sigterm_as_interrupt(), _live_progress(console, enabled=progress) as tracker:
+            runs = run_grid(configs, out=out, workers=workers, executor=executor, address=address,
+                            gpus_per_run=gpus_per_run, force=force, engine=engine, progress=tracker)
+    except KeyboardInterrupt:  # run_grid has stopped the workers and rewritten runs.parquet
+        done = f"{tracker.done} of {len(configs)}" if tracker.done is not None else "no"
+        echo_err(f"interrupted: {done} runs are in {out}; run the same command again to resume")
+        raise typer.Exit(130) from None
     _print_summary(console, runs, out, resumed=tracker.resumed or 0)
+
+
+class _sigterm_as_interrupt:
+    """``kill`` (SIGTERM) stops a grid as Ctrl-C does: workers stopped, committed runs kept and readable."""
+
+    def __enter__(self):
+        import signal
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        self.previous = signal.signal(signal.SIGTERM, interrupt)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.signal(signal.SIGTERM, self.previous)
+        return False
 
 
 class _live_progress:
@@ -103,7 +129,7 @@ class _live_progress:
 
     def __init__(self, console, enabled: bool):
         self.console, self.enabled = console, enabled
-        self.bar = self.task = self.resumed = None
+        self.bar = self.task = self.resumed = self.done = None
 
     def __enter__(self):
         if self.enabled:
@@ -122,6 +148,7 @@ class _live_progress:
     def __call__(self, state) -> None:
         if self.resumed is None:
             self.resumed = state.resumed
+        self.done = state.done
         if self.bar is None:
             return
         invalid = state.counts.get("invalid", 0) + state.counts.get("failed", 0)
