@@ -712,14 +712,16 @@ _SITES: dict[str, tuple[Callable, Callable]] = {
 _EXACT: dict[tuple, bool] = {}
 
 
-# Exactness probes try this many cells' worth of random data: for some shapes (a single row, 2-3 inputs,
+# Exactness probes try PROBE_CELLS cells' worth of random data: for some shapes (a single row, 2-3 inputs,
 # a few classes) the batched kernel rounds like the per-cell one only on part of the data, so one small
-# draw can pass by chance.
+# draw can pass by chance. A draw that already compares PROBE_ELEMENTS results is evidence enough (the
+# per-cell reference side costs ~0.1 s a round at 64 cells of 64 x 64).
 PROBE_CELLS = 512
+PROBE_ELEMENTS = 1 << 17
 
 
-def _probe_rounds(cells: int) -> int:
-    return -(-PROBE_CELLS // max(1, cells))
+def _probe_rounds(cells: int, elements_per_draw: int) -> int:
+    return max(1, min(-(-PROBE_CELLS // max(1, cells)), -(-PROBE_ELEMENTS // max(1, elements_per_draw))))
 
 
 def _probe_like(a: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -735,12 +737,14 @@ def _product(site: str, *args: torch.Tensor, out: torch.Tensor | None = None) ->
     exact = _EXACT.get(key)
     if exact is None:
         generator = torch.Generator().manual_seed(0)  # the verdict must not depend on what ran before
-        for _ in range(_probe_rounds(args[0].shape[0])):
+        rounds, tried = 1, 0
+        while tried < rounds:
             probe = [_probe_like(a, generator) for a in args]
             expected = torch.stack([per_cell(*(a[c] for a in probe)) for c in range(args[0].shape[0])])
             exact = torch.equal(batched(*probe), expected)
             if not exact:
                 break
+            rounds, tried = _probe_rounds(args[0].shape[0], expected.numel()), tried + 1
         _EXACT[key] = exact
     if exact:
         return batched(*args) if out is None else batched(*args, out=out)
@@ -752,14 +756,14 @@ def _log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
 
     The reference takes it over the last dim of [rows, classes]; ATen's kernel for a last dim of a few
     classes is slow (~60 ns a row), the one for an inner dim is ~15x faster. Used where both give the same
-    bits, forward and backward, for this shape, tried on ``PROBE_CELLS`` cells' worth of random data as
-    ``_product`` (at 50 or 100 rows of 3 classes the two kernels differ in only a fraction of the rows).
+    bits, forward and backward, for this shape, tried on random data as ``_product`` (at 50 or 100 rows
+    of 3 classes the two kernels differ in only a fraction of the rows).
     """
     key = ("log_softmax", torch.get_num_threads(), tuple(out.shape))
     exact = _EXACT.get(key)
     if exact is None:
         exact, gen = True, torch.Generator().manual_seed(0)
-        for _ in range(_probe_rounds(out.shape[0])):
+        for _ in range(_probe_rounds(out.shape[0], out.numel())):
             with torch.enable_grad():  # the first call may come from the evaluation, under no_grad
                 x, grad = torch.randn(out.shape, generator=gen) * 4, torch.randn(out.shape, generator=gen)
                 want = torch.stack([torch.log_softmax(row, 1) for row in x])
