@@ -252,6 +252,7 @@ def test_mlp_divergence():
     ({"scheduler": "sequentiallr(schedulers=['plateau'], milestones=[])"}, "depends on the loss"),
     ({"precision": "fp16"}, "fp32 only"),
     ({"device": "cuda"}, "CPU only"),
+    ({"problem": "mlp-classification(width=1, depth=2, n_train=64, n_val=8)", "batch_size": 1}, "batch size 1"),
 ])
 def test_unsupported_configs_report_a_reason_and_run_on_the_reference(changes, reason):
     cfg = RunConfig(problem="quadratic", optimizer="sgd", lr=0.05, steps=10).replace(**changes)
@@ -364,10 +365,12 @@ def test_activation_tail_elements_do_not_depend_on_batch_mates(activation):
 
 
 def test_gelu_on_single_elements():
-    """GELU of a 1-element tensor takes the scalar erf; stacked with batch-mates it would not."""
-    problem = "mlp-regression(width=1, depth=1, activation='gelu', n_train=64, n_val=5)"
-    _assert_bits([RunConfig(problem=problem, optimizer="sgd", lr=0.1, seed=s, steps=10, batch_size=1)
-                  for s in range(3)])
+    """GELU of a 1-element tensor (width 1, one validation row) takes the scalar erf; stacked with
+    batch-mates it would not."""
+    problem = "mlp-regression(width=1, depth=1, activation='gelu', n_train=64, n_val=1)"
+    results = _assert_bits([RunConfig(problem=problem, optimizer="sgd", lr=0.1, seed=s, steps=10, batch_size=4)
+                            for s in range(3)])
+    assert {r.summary.engine for r in results} == {"batched"}
 
 
 def test_tiny_products_take_the_batched_kernel_only_where_exact(monkeypatch):

@@ -134,6 +134,8 @@ def _unsupported_reason(cfg: RunConfig) -> str | None:
         return None
     if name not in MLP_PROBLEMS:
         return f"problem {name!r} has no batched form (batched: {', '.join([*TOY_LOSSES, *MLP_PROBLEMS])})"
+    if cfg.batch_size == 1:  # a [1, k] input is also column-major, and autograd then takes other products
+        return "batch size 1: torch's Linear backward computes a single row's gradients on another path"
     return None
 
 
