@@ -67,8 +67,9 @@ def test_toml_spec_with_cli_override(tmp_path):
         (["--lr", "linspace(0.01,0.5,100000000)"], "error: lr range 'linspace(0.01,0.5,100000000)' has 100,000,000"),
         (["--lr", "linspace(0.01,0.5,1000)", "--seeds", "20", "--max-cells", "10000"],
          "error: the grid has 20,000 cells, more than 10,000; raise --max-cells"),
-        (["--seed", "9223372036854775808"], "error: seed must be in 0..2**63-1"),
-        (["--seed=-1"], "error: seed must be in 0..2**63-1"),
+        (["--seed", "9223372036854775808"], "error: seed must fit in 64 bits"),
+        (["--momentum", "logspace(0,400,2)"], "error: momentum range 'logspace(0,400,2)': a value is too large"),
+        (["--max-cells", "0"], "error: --max-cells must be >= 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, message):
@@ -178,3 +179,20 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_an_interrupt_says_how_many_runs_are_in_and_how_to_resume(tmp_path, monkeypatch):
+    import optbench.grid as grid_module
+
+    real_run_grid = grid_module.run_grid
+
+    def interrupted_after_the_runs(*args, **kwargs):
+        real_run_grid(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grid_module, "run_grid", interrupted_after_the_runs)
+    out = tmp_path / "g"
+    result = bench("--lr", "0.1,0.2", "--steps", "5", "--force", "--no-progress", "--out", str(out))
+    assert result.exit_code == 130
+    assert result.stderr == (f"interrupted: 2 of 2 runs are in {out}; run the same command again without --force "
+                             "to resume\n")

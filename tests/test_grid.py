@@ -321,3 +321,17 @@ def test_the_best_cell_is_picked_per_problem_too():
                                       ("rosenbrock", 0.1, 2.0), ("rosenbrock", 0.2, 3.0)]]
     summary = summarize(pd.DataFrame(rows)).set_index(["problem", "lr"])
     assert summary.index[summary["best"]].tolist() == [("quadratic", 0.2), ("rosenbrock", 0.1)]
+
+
+def test_architectures_compete_but_losses_do_not():
+    """--width is folded into the problem spec, yet widths share data and loss: one best cell across them.
+    Different loss functions are not comparable: one best cell each."""
+    rows = [{"run_id": f"{problem}{loss}{lr}", "problem": problem, "optimizer": "sgd", "lr": lr, "loss": loss,
+             "momentum": None, "seed": 0, "status": "ok", "final_loss": value, "reason": None}
+            for problem, loss, lr, value in [("mlp-regression(width=16)", "mse", 0.1, 0.5),
+                                             ("mlp-regression(width=64)", "mse", 0.1, 0.2),
+                                             ("mlp-regression(width=16)", "huber", 0.1, 0.1),
+                                             ("mlp-regression(width=64)", "huber", 0.1, 0.3)]]
+    summary = summarize(pd.DataFrame(rows)).set_index(["problem", "loss"])
+    assert summary.index[summary["best"]].tolist() == [("mlp-regression(width=64)", "mse"),
+                                                       ("mlp-regression(width=16)", "huber")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,7 +76,13 @@ def test_a_batch_commit_reads_back_row_for_row(tmp_path, results):
         assert rows["step"].tolist() == list(range(len(result.trace["step"])))
         for column in ("loss", "lr", "grad_norm", "x0"):
             assert rows[column].tolist() == pytest.approx(list(result.trace[column]), nan_ok=True)
-    assert set(store.TRACE_DICTIONARY_COLUMNS) <= set(traces_schema().names)
+    table = pq.read_table(trace_file)
+    not_measured = sum(int(np.isnan(r.trace["val_loss"]).sum()) for r in results)  # toys: no validation
+    assert not_measured and table.column("val_loss").null_count == not_measured  # NaN is stored as null
+    assert table.column("loss").null_count == 0
+    metadata = pq.ParquetFile(trace_file).metadata.row_group(0)
+    encodings = {metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(metadata.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["run_id"] and "RLE_DICTIONARY" not in encodings["loss"]
 
 
 def test_a_killed_write_leaves_only_a_dot_file_that_scans_ignore(tmp_path, results):

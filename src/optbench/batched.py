@@ -136,6 +136,7 @@ def _unsupported_reason(cfg: RunConfig) -> str | None:
         return f"problem {name!r} has no batched form (batched: {', '.join([*TOY_LOSSES, *MLP_PROBLEMS])})"
     if cfg.batch_size == 1:  # a [1, k] input is also column-major, and autograd then takes other products
         return "batch size 1: torch's Linear backward computes a single row's gradients on another path"
+    # (n_train=1 also makes batches of one row: run_batch hands such cells to the reference engine itself)
     return None
 
 
@@ -566,6 +567,8 @@ class _MLPBatch(_Batch):
             raise _Fallback
         first = next(iter(self.problems.values()))
         if not all(isinstance(m, (torch.nn.Linear, *_ELEMENTWISE)) for m in first.model):
+            raise _Fallback
+        if first.batch_index.shape[1] == 1:  # e.g. n_train=1: a single row, as unsupported_reason explains
             raise _Fallback
         self.layers = list(first.model)
         self.loss_module, self.eval_every = first.loss_module, first.eval_every

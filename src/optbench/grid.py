@@ -97,9 +97,13 @@ def parse_number_values(text: str, axis: str) -> list[float]:
             raise OptbenchError(f"malformed {axis} range {part!r}: expected {kind}(start, stop, num) with num a "
                                 "whole number >= 1") from None
         if n > MAX_CELLS:
-            raise OptbenchError(f"{axis} range {part!r} has {n:,} values; a range has at most {MAX_CELLS:,}")
+            raise OptbenchError(f"{axis} range {part!r} has {n:,} values; a range has at most {MAX_CELLS:,} "
+                                "(a fixed cap)")
         points = [start + (stop - start) * i / (n - 1) for i in range(n)] if n > 1 else [start]
-        values += [_round(10**p if kind == "logspace" else p) for p in points]
+        try:
+            values += [_round(10**p if kind == "logspace" else p) for p in points]
+        except OverflowError:
+            raise OptbenchError(f"{axis} range {part!r}: a value is too large for a float") from None
     if not values:
         raise OptbenchError(f"no {axis} value in {text!r}")
     return values
@@ -222,7 +226,7 @@ def make_spec(options: Mapping[str, Any], base: GridSpec | None = None) -> GridS
             raise OptbenchError("give either seed (a list of seeds) or seeds (a count), not both")
         count = _convert("seeds", "int", changes.pop("seeds"))
         if not 1 <= count <= MAX_CELLS:
-            raise OptbenchError(f"seeds must be in 1..{MAX_CELLS:,}, got {count:,}")
+            raise OptbenchError(f"seeds must be in 1..{MAX_CELLS:,} (a fixed cap), got {count:,}")
         changes["seed"] = tuple(range(count))
     return (base or GridSpec()).replace(**changes)
 
@@ -289,6 +293,8 @@ def expand(spec: GridSpec, max_cells: int | None = None) -> list[RunConfig]:
     from optbench.validate import canonical_config
 
     max_cells = MAX_CELLS if max_cells is None else max_cells
+    if max_cells < 1:
+        raise OptbenchError(f"--max-cells must be >= 1, got {max_cells}")
     cells = math.prod(len(getattr(spec, axis)) for axis in AXES)
     if cells > max_cells:
         raise OptbenchError(f"the grid has {cells:,} cells, more than {max_cells:,}; raise --max-cells to run it")
@@ -392,6 +398,8 @@ def run_grid(
     from optbench.executors import make_executor
 
     configs, description = _as_configs(spec)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise OptbenchError(f"--out {out} is a file, not a folder")
     if engine not in ENGINES:
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
@@ -488,14 +496,21 @@ def plan_tasks(configs: list[RunConfig], engine: str, workers: int) -> list:
 GROUP_COLUMNS = tuple(c for c in CONFIG_FIELDS if c != "seed")
 
 
+def _problem_without_architecture(problem: str) -> str:
+    """The problem spec minus the folded --width/--depth/--activation: what defines the data."""
+    spec = parse_spec(problem, what="problem")
+    return Spec(spec.name, tuple((k, v) for k, v in spec.kwargs if k not in PROBLEM_OPTIONS)).canonical()
+
+
 def summarize(runs):
     """One row per group (the config minus the seed), in first-appearance order.
 
     Columns: the group's config columns, ``seeds`` (runs in the group), ``ok``, ``diverged``, ``invalid``,
     ``failed``, ``final_loss_mean`` / ``final_loss_std`` (over the group's ``ok`` runs; std with ddof=1,
     NaN for a single run), ``reason`` (the first invalid/failed reason) and ``best``: True for the best
-    cell of each (problem, optimizer), the group with the lowest mean final loss among groups where every
-    run is ok (losses of different problems are not comparable).
+    cell of each optimizer per problem and loss, the group with the lowest mean final loss among groups
+    where every run is ok. Losses of different problems or loss functions are not comparable; an MLP's
+    width, depth and activation are settings like the lr (same data, same loss), so they compete.
     """
     frame = runs.copy()
     for status in ("ok", "diverged", "invalid", "failed"):
@@ -517,6 +532,9 @@ def summarize(runs):
     summary["best"] = False
     candidates = summary[clean]
     if len(candidates):
-        best = candidates.groupby(["problem", "optimizer"], sort=False)["final_loss_mean"].idxmin()
+        comparable = [candidates["problem"].map(_problem_without_architecture), "optimizer"]
+        if "loss" in candidates.columns:
+            comparable.append("loss")
+        best = candidates.groupby(comparable, sort=False)["final_loss_mean"].idxmin()
         summary.loc[best.to_numpy(), "best"] = True
     return summary

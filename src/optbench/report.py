@@ -570,7 +570,7 @@ def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
                          + (", ".join(f"{c} ({runs[c].astype(str).nunique()})" for c in varying(runs, ("seed",)))
                             or "nothing") + f"; seeds per cell: {runs['seed'].nunique()}.")
     if results.experiment != "lr-find":
-        overview.tables.append(Table("Best cell per optimizer and problem", best_cells(runs),
+        overview.tables.append(Table("Best cell per optimizer (per problem and loss)", best_cells(runs),
                                      "Lowest mean final loss over seeds among cells where every seed finished ok."))
     overview.tables.append(Table("Status per group", status_table(runs)))
     reasons = reasons_table(runs)

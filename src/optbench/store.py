@@ -133,6 +133,12 @@ def default_out(kind: str, root: str | Path = "results") -> Path:
 # ----------------------------------------------------------------------------------------- run results
 
 
+# Trace columns whose values repeat (the run id on every row; lr, validation and scaler values that change
+# rarely). Dictionary-encoding the per-step floats as well triples the write time of a large batch and
+# makes the file bigger, as their values rarely repeat.
+TRACE_DICTIONARY_COLUMNS = ("run_id", "lr", "val_loss", "val_acc", "loss_scale", "skipped_step")
+
+
 def commit_run(out: Path, result) -> None:
     """Persist one finished run: its trace file first, then its commit record (what resume trusts)."""
     commit_runs(out, [result], name=result.run_id)
@@ -157,12 +163,6 @@ def commit_runs(out: Path, results: list, name: str | None = None) -> None:
                          dictionary_columns=list(TRACE_DICTIONARY_COLUMNS))
     rows = table_from_rows([r.summary_row() for r in results], runs_schema())
     write_parquet_atomic(rows, out / COMMITS_DIR / f"{name}.parquet")
-
-
-# Trace columns whose values repeat (the run id on every row; lr, validation and scaler values that change
-# rarely). Dictionary-encoding the per-step floats as well triples the write time of a large batch and
-# makes the file bigger, as their values rarely repeat.
-TRACE_DICTIONARY_COLUMNS = ("run_id", "lr", "val_loss", "val_acc", "loss_scale", "skipped_step")
 
 
 def _traces_table(results: list, schema):
@@ -250,7 +250,8 @@ def _drop_rows(folder: Path, run_ids: set[str], *, drop_listed: bool) -> None:
             continue
         kept = table.filter(pc.invert(dropped))
         if kept.num_rows:
-            write_parquet_atomic(kept, path)
+            traces = folder.name == TRACES_DIR
+            write_parquet_atomic(kept, path, dictionary_columns=list(TRACE_DICTIONARY_COLUMNS) if traces else None)
         else:
             path.unlink()
 

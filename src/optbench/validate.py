@@ -103,8 +103,8 @@ def canonical_config(config: RunConfig) -> RunConfig:
         raise OptbenchError(f"momentum must be in [0, 1], got {config.momentum}")
     if config.steps < 1:
         raise OptbenchError(f"--steps must be >= 1, got {config.steps}")
-    if not 0 <= config.seed < 2**63:  # the runs table stores it as int64
-        raise OptbenchError(f"seed must be in 0..2**63-1, got {config.seed}")
+    if not -(2**63) <= config.seed < 2**63:  # the runs table stores it as int64
+        raise OptbenchError(f"seed must fit in 64 bits (-2**63..2**63-1), got {config.seed}")
     if config.batch_size is not None and config.batch_size < 1:
         raise OptbenchError(f"--batch-size must be >= 1, got {config.batch_size}")
     if not config.head_lr_scale > 0:

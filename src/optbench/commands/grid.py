@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from optbench.commands._common import echo_err, handle_errors
+from optbench.errors import OptbenchError
 
 SUMMARY_ROWS = 60  # groups shown in the summary table; all of them are in runs.parquet
 
@@ -86,22 +87,35 @@ def grid_cmd(
     given = {key: value for key, value in given.items() if value is not None}
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)
     configs = expand(grid, max_cells)  # every user error surfaces here, before anything is written
+    out_given = out is not None
     out = out or store.default_out("grid")
+    if out.exists() and not out.is_dir():
+        raise OptbenchError(f"--out {out} is a file, not a folder")
 
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:  # piped or captured: wide lines beat spec strings folded into 3-letter columns
         console = Console(width=200)
+    tracker = _live_progress(console, enabled=progress)
     try:
-        with _sigterm_as_interrupt(), _live_progress(console, enabled=progress) as tracker:
+        with _sigterm_as_interrupt(), tracker:
             runs = run_grid(configs, out=out, workers=workers, executor=executor, address=address,
                             gpus_per_run=gpus_per_run, force=force, engine=engine, progress=tracker)
     except KeyboardInterrupt:  # run_grid has stopped the workers and rewritten runs.parquet
-        done = f"{tracker.done} of {len(configs)}" if tracker.done is not None else "no"
-        echo_err(f"interrupted: {done} runs are in {out}; run the same command again to resume")
+        echo_err(_interrupted_message(out, configs, again=("" if out_given else f" with --out {out}")
+                                      + (" without --force" if force else "")))
         raise typer.Exit(130) from None
     _print_summary(console, runs, out, resumed=tracker.resumed or 0)
+
+
+def _interrupted_message(out: Path, configs, again: str) -> str:
+    from optbench import store
+
+    if not out.is_dir():
+        return "interrupted before any run was committed; nothing was kept"
+    done = len(store.completed_run_ids(out) & {c.run_id() for c in configs})
+    return f"interrupted: {done} of {len(configs)} runs are in {out}; run the same command again{again} to resume"
 
 
 class _sigterm_as_interrupt:
@@ -109,17 +123,21 @@ class _sigterm_as_interrupt:
 
     def __enter__(self):
         import signal
+        import threading
 
         def interrupt(signum, frame):
             raise KeyboardInterrupt
 
-        self.previous = signal.signal(signal.SIGTERM, interrupt)
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            self.previous = signal.signal(signal.SIGTERM, interrupt)
         return self
 
     def __exit__(self, *exc):
         import signal
 
-        signal.signal(signal.SIGTERM, self.previous)
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
         return False
 
 
@@ -195,7 +213,7 @@ def _print_summary(console, runs, out: Path, resumed: int = 0) -> None:
 
     best = summary[summary["best"]]
     if len(best):
-        console.print("[bold]best cell per optimizer[/bold] (and per problem; lowest mean final loss, no "
+        console.print("[bold]best cell per optimizer[/bold] (per problem and loss; lowest mean final loss, no "
                       "divergence):")
         for _, row in best.iterrows():
             settings = ", ".join(f"{c}={_fmt(row[c]) if isinstance(row[c], float) else row[c]}"
