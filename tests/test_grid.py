@@ -335,3 +335,9 @@ def test_architectures_compete_but_losses_do_not():
     summary = summarize(pd.DataFrame(rows)).set_index(["problem", "loss"])
     assert summary.index[summary["best"]].tolist() == [("mlp-regression(width=64)", "mse"),
                                                        ("mlp-regression(width=16)", "huber")]
+
+
+def test_run_grid_refuses_a_grid_above_max_cells_before_running_anything(tmp_path):
+    with pytest.raises(OptbenchError, match="the grid has 6 cells, more than 5"):
+        run_grid(GridSpec(lr="0.1,0.2,0.3", momentum="0,0.5", steps=5), out=tmp_path / "g", max_cells=5)
+    assert not (tmp_path / "g").exists()

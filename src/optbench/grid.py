@@ -332,14 +332,15 @@ def _fold_problem(problem: str, width: int | None, depth: int | None, activation
     return Spec(spec.name, tuple(sorted({**spec.kw, **given}.items()))).canonical()
 
 
-def _as_configs(spec: GridSpec | Mapping | str | Path | Sequence[RunConfig]) -> tuple[list[RunConfig], dict]:
+def _as_configs(spec: GridSpec | Mapping | str | Path | Sequence[RunConfig],
+                max_cells: int | None = None) -> tuple[list[RunConfig], dict]:
     """(configs, a description for the manifest) from any accepted form of a grid."""
     if isinstance(spec, (str, Path)):
         spec = load_spec_toml(spec)
     elif isinstance(spec, Mapping):
         spec = make_spec(spec)
     if isinstance(spec, GridSpec):
-        return expand(spec), spec.to_dict()
+        return expand(spec, max_cells), spec.to_dict()
     from optbench.validate import canonical_config
 
     configs = list(dict.fromkeys(canonical_config(c) for c in spec))
@@ -378,6 +379,7 @@ def run_grid(
     engine: str = "auto",
     progress: Callable[[GridProgress], None] | None = None,
     command: str = "grid",
+    max_cells: int | None = None,
 ):
     """Run every cell of a grid not yet committed in ``out``; return the runs table (a DataFrame, one row
     per cell, in expansion order).
@@ -393,11 +395,12 @@ def run_grid(
             ``MIN_BATCH``; the rest on the reference engine), ``batched`` (every supported cell batched) or
             ``reference`` (every cell through ``engine.run``). The ``engine`` column records which ran.
         progress: called with a ``GridProgress`` at the start and after every run.
+        max_cells: refuse a GridSpec of more cells than this (default ``MAX_CELLS``) before building any.
     """
     from optbench import store
     from optbench.executors import make_executor
 
-    configs, description = _as_configs(spec)
+    configs, description = _as_configs(spec, max_cells)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise OptbenchError(f"--out {out} is a file, not a folder")
     if engine not in ENGINES:
