@@ -196,3 +196,12 @@ def test_an_interrupt_says_how_many_runs_are_in_and_how_to_resume(tmp_path, monk
     assert result.exit_code == 130
     assert result.stderr == (f"interrupted: 2 of 2 runs are in {out}; run the same command again without --force "
                              "to resume\n")
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_out_that_is_a_file_is_one_line(tmp_path, force):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    result = bench("--steps", "3", "--no-progress", "--out", str(target), *force)
+    assert result.exit_code == 2 and result.stderr == f"error: --out {target} is a file, not a folder\n"
+    assert result.stdout == "" and target.read_text() == "mine"

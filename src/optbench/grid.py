@@ -401,8 +401,8 @@ def run_grid(
     from optbench.executors import make_executor
 
     configs, description = _as_configs(spec, max_cells)
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise OptbenchError(f"--out {out} is a file, not a folder")
+    if out is not None:
+        store.require_folder(out)  # before drop_uncommitted or purge_runs look inside it
     if engine not in ENGINES:
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)

@@ -88,12 +88,17 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the manifest at the start of a command (ended_at filled by ``finish_manifest``)."""
+def require_folder(out: Path) -> None:
+    """A results folder may not exist yet, but it must not be a file (a one-line error, not a traceback)."""
     from optbench.errors import OptbenchError
 
     if Path(out).exists() and not Path(out).is_dir():
         raise OptbenchError(f"--out {out} is a file, not a folder")
+
+
+def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the manifest at the start of a command (ended_at filled by ``finish_manifest``)."""
+    require_folder(out)
     # The bench command line when run from the CLI; None from the Python API (argv is the host script's).
     from_cli = Path(sys.argv[0]).name in ("bench", "__main__.py")
     manifest = {

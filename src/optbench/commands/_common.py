@@ -38,9 +38,10 @@ class fresh_out_dir:
     """
 
     def __init__(self, out: Path):
+        from optbench.store import require_folder
+
         self.out = Path(out)
-        if self.out.exists() and not self.out.is_dir():
-            raise OptbenchError(f"--out {out} is a file, not a folder")
+        require_folder(self.out)
         self.created = not self.out.exists()
 
     def __enter__(self) -> Path:

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from optbench.commands._common import echo_err, handle_errors
-from optbench.errors import OptbenchError
 
 SUMMARY_ROWS = 60  # groups shown in the summary table; all of them are in runs.parquet
 
@@ -89,8 +88,7 @@ def grid_cmd(
     configs = expand(grid, max_cells)  # every user error surfaces here, before anything is written
     out_given = out is not None
     out = out or store.default_out("grid")
-    if out.exists() and not out.is_dir():
-        raise OptbenchError(f"--out {out} is a file, not a folder")
+    store.require_folder(out)  # here, before the progress bar starts and leaves a blank line above the error
 
     from rich.console import Console
 
