@@ -145,7 +145,7 @@ class _live_progress:
 
     def __init__(self, console, enabled: bool):
         self.console, self.enabled = console, enabled
-        self.bar = self.task = self.resumed = self.done = None
+        self.bar = self.task = self.resumed = None
 
     def __enter__(self):
         if self.enabled:
@@ -164,7 +164,6 @@ class _live_progress:
     def __call__(self, state) -> None:
         if self.resumed is None:
             self.resumed = state.resumed
-        self.done = state.done
         if self.bar is None:
             return
         invalid = state.counts.get("invalid", 0) + state.counts.get("failed", 0)
