@@ -30,6 +30,20 @@ def test_ray_results_equal_the_local_executor(tmp_path):
                                   store.read_traces(tmp_path / "local").sort_values(sort).reset_index(drop=True))
 
 
+def test_a_batch_is_cut_for_the_clusters_cpus(tmp_path):
+    """40 toy cells share one batch key; on a 2-CPU Ray they run as two batched tasks, with the local rows."""
+    spec = GridSpec(lr="linspace(0.01,0.2,20)", momentum="0,0.9", steps=30)
+    local = run_grid(spec, out=tmp_path / "local", workers=1)
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        remote = run_grid(spec, out=tmp_path / "ray", executor="ray")
+    finally:
+        ray.shutdown()
+    assert set(remote["engine"]) == {"batched"}
+    assert len(list((tmp_path / "ray" / "traces").glob("batch-*.parquet"))) == 2
+    pd.testing.assert_frame_equal(remote.drop(columns="wall_time_s"), local.drop(columns="wall_time_s"))
+
+
 def test_cuda_runs_request_a_gpu_fraction_cpu_runs_one_cpu():
     executor = RayExecutor(gpus_per_run=0.25)
     assert executor._resources(RunConfig(device="cuda")) == {"num_gpus": 0.25, "num_cpus": 0}

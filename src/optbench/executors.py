@@ -69,6 +69,18 @@ class Task:
     def device(self) -> str:
         return self.configs[0].device
 
+    def split(self, parts: int) -> list[Task]:
+        """A batch cut into up to ``parts`` contiguous chunks of at least ``MIN_CHUNK`` cells, so that every
+        worker gets a share; a reference task stays whole."""
+        if not self.batched or parts <= 1:
+            return [self]
+        chunks = max(1, min(parts, len(self.configs) // MIN_CHUNK))
+        size = -(-len(self.configs) // chunks)
+        return [Task(self.configs[i : i + size], batched=True) for i in range(0, len(self.configs), size)]
+
+
+MIN_CHUNK = 16  # cells: a smaller batch spends more on per-step Python than a worker of its own saves
+
 
 def run_task(task: Task) -> list:
     """The task's RunResults, in the order of its configs."""
@@ -176,8 +188,9 @@ def _ray_task(task: Task):
 
 
 class RayExecutor:
-    """One Ray task per run on the cluster at ``address`` (default: a local Ray started for this grid and
-    shut down after it; an already initialised Ray is used as it is)."""
+    """One Ray task per reference run, and per chunk of a batch (as many chunks as the cluster has CPUs), on
+    the cluster at ``address`` (default: a local Ray started for this grid and shut down after it; an
+    already initialised Ray is used as it is)."""
 
     workers = None
     WAIT_BATCH = 32
@@ -205,6 +218,8 @@ class RayExecutor:
                 where = self.address or "a local Ray"
                 raise OptbenchError(f"cannot start or reach {where}: {err}") from None
         try:
+            # Batches were planned whole: cut them for the cluster's CPUs, as the local pool's are for its workers.
+            tasks = [part for task in tasks for part in task.split(int(ray.cluster_resources().get("CPU", 1)))]
             remote = ray.remote(_ray_task)
             pending = {remote.options(**self._resources(t)).remote(t): t for t in tasks}
             try:

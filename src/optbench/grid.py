@@ -488,9 +488,7 @@ def plan_tasks(configs: list[RunConfig], engine: str, workers: int) -> list:
         if engine == "auto" and len(group) < MIN_BATCH:
             singles.extend(group)
             continue
-        chunks = max(1, min(workers, len(group) // max(MIN_BATCH, 16)))
-        size = -(-len(group) // chunks)
-        tasks += [Task(tuple(group[i : i + size]), batched=True) for i in range(0, len(group), size)]
+        tasks += Task(tuple(group), batched=True).split(workers)
     return tasks + [Task((c,)) for c in singles]
 
 
