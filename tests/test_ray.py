@@ -14,15 +14,20 @@ pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
 
 
+def _run_on_a_local_ray(spec, out):
+    """The grid on a fresh 2-CPU local Ray, shut down afterwards."""
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        return run_grid(spec, out=out, executor="ray")
+    finally:
+        ray.shutdown()
+
+
 def test_ray_results_equal_the_local_executor(tmp_path):
     spec = GridSpec(problem="mlp-classification", width=8, optimizer="sgd,adagrad", lr="0.01,0.1", momentum=0.9,
                     seed="0,1", steps=20)
     local = run_grid(spec, out=tmp_path / "local", workers=1)
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        remote = run_grid(spec, out=tmp_path / "ray", executor="ray")
-    finally:
-        ray.shutdown()
+    remote = _run_on_a_local_ray(spec, tmp_path / "ray")
     assert set(remote["status"]) == {"ok", "invalid"}  # adagrad has no momentum knob: invalid on Ray too
     pd.testing.assert_frame_equal(remote.drop(columns="wall_time_s"), local.drop(columns="wall_time_s"))
     sort = ["run_id", "step"]
@@ -34,11 +39,7 @@ def test_a_batch_is_cut_for_the_clusters_cpus(tmp_path):
     """40 toy cells share one batch key; on a 2-CPU Ray they run as two batched tasks, with the local rows."""
     spec = GridSpec(lr="linspace(0.01,0.2,20)", momentum="0,0.9", steps=30)
     local = run_grid(spec, out=tmp_path / "local", workers=1)
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        remote = run_grid(spec, out=tmp_path / "ray", executor="ray")
-    finally:
-        ray.shutdown()
+    remote = _run_on_a_local_ray(spec, tmp_path / "ray")
     assert set(remote["engine"]) == {"batched"}
     assert len(list((tmp_path / "ray" / "traces").glob("batch-*.parquet"))) == 2
     pd.testing.assert_frame_equal(remote.drop(columns="wall_time_s"), local.drop(columns="wall_time_s"))
