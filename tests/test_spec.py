@@ -178,12 +178,17 @@ def test_repeated_keyword_is_an_error():
         ("sgd, adam(betas=(0.9, 0.99)), steplr", ["sgd", "adam(betas=(0.9, 0.99))", "steplr"]),
         ("sequentiallr(schedulers=['a', 'b'], milestones=[1, 2]),none",
          ["sequentiallr(schedulers=['a', 'b'], milestones=[1, 2])", "none"]),
-        ("sgd,,adam,", ["sgd", "adam"]),
         ("", []),
     ],
 )
 def test_split_top_level_keeps_commas_inside_brackets(text, parts):
     assert split_top_level(text) == parts
+
+
+@pytest.mark.parametrize("text", ["sgd,,adam", "sgd,", ",sgd", "0.1, ,0.3"])
+def test_an_empty_item_is_an_error_not_silently_dropped(text):
+    with pytest.raises(OptbenchError, match="empty value"):
+        split_top_level(text)
 
 
 # -------------------------------------------------------------------------------------------- RunConfig

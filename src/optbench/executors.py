@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from optbench import folderlock
 from optbench.errors import OptbenchError
 from optbench.runtime import one_torch_thread
 from optbench.spec import RunConfig
@@ -113,11 +114,13 @@ def run_and_commit(task: Task, out: str | Path) -> list[dict]:
 # ------------------------------------------------------------------------------------------------- local
 
 
-def _init_worker() -> None:
+def _init_worker(out: str) -> None:
     """Pool initializer, before any torch work: one intra- and inter-op thread, Ctrl-C left to the parent,
-    and an exit when the parent dies (``kill -9``, the OOM killer), instead of idling on forever."""
+    an exit when the parent dies (``kill -9``, the OOM killer) instead of idling on forever, and a writer's
+    lock on ``out`` until then, so that a restarted grid waits for this process to be gone (folderlock)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    folderlock.hold_as_writer(out)
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
@@ -151,7 +154,8 @@ class LocalExecutor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(str(out),))
         try:
             futures = [pool.submit(run_and_commit, task, str(out)) for task in tasks]
             for future in as_completed(futures):

@@ -90,7 +90,12 @@ def parse_spec(text: str, *, what: str = "spec") -> Spec:
 
 
 def split_top_level(text: str) -> list[str]:
-    """Split a comma-separated CLI value, keeping commas inside (...) or [...] with their spec."""
+    """Split a comma-separated CLI value, keeping commas inside (...) or [...] with their spec.
+
+    An empty item ('0.1,,0.3', a comma at an end) is an error: it is most often a value left out.
+    """
+    if not text.strip():
+        return []
     parts, depth, current = [], 0, []
     for char in text:
         if char in "([":
@@ -103,7 +108,9 @@ def split_top_level(text: str) -> list[str]:
         else:
             current.append(char)
     parts.append("".join(current).strip())
-    return [p for p in parts if p]
+    if not all(parts):
+        raise OptbenchError(f"empty value in {text!r} (two commas in a row, or a comma at an end)")
+    return parts
 
 
 # --------------------------------------------------------------------------------------------- run config

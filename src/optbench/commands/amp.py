@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from optbench.commands._common import echo_err, fail, fresh_out_dir, handle_errors
+from optbench.spec import split_top_level
 
 TF32_CHOICES = ("auto", "off", "on", "both")  # = optbench.amp.TF32_CHOICES (kept here: no torch import)
 
@@ -73,7 +74,7 @@ def amp_cmd(
     if tf32 not in TF32_CHOICES:
         fail(f"unknown --tf32 {tf32!r}; valid: {', '.join(TF32_CHOICES)}")
     width_list = parse_widths(widths)
-    precisions = [p.strip() for value in precision or [] for p in value.split(",") if p.strip()]
+    precisions = [p for value in precision or [] for p in split_top_level(value)]  # fp16(...) keeps its commas
 
     from optbench import store
     from optbench.amp import amp_benchmark
