@@ -241,3 +241,30 @@ def test_plotting_never_imports_the_engine_and_commands_import_nothing_heavy():
         "assert 'optbench.engine' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_long_panel_titles_never_overlap_and_every_column_keeps_its_x_labels(quad_grid, tmp_path, monkeypatch):
+    """8 panels (2 problems x 2 optimizers x 2 momenta) on a 3 x 3 grid: long titles wrap instead of running
+    into their neighbours, and the panel above the hidden ninth shows the lr tick labels."""
+    from optbench import plots, store
+
+    runs = store.read_runs(quad_grid)
+    runs["problem"] = np.where(runs["seed"] == 0, "mlp-classification(activation='tanh', depth=3, width=64)",
+                               "mlp-classification(width=16)")
+    drawn = []
+    real_save = plots.save
+
+    def measure_then_save(fig, path, *args, **kwargs):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        drawn.append([(ax.title.get_window_extent(renderer), ax) for ax in fig.axes if ax.get_visible()])
+        return real_save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "save", measure_then_save)
+    plots.sensitivity(runs, tmp_path / "s.png", by=["problem", "optimizer", "momentum"])
+    (panels,) = drawn
+    assert len(panels) == 8
+    for (box, ax), (other, other_ax) in itertools.combinations(panels, 2):
+        assert not box.overlaps(other), (ax.get_title(), other_ax.get_title())
+    above_hidden = panels[5][1]  # row 2, column 3: the ninth panel below it is hidden
+    assert any(label.get_text() for label in above_hidden.get_xticklabels() if label.get_visible())

@@ -294,8 +294,21 @@ def final_loss_vs_lr(runs, path: Path, bound: float | None = None, logx: bool = 
 
 
 def _group_label(key, by) -> str:
+    """``problem=..., optimizer=adam, momentum=0.9``, wrapped so that neighbouring panel titles never overlap."""
     key = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"{c}={fmt_value(v)}" for c, v in zip(by, key, strict=True)) or "all runs"
+    label = ", ".join(f"{c}={fmt_value(v)}" for c, v in zip(by, key, strict=True)) or "all runs"
+    return textwrap.fill(label, 48, break_long_words=False, break_on_hyphens=False)
+
+
+def hide_unused(axes, used: int) -> None:
+    """Hide the panels past the first ``used``. With a shared x axis only the bottom row has tick labels,
+    so the panel above a hidden one gets its own back."""
+    n_cols = axes.shape[1]
+    for index in range(used, axes.size):
+        row, col = divmod(index, n_cols)
+        axes[row, col].set_visible(False)
+        if row > 0:
+            axes[row - 1, col].xaxis.set_tick_params(which="both", labelbottom=True)
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
@@ -319,8 +332,7 @@ def sensitivity(runs, path: Path, by: list[str], bounds: dict | None = None, log
         key = key if isinstance(key, tuple) else (key,)
         _draw_sensitivity(ax, data, (bounds or {}).get(key), logx, legend=False)
         ax.set_title(_group_label(key, by), fontsize=9)
-    for ax in axes.flat[len(groups):]:
-        ax.set_visible(False)
+    hide_unused(axes, len(groups))
     fig.supxlabel(axis_label("lr") + (" (log scale)" if logx else ""), fontsize=10)
     fig.supylabel(axis_label("final_loss"), fontsize=10)
     figure_legend(fig, axes)
@@ -406,8 +418,7 @@ def lr_momentum_heatmap(runs, path: Path, by: list[str] | None = None,
         key = key if isinstance(key, tuple) else (key,)
         if by:
             ax.set_title(_group_label(key, by), fontsize=9)
-    for ax in axes.flat[len(groups):]:
-        ax.set_visible(False)
+    hide_unused(axes, len(groups))
     fig.suptitle(title)
     if image is not None:
         bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9, pad=0.02)
@@ -514,8 +525,7 @@ def trajectories(runs, traces, path: Path, problem: str, title: str | None = Non
         ax.set_xlabel(axis_label("x0"))
         ax.set_ylabel(axis_label("x1"))
         ax.set_title(panel_title, fontsize=9)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
+    hide_unused(axes, len(panels))
     figure_legend(fig, axes, loc="outside right center")
     fig.suptitle(title or f"{problem}: iterates on contour lines of f - min f (log-spaced); * = last point",
                  fontsize=10)
@@ -613,8 +623,7 @@ def schedules(curves, path: Path, notes: dict | None = None, ylabel: str = "lear
         ax.set_title(name if len(name) <= 34 else name[:32] + "…", fontsize=8.5)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=7)
-    for ax in axes.flat[len(names):]:
-        ax.set_visible(False)
+    hide_unused(axes, len(names))
     top = float(curves["lr"].max()) if len(curves) else 1.0
     axes[0, 0].set_ylim(0, top * 1.06 if top > 0 else 1.0)  # shared by every panel
     fig.supxlabel("step (optimizer updates)", fontsize=9)
