@@ -251,14 +251,11 @@ def test_mlp_divergence():
     ({"scheduler": "optbench.schedulers:StepHalving"}, "user scheduler"),
     ({"scheduler": "sequentiallr(schedulers=['plateau'], milestones=[])"}, "depends on the loss"),
     ({"precision": "fp16"}, "fp32 only"),
-    ({"device": "cuda"}, "CPU only"),
     ({"problem": "mlp-classification(width=1, depth=2, n_train=64, n_val=8)", "batch_size": 1}, "batch size 1"),
 ])
 def test_unsupported_configs_report_a_reason_and_run_on_the_reference(changes, reason):
     cfg = RunConfig(problem="quadratic", optimizer="sgd", lr=0.05, steps=10).replace(**changes)
     assert reason in batched.unsupported_reason(cfg)
-    if changes.get("device") == "cuda":
-        return
     result = batched.run_batch([cfg])[0]
     assert result.summary.engine == "reference"
     assert result.summary.status == engine.run(cfg).summary.status

@@ -10,7 +10,18 @@ import pytest
 
 from optbench import store
 from optbench.errors import OptbenchError
-from optbench.grid import GridSpec, expand, load_spec_toml, make_spec, parse_lr_values, run_grid, summarize
+from optbench.grid import (
+    GridSpec,
+    expand,
+    load_spec_toml,
+    make_spec,
+    parse_lr_values,
+    plan_tasks,
+    run_grid,
+    summarize,
+)
+from optbench.spec import RunConfig
+from optbench.validate import canonical_config
 
 ISSUE_GRID = {
     "problem": "mlp-classification", "optimizer": "sgd,adamw", "lr": "0.003,0.03,0.3", "momentum": "0,0.9",
@@ -223,6 +234,8 @@ def test_rerun_runs_only_what_is_missing_and_force_runs_all(tmp_path):
     second = run_grid(grown, out=tmp_path, workers=1, progress=events.append)
     assert events[0].resumed == 4 and events[-1].done == 6 and len(events) == 3
     assert len(second) == 6 and second["run_id"].is_unique
+    manifest = store.read_manifest(tmp_path)  # counts cover the resumed runs too, not only this invocation's
+    assert sum(manifest["status_counts"].values()) == 6 and manifest["engine_counts"] == {"batched": 6}
     pd.testing.assert_frame_equal(second.iloc[:4].drop(columns="wall_time_s"), first.drop(columns="wall_time_s"))
     again = []
     run_grid(grown, out=tmp_path, workers=1, progress=again.append)
@@ -285,6 +298,17 @@ def test_engines_agree_bit_for_bit_on_the_toy_grid(tmp_path):
     tb = store.read_traces(tmp_path / "b").sort_values(key).reset_index(drop=True)
     tr = store.read_traces(tmp_path / "r").sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(tb, tr)
+
+
+def test_auto_batches_cpu_cells_only_and_batched_takes_cuda_cells_too():
+    """Planning only (no GPU needed): auto keeps CUDA cells on the reference engine, --engine batched not."""
+    cells = [canonical_config(RunConfig(lr=lr, steps=20)) for lr in (0.1, 0.2, 0.3)]
+    cuda = [c.replace(device="cuda") for c in cells]  # replace() skips the device check: no GPU needed here
+    auto = plan_tasks([*cells, *cuda], "auto", workers=1)
+    assert [(len(t.configs), t.batched) for t in auto] == [(3, True), (1, False), (1, False), (1, False)]
+    assert {c.device for t in auto if not t.batched for c in t.configs} == {"cuda"}
+    forced = plan_tasks(cuda, "batched", workers=1)
+    assert [(len(t.configs), t.batched) for t in forced] == [(3, True)]
 
 
 def test_unknown_engine_is_a_user_error(tmp_path):

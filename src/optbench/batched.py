@@ -31,8 +31,18 @@ or a scheduler moves a setting the rule cannot follow) is run by ``engine.run`` 
 ``engine == "reference"``. ``wall_time_s`` of a batched cell is its batch's wall time divided evenly over
 the batch's cells: each cell's share of the machine, not the latency a single run would have.
 
+Devices: a batch runs on its cells' device (``cfg.device``, part of ``batch_key``); every tensor it makes
+lives there, and the host sees the traces at the end and the divergence flags every ``CHECK_EVERY`` steps.
+
 Exactness: on CPU in fp32 both engines give the same float32 values step for step, bit for bit on the
-build the tests run on (``tests/test_batched.py``: every rule, every scheduler, toy and MLP problems).
+build the tests run on (``tests/test_batched.py``: every rule, every scheduler, toy and MLP problems). On
+CUDA the same code runs, and the exactness probes (``_product``, ``_log_softmax_classes``,
+``_stacks_like_cells``) try the device's own kernels, so a product or activation that rounds otherwise
+there runs per cell; this is not yet verified on a GPU (``tests/test_batched_device.py`` holds the checks,
+skipped without CUDA). Expect agreement to rounding there, not bit for bit: torch's optimizers take their
+foreach path on CUDA by default, whose ``addcmul``/``addcdiv`` compute ``p + v·(x∘y)`` where the rules
+(after the single-tensor CPU path) round ``v·x`` first (Adam, AdamW, RMSprop), and CUDA's norm reductions
+may sum the rows of a stack in another order than a lone tensor (the norm columns).
 """
 
 from __future__ import annotations
@@ -116,8 +126,6 @@ def unsupported_reason(cfg: RunConfig) -> str | None:
 def _unsupported_reason(cfg: RunConfig) -> str | None:
     if cfg.precision != "fp32":
         return f"precision {cfg.precision!r}: the batched engine runs fp32 only"
-    if cfg.device != "cpu":
-        return f"device {cfg.device!r}: the batched engine is verified on CPU only"
     if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0 and math.isfinite(cfg.lr)):
         return f"learning rate {cfg.lr}: not a positive finite number"
     reason = _optimizer_reason(cfg.optimizer)
@@ -312,7 +320,7 @@ def _run_group(cfgs: list[RunConfig]) -> list[RunResult]:
         switch_values = {name: table[0][:, order] for name, table in switches.items()}  # [G, C]
     if keep:
         batch.select_cells(keep)
-        tables = {name: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+        tables = {name: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(batch.flat.device)
                   for name, v in rule.tables(values).items()}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -431,8 +439,7 @@ def _schedule(cfg: RunConfig, rule: Rule, members: list[list[dict]], numeric: li
                 param_groups = groups
                 rows[:] = [[_entry(g, name) for g in groups] for name in varying]
             else:
-                stand_ins = [{**g, "params": [torch.zeros(1, requires_grad=True)]} for g in groups]
-                optimizer, _ = build_optimizer(cfg.optimizer, stand_ins, cfg.lr, cfg.momentum)
+                optimizer, _ = build_optimizer(cfg.optimizer, _stand_ins(groups), cfg.lr, cfg.momentum)
                 scheduler = build_scheduler(cfg.scheduler, optimizer, steps, cfg.lr)
                 if scheduler.needs_metric:
                     return None
@@ -499,7 +506,10 @@ class _Batch:
 
 
 def _stand_ins(groups: list[dict]) -> list[dict]:
-    return [{**g, "params": [torch.zeros(1, requires_grad=True)]} for g in groups]  # schedulers read no params
+    """The groups with one stand-in parameter each, on the CPU whatever the batch's device: the optimizer
+    and scheduler that step them ahead of the run only yield Python floats (torch's schedulers read no
+    params)."""
+    return [{**g, "params": [torch.zeros(1, requires_grad=True, device="cpu")]} for g in groups]
 
 
 def _build(cfg: RunConfig):
@@ -543,8 +553,9 @@ class _MLPBatch(_Batch):
     """The cells' MLPs, run layer by layer on stacked weights [C, out, in] (views into ``flat``).
 
     Linear layers run through ``_BatchedLinear`` (each product batched where that is bit-exact, else per
-    cell); activations are the problem's own modules on [C, rows, width] (elementwise, so exact); the loss
-    is the problem's loss module per cell, or for plain cross-entropy the same kernels batched.
+    cell); activations are the problem's own modules, on [C, rows, width] where that rounds like each cell's
+    slice (``_stacks_like_cells``), else per cell; the loss is the problem's loss module per cell, or for
+    plain cross-entropy the same kernels batched. Everything lives on the problems' device.
     """
 
     def __init__(self, cfgs: list[RunConfig]):
@@ -632,12 +643,12 @@ class _MLPBatch(_Batch):
                 h = h.expand(w.shape[0], *h.shape) if h.dim() == 2 else h
                 key = (training, i, h.shape[0], h.shape[1])
                 if key not in self._buffers:
-                    self._buffers[key] = torch.empty(h.shape[0], h.shape[1], w.shape[1])
+                    self._buffers[key] = torch.empty(h.shape[0], h.shape[1], w.shape[1], device=w.device)
                 out = self._buffers[key].detach_()  # last step's graph is gone; drop its history
                 h = _BatchedLinear.apply(h, w, b, out) if training else _product("linear", h, w, b, out=out)
             elif type(layer) is torch.nn.ReLU:
                 h = torch.relu_(h)  # same values and backward (from the result) as ReLU
-            elif type(layer) in _POSITION_INDEPENDENT:
+            elif _stacks_like_cells(layer, h):
                 h = layer(h)
             else:  # each cell's [rows, width] slice, where the reference's tail elements are
                 h = torch.stack([layer(cell) for cell in h.unbind(0)])
@@ -690,11 +701,13 @@ class _MLPBatch(_Batch):
 _ELEMENTWISE = tuple(getattr(torch.nn, name) for name in
                      ("Identity", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "SELU", "GELU", "SiLU", "ELU"))
 # Activations whose kernels give an element the same bits wherever it sits in the tensor: the piecewise
-# linear ones, and tanh (its vectorised routine handles the tail elements too). ATen computes the last
-# n % (vector width) elements of sigmoid, SiLU, ELU, SELU and GELU with the scalar formula, which differs
-# from the vectorised one in the last bit for a few % of inputs, so stacking cells would move a cell's
-# tail; those run on each cell's own [rows, width] slice, as in the reference.
-_POSITION_INDEPENDENT = (torch.nn.Identity, torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.Tanh)
+# linear ones on any device (a comparison and at most one multiply), and tanh where a probe on the device
+# finds it so (``_stacks_like_cells``; on CPU its vectorised routine handles the tail elements too). ATen's
+# CPU kernels compute the last n % (vector width) elements of sigmoid, SiLU, ELU, SELU and GELU with the
+# scalar formula, which differs from the vectorised one in the last bit for a few % of inputs, so stacking
+# cells would move a cell's tail; those run on each cell's own [rows, width] slice, as in the reference.
+_PIECEWISE_LINEAR = (torch.nn.Identity, torch.nn.ReLU, torch.nn.LeakyReLU)
+_POSITION_INDEPENDENT = (*_PIECEWISE_LINEAR, torch.nn.Tanh)
 
 
 def _is_plain_cross_entropy(module) -> bool:
@@ -714,6 +727,8 @@ _SITES: dict[str, tuple[Callable, Callable]] = {
     "grad_weight": (lambda g, x: torch.bmm(g.transpose(1, 2), x), lambda g, x: g.t().mm(x)),
     "grad_bias": (lambda g: g.sum(1), lambda g: g.sum(0, keepdim=True).view(g.shape[1])),
 }
+# Probe verdicts by (site, device, CPU threads, shapes): a kernel that matches on one device (or thread
+# count, which changes how ATen splits the work) proves nothing about another.
 _EXACT: dict[tuple, bool] = {}
 
 
@@ -723,29 +738,37 @@ _EXACT: dict[tuple, bool] = {}
 # per-cell reference side costs ~0.1 s a round at 64 cells of 64 x 64).
 PROBE_CELLS = 512
 PROBE_ELEMENTS = 1 << 17
+ALIGN_BYTES = 64  # torch's allocators start every tensor on a 64-byte (CUDA: 512-byte) boundary
 
 
 def _probe_rounds(cells: int, elements_per_draw: int) -> int:
     return max(1, min(-(-PROBE_CELLS // max(1, cells)), -(-PROBE_ELEMENTS // max(1, elements_per_draw))))
 
 
+def _probe_generator(device: torch.device) -> torch.Generator:
+    """A fresh generator on the device under test: a verdict must not depend on what ran before, and the
+    random data must be made where the kernels it judges run."""
+    return torch.Generator(device=device).manual_seed(0)
+
+
 def _probe_like(a: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random data with a's shape and strides (stride 0 stays a broadcast)."""
+    """Random data with a's shape, strides and device (stride 0 stays a broadcast)."""
     if a.stride(0) == 0:
-        return torch.randn(a.shape[1:], generator=generator).expand(a.shape)
-    return torch.empty_strided(a.shape, a.stride()).normal_(generator=generator)
+        return torch.randn(a.shape[1:], generator=generator, device=a.device).expand(a.shape)
+    return torch.empty_strided(a.shape, a.stride(), device=a.device).normal_(generator=generator)
 
 
 def _product(site: str, *args: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     batched, per_cell = _SITES[site]
-    key = (site, torch.get_num_threads(), *((tuple(a.shape), a.stride()) for a in args))
+    device = args[0].device
+    key = (site, str(device), torch.get_num_threads(), *((tuple(a.shape), a.stride()) for a in args))
     exact = _EXACT.get(key)
     if exact is None:
-        generator = torch.Generator().manual_seed(0)  # the verdict must not depend on what ran before
+        generator = _probe_generator(device)
         rounds, tried = 1, 0
         while tried < rounds:
             probe = [_probe_like(a, generator) for a in args]
-            expected = torch.stack([per_cell(*(a[c] for a in probe)) for c in range(args[0].shape[0])])
+            expected = torch.stack([per_cell(*_cell(probe, c)) for c in range(args[0].shape[0])])
             exact = torch.equal(batched(*probe), expected)
             if not exact:
                 break
@@ -753,7 +776,16 @@ def _product(site: str, *args: torch.Tensor, out: torch.Tensor | None = None) ->
         _EXACT[key] = exact
     if exact:
         return batched(*args) if out is None else batched(*args, out=out)
-    return torch.stack([per_cell(*(a[c] for a in args)) for c in range(args[0].shape[0])], out=out)
+    return torch.stack([per_cell(*_cell(args, c)) for c in range(args[0].shape[0])], out=out)
+
+
+def _cell(args: tuple[torch.Tensor, ...] | list[torch.Tensor], c: int) -> list[torch.Tensor]:
+    """Cell c's operands as the reference holds them: its parameters and activations are tensors of their
+    own, whose data start on an allocator boundary. A view into the stack may start anywhere, and BLAS may
+    take another kernel for it (MKL on AVX2 rounds small products otherwise for an operand that is not
+    16-byte aligned), so a view that starts off the boundary is copied."""
+    views = [a[c] for a in args]
+    return [v if v.data_ptr() % ALIGN_BYTES == 0 else v.clone() for v in views]
 
 
 def _log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
@@ -764,13 +796,14 @@ def _log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
     bits, forward and backward, for this shape, tried on random data as ``_product`` (at 50 or 100 rows
     of 3 classes the two kernels differ in only a fraction of the rows).
     """
-    key = ("log_softmax", torch.get_num_threads(), tuple(out.shape))
+    key = ("log_softmax", str(out.device), torch.get_num_threads(), tuple(out.shape))
     exact = _EXACT.get(key)
     if exact is None:
-        exact, gen = True, torch.Generator().manual_seed(0)
+        exact, gen = True, _probe_generator(out.device)
         for _ in range(_probe_rounds(out.shape[0], out.numel())):
             with torch.enable_grad():  # the first call may come from the evaluation, under no_grad
-                x, grad = torch.randn(out.shape, generator=gen) * 4, torch.randn(out.shape, generator=gen)
+                x = torch.randn(out.shape, generator=gen, device=out.device) * 4
+                grad = torch.randn(out.shape, generator=gen, device=out.device)
                 want = torch.stack([torch.log_softmax(row, 1) for row in x])
                 want_grad = torch.stack([torch._log_softmax_backward_data(g, y, 1, torch.float32)
                                          for g, y in zip(grad, want, strict=True)])
@@ -784,6 +817,35 @@ def _log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
     if exact:
         return torch.log_softmax(out.transpose(1, 2).contiguous(), 1)
     return torch.log_softmax(out, 2).transpose(1, 2)
+
+
+def _stacks_like_cells(layer: torch.nn.Module, h: torch.Tensor) -> bool:
+    """Does the activation on the stack [C, rows, width] give every cell the bits it gets on its own slice,
+    forward and backward (``_POSITION_INDEPENDENT``)? Piecewise-linear ones always do; tanh where random
+    data of h's shape, on h's device, says so (a verdict per shape, as ``_product``); the rest never do.
+    """
+    if type(layer) in _PIECEWISE_LINEAR:
+        return True
+    if type(layer) not in _POSITION_INDEPENDENT:
+        return False
+    key = (type(layer).__name__, str(h.device), torch.get_num_threads(), tuple(h.shape))
+    exact = _EXACT.get(key)
+    if exact is None:
+        exact, gen = True, _probe_generator(h.device)
+        for _ in range(_probe_rounds(h.shape[0], h.numel())):
+            with torch.enable_grad():  # the evaluation runs under no_grad
+                x = (torch.randn(h.shape, generator=gen, device=h.device) * 4).requires_grad_(True)
+                grad = torch.randn(h.shape, generator=gen, device=h.device)
+                cells = [cell.detach().requires_grad_(True) for cell in x.unbind(0)]
+                want = [layer(cell) for cell in cells]
+                want_grad = torch.autograd.grad(want, cells, list(grad.unbind(0)))
+                got = layer(x)
+                (got_grad,) = torch.autograd.grad(got, x, grad)
+            exact = torch.equal(got, torch.stack(want)) and torch.equal(got_grad, torch.stack(want_grad))
+            if not exact:
+                break
+        _EXACT[key] = exact
+    return exact
 
 
 class _BatchedLinear(torch.autograd.Function):
@@ -837,6 +899,7 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
           switch_values: dict[str, np.ndarray], flags: dict[str, bool]) -> _Traces:
     steps, _, total = next(iter(tables.values())).shape
     flat = batch.flat
+    device = flat.device  # every buffer below lives there; the host reads losses at the checks only
     state = {name: torch.zeros_like(flat) for name in rule.state_names(flags)}
     layout = _blocks_layout(code, switch_values, batch.columns)
 
@@ -852,22 +915,23 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
         rule.init_state(block)
 
     nan = float("nan")
-    loss = torch.full((steps, total), nan)
+    loss = torch.full((steps, total), nan, device=device)
     # Toy problems keep the points and gradients (norms at the end, as the engine); MLPs the norms.
     # Problems without a held-out split (toys) get one shared all-nan val buffer.
     d = flat.shape[1]
-    x = torch.full((steps + 1, total, d), nan) if batch.coords else None
-    toy_grads = torch.full((steps, total, d), nan) if batch.coords else None
+    x = torch.full((steps + 1, total, d), nan, device=device) if batch.coords else None
+    toy_grads = torch.full((steps, total, d), nan, device=device) if batch.coords else None
     grad_norm, update_norm, param_norm = (None, None, None) if batch.coords else \
-        (torch.full((steps, total), nan) for _ in range(3))
-    val_loss = torch.full((steps, total), nan)
-    val_acc = torch.full((steps, total), nan) if batch.eval_every else val_loss
-    work = None if batch.coords else torch.empty(3, *flat.shape)  # before, gradient, update (for the norms)
-    diverged = np.full(total, -1)
-    active = torch.arange(total)  # batch row -> cell
-    alive = torch.ones(total, dtype=torch.bool)  # rows not diverged yet
+        (torch.full((steps, total), nan, device=device) for _ in range(3))
+    val_loss = torch.full((steps, total), nan, device=device)
+    val_acc = torch.full((steps, total), nan, device=device) if batch.eval_every else val_loss
+    # before, gradient, update (for the norms)
+    work = None if batch.coords else torch.empty(3, *flat.shape, device=device)
+    diverged = np.full(total, -1)  # on the host: written at the checks, read by _summarize
+    active = torch.arange(total, device=device)  # batch row -> cell
+    alive = torch.ones(total, dtype=torch.bool, device=device)  # rows not diverged yet
     compacted = False
-    threshold = torch.empty(0)
+    threshold = torch.empty(0, device=device)
     window_start = 0
 
     def put(buffer: torch.Tensor, t: int, values: torch.Tensor) -> None:
@@ -903,16 +967,17 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
             put(update_norm, t, norms[2])
 
         if t == 0:  # engine: threshold = DIVERGENCE_FACTOR * max(|initial loss|, 1), -inf if not finite
-            initial = losses.double().numpy()
+            initial = losses.double().cpu().numpy()  # one sync, as the engine's float(loss)
             limit = DIVERGENCE_FACTOR * np.maximum(np.abs(initial), 1.0)
-            threshold = torch.from_numpy(np.where(np.isfinite(initial), limit, -np.inf)).float()
+            threshold = torch.from_numpy(np.where(np.isfinite(initial), limit, -np.inf)).float().to(device)
         if (t + 1) % CHECK_EVERY == 0 or t == steps - 1:
             window = loss[window_start : t + 1].index_select(1, active)  # [w, C] float32, as the engine compares
             bad = ~torch.isfinite(window) | (window > threshold)
             newly = bad.any(0) & alive
             if bool(newly.any()):
                 rows = newly.nonzero().flatten()
-                diverged[active[rows].numpy()] = (window_start + bad.float().argmax(0)[rows]).numpy()
+                first_bad = window_start + bad.float().argmax(0)[rows]
+                diverged[active[rows].cpu().numpy()] = first_bad.cpu().numpy()
                 alive &= ~newly
                 if not bool(alive.any()):
                     break
@@ -926,7 +991,7 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
                 flat = batch.flat
                 state = {name: s.index_select(0, keep) for name, s in state.items()}
                 tables = {name: v.index_select(2, keep) for name, v in tables.items()}
-                kept = keep.numpy()
+                kept = keep.cpu().numpy()
                 code = code[kept]
                 switch_values = {name: v[:, kept] for name, v in switch_values.items()}
                 layout = _blocks_layout(code, switch_values, batch.columns)
@@ -943,7 +1008,7 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
 
 def _host(values: torch.Tensor) -> np.ndarray:
     """[T, C, ...] float32 on the device -> [C, T, ...] float64 on the host (each cell's rows contiguous)."""
-    return values.transpose(0, 1).contiguous().numpy().astype(np.float64)
+    return values.transpose(0, 1).contiguous().cpu().numpy().astype(np.float64)
 
 
 def _global_norms(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -7,7 +7,11 @@ hyperparameter is a float32 tensor [cells, 1] that broadcasts along the row.
 
 Each rule mirrors the ``foreach=False`` path of its torch optimizer (``torch/optim/sgd.py``
 ``_single_tensor_sgd`` etc., the path torch takes for CPU tensors) operation for operation, so that the
-float32 results are the same bit for bit:
+float32 results are the same bit for bit on CPU. The rules only combine the tensors they are given, so
+they run on any device. On CUDA torch takes its foreach path by default, whose ``addcmul``/``addcdiv``
+compute ``p + v·(x∘y)`` where a rule rounds ``v·x`` first: Adam, AdamW and RMSprop are expected to agree
+with torch there to rounding, not bit for bit (SGD and Adagrad group alike; not yet verified on a GPU).
+The CPU correspondences:
 
 - ``p.add_(g, alpha=a)`` is one fused multiply-add in ATen; ``p.addcmul_(g, a_t)`` with a tensor ``a_t``
   is the same fused multiply-add, so it replaces every ``alpha=`` scalar that differs per cell.
