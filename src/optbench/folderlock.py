@@ -48,7 +48,7 @@ def exclusive(out: Path) -> Iterator[None]:
     if fcntl is None:
         yield
         return
-    fd = os.open(Path(out) / GRID_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(Path(out) / GRID_LOCK)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -64,8 +64,12 @@ def exclusive(out: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _open(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
 def _wait_for_writers(out: Path) -> None:
-    fd = os.open(out / WRITERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(out / WRITERS_LOCK)
     try:
         deadline = time.monotonic() + WRITERS_WAIT_S
         while True:
@@ -86,6 +90,6 @@ def hold_as_writer(out: str | Path) -> None:
     global _writer_fd
     if fcntl is None or _writer_fd is not None:
         return
-    fd = os.open(Path(out) / WRITERS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open(Path(out) / WRITERS_LOCK)
     fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a starting grid checks for earlier workers
     _writer_fd = fd
