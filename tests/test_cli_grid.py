@@ -69,8 +69,8 @@ def test_toml_spec_with_cli_override(tmp_path):
          "error: the grid has 20,000 cells, more than 10,000; raise --max-cells"),
         (["--seed", "9223372036854775808"], "error: seed must fit in 64 bits"),
         (["--momentum", "logspace(0,400,2)"], "error: momentum range 'logspace(0,400,2)': a value is too large"),
-        (["--lr", "0.1,,0.3"], "error: empty value in '0.1,,0.3' (two commas in a row, or a comma at an end)"),
-        (["--optimizer", "sgd,"], "error: empty value in 'sgd,'"),
+        (["--lr", "0.1,,0.3"], "error: lr: empty value in '0.1,,0.3' (two commas in a row, or a comma at an end)"),
+        (["--optimizer", "sgd,"], "error: optimizer: empty value in 'sgd,'"),
         (["--max-cells", "0"], "error: --max-cells must be >= 1"),
     ],
 )

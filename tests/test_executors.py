@@ -93,3 +93,15 @@ def test_an_interrupted_grid_keeps_its_commits_readable(tmp_path, monkeypatch):
     events = []
     runs = run_grid(spec, out=tmp_path, workers=1, engine="reference", progress=events.append)
     assert events[0].resumed == 2 and len(runs) == 3
+
+
+def test_a_cpu_batch_is_cut_for_the_workers_and_a_gpu_batch_stays_whole():
+    from optbench.executors import MIN_CHUNK, Task
+    from optbench.spec import RunConfig
+
+    cells = tuple(RunConfig(lr=0.001 * (i + 1)) for i in range(4 * MIN_CHUNK))
+    assert [len(t.configs) for t in Task(cells, batched=True).split(3)] == [22, 22, 20]
+    assert [len(t.configs) for t in Task(cells[:MIN_CHUNK + 1], batched=True).split(3)] == [MIN_CHUNK + 1]
+    gpu = tuple(c.replace(device="cuda") for c in cells)
+    assert Task(gpu, batched=True).split(3) == [Task(gpu, batched=True)]
+    assert Task(cells[:1]).split(3) == [Task(cells[:1])]

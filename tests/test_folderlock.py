@@ -106,3 +106,22 @@ def test_a_waiting_grid_gives_up_with_one_line(tmp_path, monkeypatch):
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     assert len(run_grid(SMALL, out=tmp_path, workers=1)) == 4
+
+
+@pytest.mark.parametrize("parent_alive", [True, False])
+def test_a_worker_whose_grid_died_before_it_started_exits_without_writing(tmp_path, parent_alive):
+    """A pool worker still starting when its grid is killed would take init's pid for its parent and never
+    see the death; it checks the grid's own pid instead, after taking its writer's lock."""
+    parent = "os.getppid()" if parent_alive else "2**22 + 12345"  # beyond pid_max: no such process
+    code = f"import os; from optbench.executors import _init_worker; _init_worker({str(tmp_path)!r}, {parent}); print('working')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout.strip()) == ((0, "working") if parent_alive else (1, ""))
+
+
+def test_a_folder_that_cannot_be_locked_is_one_line(tmp_path, monkeypatch):
+    def refused(path, flags, mode=0o777):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(folderlock.os, "open", refused)
+    with pytest.raises(OptbenchError, match=f"^cannot lock {tmp_path}: Permission denied$"):
+        run_grid(SMALL, out=tmp_path, workers=1)

@@ -71,9 +71,10 @@ class Task:
         return self.configs[0].device
 
     def split(self, parts: int) -> list[Task]:
-        """A batch cut into up to ``parts`` contiguous chunks of at least ``MIN_CHUNK`` cells, so that every
-        worker gets a share; a reference task stays whole."""
-        if not self.batched or parts <= 1:
+        """A CPU batch cut into up to ``parts`` contiguous chunks of at least ``MIN_CHUNK`` cells, so that every
+        worker gets a share; a reference task stays whole, and so does a GPU batch (one device program is
+        the point of batching there, and each chunk would need a process with a CUDA context of its own)."""
+        if not self.batched or parts <= 1 or self.device != "cpu":
             return [self]
         chunks = max(1, min(parts, len(self.configs) // MIN_CHUNK))
         size = -(-len(self.configs) // chunks)
@@ -114,13 +115,18 @@ def run_and_commit(task: Task, out: str | Path) -> list[dict]:
 # ------------------------------------------------------------------------------------------------- local
 
 
-def _init_worker(out: str) -> None:
-    """Pool initializer, before any torch work: one intra- and inter-op thread, Ctrl-C left to the parent,
-    an exit when the parent dies (``kill -9``, the OOM killer) instead of idling on forever, and a writer's
-    lock on ``out`` until then, so that a restarted grid waits for this process to be gone (folderlock)."""
+def _init_worker(out: str, parent: int) -> None:
+    """Pool initializer, before any torch work: a writer's lock on ``out`` (a restarted grid waits for this
+    process to be gone, folderlock), an exit when the parent grid dies (``kill -9``, the OOM killer) instead
+    of idling on forever, one intra- and inter-op thread, and Ctrl-C left to the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     folderlock.hold_as_writer(out)
+    # Checked after taking the lock: a grid restarted into ``out`` checks for writers only once the parent
+    # is dead, so a worker that took the lock later sees that here and writes nothing. (A worker that starts
+    # after its parent died would take ``getppid()`` = init for its parent and never notice.)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
@@ -155,7 +161,7 @@ class LocalExecutor:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(str(out),))
+                                   initargs=(str(out), os.getpid()))
         try:
             futures = [pool.submit(run_and_commit, task, str(out)) for task in tasks]
             for future in as_completed(futures):

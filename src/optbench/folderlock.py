@@ -56,6 +56,8 @@ def exclusive(out: Path) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise OptbenchError(f"another grid (pid {holder}) is writing to {out}; wait for it to finish or "
                                 "choose another --out") from None
+        except OSError as err:  # a file system without flock
+            raise OptbenchError(f"cannot lock {out}: {err.strerror}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _wait_for_writers(Path(out))
@@ -65,7 +67,10 @@ def exclusive(out: Path) -> Iterator[None]:
 
 
 def _open(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # not writable, or the folder was just removed by a failing grid
+        raise OptbenchError(f"cannot lock {path.parent}: {err.strerror}") from None
 
 
 def _wait_for_writers(out: Path) -> None:
@@ -79,7 +84,8 @@ def _wait_for_writers(out: Path) -> None:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise OptbenchError(f"worker processes of an earlier grid are still writing to {out} after "
-                                        f"{WRITERS_WAIT_S:.0f} s; stop them or choose another --out") from None
+                                        f"{WRITERS_WAIT_S:.0f} s (fuser {out / WRITERS_LOCK} lists them); stop "
+                                        "them or choose another --out") from None
                 time.sleep(POLL_S)
     finally:
         os.close(fd)

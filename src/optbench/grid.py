@@ -116,7 +116,10 @@ def _coerce(axis: str, raw: Any) -> tuple:
     values: list[Any] = []
     for item in items:
         if isinstance(item, str):
-            parts = split_top_level(item)
+            try:
+                parts = split_top_level(item)
+            except OptbenchError as err:
+                raise OptbenchError(f"{axis}: {err}") from None
             if not parts:
                 raise OptbenchError(f"{axis}: empty value")
             for part in parts:  # numeric axes take ranges too: --momentum 'linspace(0,0.9,10)'
@@ -407,9 +410,9 @@ def run_grid(
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
     out = Path(out) if out is not None else store.default_out("grid")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     order = [c.run_id() for c in configs]
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)  # the lock file lives in it
     with folderlock.exclusive(out):  # one grid per folder, and not before an earlier one's workers exit
         try:
             todo, done_ids, counts = _pending(out, configs, order, created, force)

@@ -74,7 +74,7 @@ def amp_cmd(
     if tf32 not in TF32_CHOICES:
         fail(f"unknown --tf32 {tf32!r}; valid: {', '.join(TF32_CHOICES)}")
     width_list = parse_widths(widths)
-    precisions = [p for value in precision or [] for p in split_top_level(value)]  # fp16(...) keeps its commas
+    precisions = [p for value in precision or [] for p in split_top_level(value)]
 
     from optbench import store
     from optbench.amp import amp_benchmark
