@@ -796,25 +796,19 @@ def _log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
     bits, forward and backward, for this shape, tried on random data as ``_product`` (at 50 or 100 rows
     of 3 classes the two kernels differ in only a fraction of the rows).
     """
-    key = ("log_softmax", str(out.device), torch.get_num_threads(), tuple(out.shape))
-    exact = _EXACT.get(key)
-    if exact is None:
-        exact, gen = True, _probe_generator(out.device)
-        for _ in range(_probe_rounds(out.shape[0], out.numel())):
-            with torch.enable_grad():  # the first call may come from the evaluation, under no_grad
-                x = torch.randn(out.shape, generator=gen, device=out.device) * 4
-                grad = torch.randn(out.shape, generator=gen, device=out.device)
-                want = torch.stack([torch.log_softmax(row, 1) for row in x])
-                want_grad = torch.stack([torch._log_softmax_backward_data(g, y, 1, torch.float32)
-                                         for g, y in zip(grad, want, strict=True)])
-                leaf = x.requires_grad_(True)
-                got = torch.log_softmax(leaf.transpose(1, 2).contiguous(), 1).transpose(1, 2)
-                (got_grad,) = torch.autograd.grad(got, leaf, grad)
-            exact = torch.equal(got, want) and torch.equal(got_grad, want_grad)
-            if not exact:
-                break
-        _EXACT[key] = exact
-    if exact:
+    def trial(gen: torch.Generator) -> bool:
+        with torch.enable_grad():  # the first call may come from the evaluation, under no_grad
+            x = torch.randn(out.shape, generator=gen, device=out.device) * 4
+            grad = torch.randn(out.shape, generator=gen, device=out.device)
+            want = torch.stack([torch.log_softmax(row, 1) for row in x])
+            want_grad = torch.stack([torch._log_softmax_backward_data(g, y, 1, torch.float32)
+                                     for g, y in zip(grad, want, strict=True)])
+            leaf = x.requires_grad_(True)
+            got = torch.log_softmax(leaf.transpose(1, 2).contiguous(), 1).transpose(1, 2)
+            (got_grad,) = torch.autograd.grad(got, leaf, grad)
+        return torch.equal(got, want) and torch.equal(got_grad, want_grad)
+
+    if _verdict("log_softmax", out, trial):
         return torch.log_softmax(out.transpose(1, 2).contiguous(), 1)
     return torch.log_softmax(out, 2).transpose(1, 2)
 
@@ -828,22 +822,28 @@ def _stacks_like_cells(layer: torch.nn.Module, h: torch.Tensor) -> bool:
         return True
     if type(layer) not in _POSITION_INDEPENDENT:
         return False
-    key = (type(layer).__name__, str(h.device), torch.get_num_threads(), tuple(h.shape))
+    def trial(gen: torch.Generator) -> bool:
+        with torch.enable_grad():  # the evaluation runs under no_grad
+            x = (torch.randn(h.shape, generator=gen, device=h.device) * 4).requires_grad_(True)
+            grad = torch.randn(h.shape, generator=gen, device=h.device)
+            cells = [cell.detach().requires_grad_(True) for cell in x.unbind(0)]
+            want = [layer(cell) for cell in cells]
+            want_grad = torch.autograd.grad(want, cells, list(grad.unbind(0)))
+            got = layer(x)
+            (got_grad,) = torch.autograd.grad(got, x, grad)
+        return torch.equal(got, torch.stack(want)) and torch.equal(got_grad, torch.stack(want_grad))
+
+    return _verdict(type(layer).__name__, h, trial)
+
+
+def _verdict(name: str, like: torch.Tensor, trial: Callable[[torch.Generator], bool]) -> bool:
+    """Cached per (name, device, threads, shape of ``like``): does ``trial`` hold on every one of the
+    probe's random draws (``_probe_rounds``), from a fresh generator on ``like``'s device?"""
+    key = (name, str(like.device), torch.get_num_threads(), tuple(like.shape))
     exact = _EXACT.get(key)
     if exact is None:
-        exact, gen = True, _probe_generator(h.device)
-        for _ in range(_probe_rounds(h.shape[0], h.numel())):
-            with torch.enable_grad():  # the evaluation runs under no_grad
-                x = (torch.randn(h.shape, generator=gen, device=h.device) * 4).requires_grad_(True)
-                grad = torch.randn(h.shape, generator=gen, device=h.device)
-                cells = [cell.detach().requires_grad_(True) for cell in x.unbind(0)]
-                want = [layer(cell) for cell in cells]
-                want_grad = torch.autograd.grad(want, cells, list(grad.unbind(0)))
-                got = layer(x)
-                (got_grad,) = torch.autograd.grad(got, x, grad)
-            exact = torch.equal(got, torch.stack(want)) and torch.equal(got_grad, torch.stack(want_grad))
-            if not exact:
-                break
+        gen = _probe_generator(like.device)
+        exact = all(trial(gen) for _ in range(_probe_rounds(like.shape[0], like.numel())))  # stops at a miss
         _EXACT[key] = exact
     return exact
 
