@@ -42,9 +42,13 @@ def one_thread():
 
 
 def _toy_grid(lrs: int, momenta: int, steps: int = TOY_STEPS) -> list[RunConfig]:
-    return [canonical_config(RunConfig(problem="quadratic", optimizer="sgd", lr=float(lr), momentum=float(m),
-                                       steps=steps))
-            for lr in np.linspace(0.001, 0.3, lrs) for m in np.linspace(0.0, 0.99, momenta)]
+    return [
+        canonical_config(
+            RunConfig(problem="quadratic", optimizer="sgd", lr=float(lr), momentum=float(m), steps=steps)
+        )
+        for lr in np.linspace(0.001, 0.3, lrs)
+        for m in np.linspace(0.0, 0.99, momenta)
+    ]
 
 
 def _report(benchmark, **info) -> None:
@@ -68,14 +72,25 @@ def test_toy_grid_vs_hand_written_loop(benchmark):
 
     batched_rate = len(cells) * TOY_STEPS / batched_s
     hand_rate = len(sample) * TOY_STEPS / hand_s
-    _report(benchmark, cells=len(cells), steps=TOY_STEPS, batched_s=round(batched_s, 4),
-            batched_config_steps_per_s=round(batched_rate), hand_loop_cells_timed=len(sample),
-            hand_loop_steps_per_s=round(hand_rate), speedup_x=round(batched_rate / hand_rate, 1), target_x=100)
+    _report(
+        benchmark,
+        cells=len(cells),
+        steps=TOY_STEPS,
+        batched_s=round(batched_s, 4),
+        batched_config_steps_per_s=round(batched_rate),
+        hand_loop_cells_timed=len(sample),
+        hand_loop_steps_per_s=round(hand_rate),
+        speedup_x=round(batched_rate / hand_rate, 1),
+        target_x=100,
+    )
 
 
 def test_mlp_grid_vs_reference_engine(benchmark):
-    cells = [canonical_config(RunConfig(problem=MLP_PROBLEM, optimizer="sgd", lr=lr, momentum=m, steps=MLP_STEPS))
-             for lr in (0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5) for m in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)]
+    cells = [
+        canonical_config(RunConfig(problem=MLP_PROBLEM, optimizer="sgd", lr=lr, momentum=m, steps=MLP_STEPS))
+        for lr in (0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+        for m in (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+    ]
     batched.run_batch(cells[:2])
     engine.run(cells[0].replace(steps=20))
     results = benchmark.pedantic(batched.run_batch, args=(cells,), rounds=1, iterations=1)
@@ -85,11 +100,21 @@ def test_mlp_grid_vs_reference_engine(benchmark):
     started = time.perf_counter()
     reference = [engine.run(cfg) for cfg in cells]
     reference_s = time.perf_counter() - started
-    worst = max(float(np.max(np.abs(a.trace["loss"] - b.trace["loss"]) / np.abs(b.trace["loss"])))
-                for a, b in zip(results, reference, strict=True))
-    _report(benchmark, cells=len(cells), steps=MLP_STEPS, problem=MLP_PROBLEM, batched_s=round(batched_s, 3),
-            reference_s=round(reference_s, 3), speedup_x=round(reference_s / batched_s, 2), target_x=5,
-            max_rel_loss_difference=worst)
+    worst = max(
+        float(np.max(np.abs(a.trace["loss"] - b.trace["loss"]) / np.abs(b.trace["loss"])))
+        for a, b in zip(results, reference, strict=True)
+    )
+    _report(
+        benchmark,
+        cells=len(cells),
+        steps=MLP_STEPS,
+        problem=MLP_PROBLEM,
+        batched_s=round(batched_s, 3),
+        reference_s=round(reference_s, 3),
+        speedup_x=round(reference_s / batched_s, 2),
+        target_x=5,
+        max_rel_loss_difference=worst,
+    )
 
 
 _MEMORY_SCRIPT = """
@@ -114,11 +139,19 @@ print(json.dumps({{"cells": len(results), "run_s": seconds, "rss_before_mb": bef
 
 def test_toy_grid_of_10000_cells_peak_memory(benchmark):
     def measure():
-        out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT.format(steps=TOY_STEPS)], check=True,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _MEMORY_SCRIPT.format(steps=TOY_STEPS)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     info = benchmark.pedantic(measure, rounds=1, iterations=1)
     assert info["engines"] == ["batched"]
-    _report(benchmark, steps=TOY_STEPS, **{k: round(v, 1) if isinstance(v, float) else v for k, v in info.items()},
-            target_peak_rss_mb=2048)
+    _report(
+        benchmark,
+        steps=TOY_STEPS,
+        **{k: round(v, 1) if isinstance(v, float) else v for k, v in info.items()},
+        target_peak_rss_mb=2048,
+    )

@@ -44,8 +44,12 @@ def test_engine_step_cost_vs_bare_loop(benchmark):
     bare_s, engine_s = _best_of_interleaved(lambda: bare_sgd_loop(0.01, STEPS), lambda: run(config))
     ratio = engine_s / bare_s
     benchmark.extra_info.update(
-        bare_us_per_step=1e6 * bare_s / STEPS, engine_us_per_step=1e6 * engine_s / STEPS, engine_over_bare_x=ratio
+        bare_us_per_step=1e6 * bare_s / STEPS,
+        engine_us_per_step=1e6 * engine_s / STEPS,
+        engine_over_bare_x=ratio,
     )
-    print(f"\nbare loop {1e6 * bare_s / STEPS:.1f} us/step, engine {1e6 * engine_s / STEPS:.1f} us/step, "
-          f"engine/bare = {ratio:.2f}x")
+    print(
+        f"\nbare loop {1e6 * bare_s / STEPS:.1f} us/step, engine {1e6 * engine_s / STEPS:.1f} us/step, "
+        f"engine/bare = {ratio:.2f}x"
+    )
     benchmark.pedantic(run, args=(config,), rounds=3, iterations=1)

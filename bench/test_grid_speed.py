@@ -23,8 +23,14 @@ from loops import bare_sgd_loop
 from optbench.grid import GridSpec, run_grid
 
 TOY = GridSpec(lr="linspace(0.01, 0.5, 50)", momentum="0,0.3,0.6,0.9", steps=100)
-MLP = GridSpec(problem="mlp-classification", optimizer="sgd,adamw", lr="0.003,0.01,0.03,0.1", momentum=0.9,
-               seed="0,1,2,3", steps=800)
+MLP = GridSpec(
+    problem="mlp-classification",
+    optimizer="sgd,adamw",
+    lr="0.003,0.01,0.03,0.1",
+    momentum=0.9,
+    seed="0,1,2,3",
+    steps=800,
+)
 
 
 def _hand_loop() -> None:
@@ -39,7 +45,13 @@ def _timed_grid(spec: GridSpec, out, workers: int, engine: str = "reference") ->
     bench/test_process_speed.py measure the batched engine."""
     marks: list[float] = []
     start = time.perf_counter()
-    run_grid(spec, out=out, workers=workers, engine=engine, progress=lambda state: marks.append(time.perf_counter()))
+    run_grid(
+        spec,
+        out=out,
+        workers=workers,
+        engine=engine,
+        progress=lambda state: marks.append(time.perf_counter()),
+    )
     total = time.perf_counter() - start
     finished = marks[1:]  # the first call is the start-up report
     return total, finished[-1] - finished[0]
@@ -58,30 +70,44 @@ def test_toy_grid_throughput_vs_hand_written_loop(benchmark, tmp_path):
     grid2_s, _ = benchmark.pedantic(_timed_grid, args=(TOY, tmp_path / "w2", 2), rounds=1, iterations=1)
     cells = TOY.size
     info = {
-        "cells": cells, "hand_loop_s": loop_s, "grid_1_worker_s": grid1_s, "grid_2_workers_s": grid2_s,
-        "grid_1_worker_over_loop_x": grid1_s / loop_s, "grid_2_workers_over_loop_x": grid2_s / loop_s,
-        "hand_loop_runs_per_s": cells / loop_s, "grid_1_worker_runs_per_s": cells / grid1_s,
+        "cells": cells,
+        "hand_loop_s": loop_s,
+        "grid_1_worker_s": grid1_s,
+        "grid_2_workers_s": grid2_s,
+        "grid_1_worker_over_loop_x": grid1_s / loop_s,
+        "grid_2_workers_over_loop_x": grid2_s / loop_s,
+        "hand_loop_runs_per_s": cells / loop_s,
+        "grid_1_worker_runs_per_s": cells / grid1_s,
         "grid_2_workers_runs_per_s": cells / grid2_s,
     }
     benchmark.extra_info.update(info)
-    print(f"\n{cells} toy runs: hand loop {loop_s:.2f} s ({cells / loop_s:.0f} runs/s); grid 1 worker {grid1_s:.2f} s "
-          f"({grid1_s / loop_s:.2f}x the loop); grid 2 workers {grid2_s:.2f} s ({grid2_s / loop_s:.2f}x the loop)")
+    print(
+        f"\n{cells} toy runs: hand loop {loop_s:.2f} s ({cells / loop_s:.0f} runs/s); grid 1 worker {grid1_s:.2f} s "
+        f"({grid1_s / loop_s:.2f}x the loop); grid 2 workers {grid2_s:.2f} s ({grid2_s / loop_s:.2f}x the loop)"
+    )
 
 
 def test_mlp_grid_speedup_from_one_to_two_workers(benchmark, tmp_path):
     run_grid(MLP.replace(steps=(5,), seed=(0,)), out=tmp_path / "warm", workers=1)  # warm-up in this process
     one_s, one_steady_s = _timed_grid(MLP, tmp_path / "w1", workers=1)
-    two_s, two_steady_s = benchmark.pedantic(_timed_grid, args=(MLP, tmp_path / "w2", 2), rounds=1, iterations=1)
+    two_s, two_steady_s = benchmark.pedantic(
+        _timed_grid, args=(MLP, tmp_path / "w2", 2), rounds=1, iterations=1
+    )
     runs = MLP.size
     # steady pace: seconds per run between the first and the last finished run
     one_pace, two_pace = one_steady_s / (runs - 1), two_steady_s / (runs - 1)
     info = {
-        "cells": runs, "one_worker_s": one_s, "two_workers_s": two_s, "speedup_end_to_end_x": one_s / two_s,
+        "cells": runs,
+        "one_worker_s": one_s,
+        "two_workers_s": two_s,
+        "speedup_end_to_end_x": one_s / two_s,
         "speedup_steady_x": one_pace / two_pace,
     }
     benchmark.extra_info.update(info)
-    print(f"\n{runs} MLP runs: 1 worker {one_s:.2f} s, 2 workers {two_s:.2f} s -> end-to-end speed-up "
-          f"{one_s / two_s:.2f}x, steady {one_pace / two_pace:.2f}x")
+    print(
+        f"\n{runs} MLP runs: 1 worker {one_s:.2f} s, 2 workers {two_s:.2f} s -> end-to-end speed-up "
+        f"{one_s / two_s:.2f}x, steady {one_pace / two_pace:.2f}x"
+    )
 
 
 def _timed(fn) -> float:

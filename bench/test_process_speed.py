@@ -26,16 +26,32 @@ def _timed(args: list[str]) -> float:
 
 
 def test_bench_grid_process_vs_hand_written_loop(benchmark, tmp_path):
-    grid = [sys.executable, "-m", "optbench", "grid", "--problem", "quadratic",
-            "--lr", f"linspace(0.01,0.21,{LRS})",
-            "--momentum", ",".join(str(round(0.9 * m / (MOMENTA - 1), 6)) for m in range(MOMENTA)),
-            "--steps", str(STEPS), "--workers", "1", "--no-progress"]
+    grid = [
+        sys.executable,
+        "-m",
+        "optbench",
+        "grid",
+        "--problem",
+        "quadratic",
+        "--lr",
+        f"linspace(0.01,0.21,{LRS})",
+        "--momentum",
+        ",".join(str(round(0.9 * m / (MOMENTA - 1), 6)) for m in range(MOMENTA)),
+        "--steps",
+        str(STEPS),
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     loop = [sys.executable, str(HERE / "loops.py"), str(LRS), str(MOMENTA), str(STEPS)]
     loop_s = _timed(loop)
     grid_s = min(_timed([*grid, "--out", str(tmp_path / f"g{i}")]) for i in range(2))
     reference_s = _timed([*grid, "--engine", "reference", "--out", str(tmp_path / "ref")])
-    benchmark.extra_info.update(loop_s=loop_s, grid_batched_s=grid_s, grid_reference_s=reference_s,
-                                speedup_x=loop_s / grid_s)
-    print(f"\nhand-written loop process {loop_s:.2f} s; bench grid process: batched {grid_s:.2f} s "
-          f"({loop_s / grid_s:.1f}x faster), reference engine {reference_s:.2f} s")
+    benchmark.extra_info.update(
+        loop_s=loop_s, grid_batched_s=grid_s, grid_reference_s=reference_s, speedup_x=loop_s / grid_s
+    )
+    print(
+        f"\nhand-written loop process {loop_s:.2f} s; bench grid process: batched {grid_s:.2f} s "
+        f"({loop_s / grid_s:.1f}x faster), reference engine {reference_s:.2f} s"
+    )
     benchmark.pedantic(lambda: None, rounds=1)

@@ -34,31 +34,59 @@ STEPS = 50  # > engine.CHECK_EVERY: diverged cells leave the batch mid-run (comp
 def _toy_cells(device: str) -> list[RunConfig]:
     """Every toy problem; sgd with and without momentum, adam, rmsprop; schedulers; two quadratic cells that
     diverge (lr 0.4: |1 - 8 lr| > 1; lr 1e30: inf at once) beside one that does not."""
-    return [canonical_config(RunConfig(problem=p, optimizer=o, lr=lr, momentum=m, scheduler=s, steps=STEPS,
-                                       device=device))
-            for p, o, lr, m, s in [
-                ("quadratic", "sgd", 0.1, None, "none"), ("quadratic", "sgd", 0.4, None, "none"),
-                ("quadratic", "sgd", 1e30, None, "none"),
-                ("rosenbrock", "sgd", 1e-3, 0.9, "cosine"), ("rosenbrock", "sgd", 4e-4, 0.0, "onecyclelr"),
-                ("beale", "adam", 0.01, None, "none"), ("beale", "adam", 0.02, 0.8, "onecyclelr"),
-                ("rastrigin", "rmsprop", 1e-3, 0.5, "steplr(step_size=7, gamma=0.5)")]]
+    return [
+        canonical_config(
+            RunConfig(problem=p, optimizer=o, lr=lr, momentum=m, scheduler=s, steps=STEPS, device=device)
+        )
+        for p, o, lr, m, s in [
+            ("quadratic", "sgd", 0.1, None, "none"),
+            ("quadratic", "sgd", 0.4, None, "none"),
+            ("quadratic", "sgd", 1e30, None, "none"),
+            ("rosenbrock", "sgd", 1e-3, 0.9, "cosine"),
+            ("rosenbrock", "sgd", 4e-4, 0.0, "onecyclelr"),
+            ("beale", "adam", 0.01, None, "none"),
+            ("beale", "adam", 0.02, 0.8, "onecyclelr"),
+            ("rastrigin", "rmsprop", 1e-3, 0.5, "steplr(step_size=7, gamma=0.5)"),
+        ]
+    ]
 
 
 def _mlp_cells(device: str) -> list[RunConfig]:
     """Classification (cross-entropy: the log-softmax probe) and regression (a 1-column head: products per
     cell; tanh: the activation probe; sigmoid: per cell), sgd with momentum, adam, rmsprop, a scheduler, and
     a regression cell that diverges (lr 1e6)."""
-    cells = [RunConfig(problem=CLASSIFICATION, optimizer="sgd", lr=0.05, momentum=0.9, seed=0, batch_size=32),
-             RunConfig(problem=CLASSIFICATION, optimizer="sgd", lr=0.02, momentum=0.5, seed=1, batch_size=32,
-                       scheduler="cosine"),
-             RunConfig(problem=CLASSIFICATION, optimizer="adam", lr=0.01, seed=2, batch_size=32),
-             RunConfig(problem=REGRESSION, optimizer="rmsprop(centered=True)", lr=1e-3, momentum=0.9, seed=0,
-                       batch_size=7),
-             RunConfig(problem=REGRESSION, optimizer="rmsprop(centered=True)", lr=3e-3, momentum=0.0, seed=1,
-                       batch_size=7),
-             RunConfig(problem=TAILS, optimizer="sgd", lr=0.05, momentum=0.9, seed=0, batch_size=7),
-             RunConfig(problem=TAILS, optimizer="sgd", lr=1e6, momentum=0.9, seed=1, batch_size=7),
-             RunConfig(problem=TAILS, optimizer="sgd", lr=0.01, momentum=0.9, seed=2, batch_size=7)]
+    cells = [
+        RunConfig(problem=CLASSIFICATION, optimizer="sgd", lr=0.05, momentum=0.9, seed=0, batch_size=32),
+        RunConfig(
+            problem=CLASSIFICATION,
+            optimizer="sgd",
+            lr=0.02,
+            momentum=0.5,
+            seed=1,
+            batch_size=32,
+            scheduler="cosine",
+        ),
+        RunConfig(problem=CLASSIFICATION, optimizer="adam", lr=0.01, seed=2, batch_size=32),
+        RunConfig(
+            problem=REGRESSION,
+            optimizer="rmsprop(centered=True)",
+            lr=1e-3,
+            momentum=0.9,
+            seed=0,
+            batch_size=7,
+        ),
+        RunConfig(
+            problem=REGRESSION,
+            optimizer="rmsprop(centered=True)",
+            lr=3e-3,
+            momentum=0.0,
+            seed=1,
+            batch_size=7,
+        ),
+        RunConfig(problem=TAILS, optimizer="sgd", lr=0.05, momentum=0.9, seed=0, batch_size=7),
+        RunConfig(problem=TAILS, optimizer="sgd", lr=1e6, momentum=0.9, seed=1, batch_size=7),
+        RunConfig(problem=TAILS, optimizer="sgd", lr=0.01, momentum=0.9, seed=2, batch_size=7),
+    ]
     return [canonical_config(c.replace(steps=STEPS, device=device)) for c in cells]
 
 
@@ -107,7 +135,9 @@ def test_the_batched_engine_makes_no_tensor_on_the_default_device(monkeypatch):
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _assert_close(got: engine.RunResult, want: engine.RunResult, columns: tuple[str, ...], rtol: float) -> None:
+def _assert_close(
+    got: engine.RunResult, want: engine.RunResult, columns: tuple[str, ...], rtol: float
+) -> None:
     where = f"{got.config}"
     assert got.summary.engine == "batched", (where, got.summary.warnings)
     assert got.summary.status == want.summary.status, where
@@ -115,7 +145,9 @@ def _assert_close(got: engine.RunResult, want: engine.RunResult, columns: tuple[
     for column in columns:
         mine, theirs = got.trace[column], want.trace[column]
         assert mine.shape == theirs.shape, (where, column)
-        np.testing.assert_allclose(mine, theirs, rtol=rtol, atol=1e-30, equal_nan=True, err_msg=f"{where} {column}")
+        np.testing.assert_allclose(
+            mine, theirs, rtol=rtol, atol=1e-30, equal_nan=True, err_msg=f"{where} {column}"
+        )
 
 
 # Not bit for bit on CUDA: torch's optimizers take their foreach path there by default, whose addcmul and

@@ -20,8 +20,20 @@ from optbench.spec import runs_schema
 
 def test_lr_sweep_end_to_end(cli, tmp_path):
     out = tmp_path / "sweep"
-    result = cli("lr-sweep", "--min", "0.05", "--max", "0.35", "--num", "4", "--steps", "60", "--out", out,
-                 "--no-plots")
+    result = cli(
+        "lr-sweep",
+        "--min",
+        "0.05",
+        "--max",
+        "0.35",
+        "--num",
+        "4",
+        "--steps",
+        "60",
+        "--out",
+        out,
+        "--no-plots",
+    )
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     assert "largest stable lr: 0.15" in result.stdout
@@ -31,10 +43,18 @@ def test_lr_sweep_end_to_end(cli, tmp_path):
     assert list(runs.columns) == runs_schema().names
     assert runs["lr"].tolist() == pytest.approx([0.05, 0.15, 0.25, 0.35])
     assert runs["status"].tolist() == ["ok", "ok", "ok", "diverged"]  # 0.35: 16·3.24^t > 1.6e7 at t = 12
-    assert (runs[["problem", "optimizer", "scheduler", "init", "loss", "device"]].iloc[0].tolist()
-            == ["quadratic", "sgd", "none", "default", "none", "cpu"])
+    assert runs[["problem", "optimizer", "scheduler", "init", "loss", "device"]].iloc[0].tolist() == [
+        "quadratic",
+        "sgd",
+        "none",
+        "default",
+        "none",
+        "cpu",
+    ]
     traces = pd.read_parquet(out / "traces")
-    assert traces.groupby("run_id").size().to_dict() == dict(zip(runs["run_id"], [60, 60, 60, 13], strict=True))
+    assert traces.groupby("run_id").size().to_dict() == dict(
+        zip(runs["run_id"], [60, 60, 60, 13], strict=True)
+    )
     first = traces[traces["run_id"] == runs["run_id"][0]].sort_values("step")
     assert first["loss"].iloc[0] == 16.0
     assert first["loss"].iloc[-1] == pytest.approx(16 * (1 - 8 * 0.05) ** (2 * 59), rel=1e-4)
@@ -44,7 +64,9 @@ def test_lr_sweep_end_to_end(cli, tmp_path):
 
 def test_lr_sweep_with_momentum_and_plots(cli, tmp_path):
     out = tmp_path / "hb"
-    result = cli("lr-sweep", "--momentum", "0.5", "--min", "0.30", "--max", "0.45", "--num", "16", "--out", out)
+    result = cli(
+        "lr-sweep", "--momentum", "0.5", "--min", "0.30", "--max", "0.45", "--num", "16", "--out", out
+    )
     assert result.exit_code == 0, result.output
     assert "largest stable lr: 0.37" in result.stdout
     assert "analytic bound lr < 0.375" in result.stdout and "measurement agrees" in result.stdout
@@ -53,8 +75,18 @@ def test_lr_sweep_with_momentum_and_plots(cli, tmp_path):
 
 
 def test_lr_sweep_shows_invalid_cells_with_their_reason(cli, tmp_path):
-    result = cli("lr-sweep", "--optimizer", "sparseadam", "--num", "2", "--steps", "3", "--out", tmp_path / "x",
-                 "--no-plots")
+    result = cli(
+        "lr-sweep",
+        "--optimizer",
+        "sparseadam",
+        "--num",
+        "2",
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "x",
+        "--no-plots",
+    )
     assert result.exit_code == 0, result.output
     assert "invalid" in result.stdout and "largest stable lr: none" in result.stdout
     assert pd.read_parquet(tmp_path / "x" / "runs.parquet")["status"].tolist() == ["invalid", "invalid"]
@@ -112,7 +144,10 @@ BAD_INPUTS = {
     "bad momentum": (["--momentum", "1.5"], ["1.5"]),
     "zero steps": (["--steps", "0"], ["--steps", "0"]),
     "optimizer import path": (["--optimizer", "no_such_module_xyz:Opt"], ["no_such_module_xyz:Opt"]),
-    "not an optimizer": (["--optimizer", "collections:OrderedDict"], ["collections:OrderedDict", "Optimizer"]),
+    "not an optimizer": (
+        ["--optimizer", "collections:OrderedDict"],
+        ["collections:OrderedDict", "Optimizer"],
+    ),
     # bad values the engine would only discover per cell: refused up front like the rest
     "bad toy start": (["--problem", "rosenbrock(x0=1.0)", "--optimizer", "adam"], ["x0"]),
     "scheduler import path": (["--scheduler", "no_such_module_xyz:Sched"], ["no_such_module_xyz:Sched"]),
@@ -189,20 +224,26 @@ def test_spec_module_imports_nothing_heavy():
 
 
 def test_python_dash_m_optbench():
-    probe = subprocess.run([sys.executable, "-m", "optbench", "list", "losses"], capture_output=True, text=True,
-                           timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-m", "optbench", "list", "losses"], capture_output=True, text=True, timeout=120
+    )
     assert probe.returncode == 0, probe.stderr
     assert [line.split()[0] for line in probe.stdout.splitlines()] == by_kind("losses").names()
-    bad = subprocess.run([sys.executable, "-m", "optbench", "list", "nope"], capture_output=True, text=True,
-                         timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "optbench", "list", "nope"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown kind 'nope'")
     assert "Traceback" not in bad.stderr
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["lr-sweep", "--num", "2", "--steps", "3"], ["grid", "--steps", "3"], ["init-report", "--depth", "2"],
-     ["schedules", "--steps", "5"]],
+    [
+        ["lr-sweep", "--num", "2", "--steps", "3"],
+        ["grid", "--steps", "3"],
+        ["init-report", "--depth", "2"],
+        ["schedules", "--steps", "5"],
+    ],
 )
 def test_an_out_that_is_a_file_is_a_one_line_error(cli, tmp_path, argv):
     target = tmp_path / "afile"
@@ -215,8 +256,20 @@ def test_an_out_that_is_a_file_is_a_one_line_error(cli, tmp_path, argv):
 
 def test_lr_sweep_takes_a_precision(cli, tmp_path):
     out = tmp_path / "bf16"
-    result = cli("lr-sweep", "--problem", "mlp-regression", "--precision", "bf16", "--num", "2", "--steps", "5",
-                 "--no-plots", "--out", str(out))
+    result = cli(
+        "lr-sweep",
+        "--problem",
+        "mlp-regression",
+        "--precision",
+        "bf16",
+        "--num",
+        "2",
+        "--steps",
+        "5",
+        "--no-plots",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     runs = pd.read_parquet(out / "runs.parquet")
     assert set(runs["precision"]) == {"bf16"} and set(runs["status"]) == {"ok"}
@@ -224,8 +277,18 @@ def test_lr_sweep_takes_a_precision(cli, tmp_path):
 
 def test_a_sweep_that_brackets_nothing_does_not_claim_agreement(cli, tmp_path):
     # every cell is invalid (an init on a toy function): nothing was measured on either side of 0.25
-    result = cli("lr-sweep", "--init", "kaiming_normal", "--num", "2", "--steps", "3", "--no-plots",
-                 "--out", str(tmp_path / "x"))
+    result = cli(
+        "lr-sweep",
+        "--init",
+        "kaiming_normal",
+        "--num",
+        "2",
+        "--steps",
+        "3",
+        "--no-plots",
+        "--out",
+        str(tmp_path / "x"),
+    )
     assert result.exit_code == 0
     assert "not tested" in result.stdout and "agrees" not in result.stdout
 

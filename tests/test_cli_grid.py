@@ -24,8 +24,24 @@ def bench(*args: str):
 
 def test_grid_writes_the_results_folder_and_prints_the_summary(tmp_path):
     out = tmp_path / "g"
-    result = bench("--optimizer", "sgd,adagrad", "--lr", "0.05", "--lr", "0.3", "--momentum", "0,0.9",
-                   "--seeds", "2", "--steps", "40", "--workers", "1", "--out", str(out))
+    result = bench(
+        "--optimizer",
+        "sgd,adagrad",
+        "--lr",
+        "0.05",
+        "--lr",
+        "0.3",
+        "--momentum",
+        "0,0.9",
+        "--seeds",
+        "2",
+        "--steps",
+        "40",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     runs = pd.read_parquet(out / "runs.parquet")
     assert len(runs) == 2 * 2 * 2 * 2 and runs["run_id"].is_unique
@@ -38,15 +54,31 @@ def test_grid_writes_the_results_folder_and_prints_the_summary(tmp_path):
     assert "best cell per optimizer" in text and "status: 10 ok, 2 diverged, 4 invalid, 0 failed" in text
     assert "4 x optimizer 'adagrad' has no momentum knob (momentum=0.9)" in text
 
-    again = bench("--optimizer", "sgd,adagrad", "--lr", "0.05,0.3", "--momentum", "0,0.9", "--seeds", "2",
-                  "--steps", "40", "--workers", "1", "--out", str(out))
+    again = bench(
+        "--optimizer",
+        "sgd,adagrad",
+        "--lr",
+        "0.05,0.3",
+        "--momentum",
+        "0,0.9",
+        "--seeds",
+        "2",
+        "--steps",
+        "40",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    )
     assert again.exit_code == 0 and "16 of 16 runs were already in" in again.stdout
     assert len(pd.read_parquet(out / "runs.parquet")) == 16
 
 
 def test_toml_spec_with_cli_override(tmp_path):
     spec = tmp_path / "grid.toml"
-    spec.write_text('problem = "quadratic"\noptimizer = ["sgd", "adam"]\nlr = "linspace(0.1, 0.2, 3)"\nsteps = 400\n')
+    spec.write_text(
+        'problem = "quadratic"\noptimizer = ["sgd", "adam"]\nlr = "linspace(0.1, 0.2, 3)"\nsteps = 400\n'
+    )
     out = tmp_path / "g"
     result = bench("--spec", str(spec), "--steps", "10", "--seed", "0,1", "--workers", "1", "--out", str(out))
     assert result.exit_code == 0, result.output
@@ -64,12 +96,23 @@ def test_toml_spec_with_cli_override(tmp_path):
         (["--seed", "1", "--seeds", "3"], "error: give either seed"),
         (["--executor", "spark"], "error: unknown executor 'spark'"),
         (["--seeds", "100000000"], "error: seeds must be in 1..1,000,000"),
-        (["--lr", "linspace(0.01,0.5,100000000)"], "error: lr range 'linspace(0.01,0.5,100000000)' has 100,000,000"),
-        (["--lr", "linspace(0.01,0.5,1000)", "--seeds", "20", "--max-cells", "10000"],
-         "error: the grid has 20,000 cells, more than 10,000; raise --max-cells"),
+        (
+            ["--lr", "linspace(0.01,0.5,100000000)"],
+            "error: lr range 'linspace(0.01,0.5,100000000)' has 100,000,000",
+        ),
+        (
+            ["--lr", "linspace(0.01,0.5,1000)", "--seeds", "20", "--max-cells", "10000"],
+            "error: the grid has 20,000 cells, more than 10,000; raise --max-cells",
+        ),
         (["--seed", "9223372036854775808"], "error: seed must fit in 64 bits"),
-        (["--momentum", "logspace(0,400,2)"], "error: momentum range 'logspace(0,400,2)': a value is too large"),
-        (["--lr", "0.1,,0.3"], "error: lr: empty value in '0.1,,0.3' (two commas in a row, or a comma at an end)"),
+        (
+            ["--momentum", "logspace(0,400,2)"],
+            "error: momentum range 'logspace(0,400,2)': a value is too large",
+        ),
+        (
+            ["--lr", "0.1,,0.3"],
+            "error: lr: empty value in '0.1,,0.3' (two commas in a row, or a comma at an end)",
+        ),
         (["--optimizer", "sgd,"], "error: optimizer: empty value in 'sgd,'"),
         (["--max-cells", "0"], "error: --max-cells must be >= 1"),
     ],
@@ -97,8 +140,25 @@ KILL_GRID = {"lr": "linspace(0.01, 0.2, 12)", "momentum": "0,0.5", "steps": 1000
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_the_rows_of_an_uninterrupted_grid(tmp_path):
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "optbench", "grid", "--lr", KILL_GRID["lr"], "--momentum", KILL_GRID["momentum"],
-            "--steps", str(KILL_GRID["steps"]), "--workers", "2", "--no-progress", "--engine", "reference", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "optbench",
+        "grid",
+        "--lr",
+        KILL_GRID["lr"],
+        "--momentum",
+        KILL_GRID["momentum"],
+        "--steps",
+        str(KILL_GRID["steps"]),
+        "--workers",
+        "2",
+        "--no-progress",
+        "--engine",
+        "reference",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:
@@ -143,12 +203,28 @@ def test_engine_option_picks_the_engine_and_rejects_unknown_ones(tmp_path):
 def test_sigterm_stops_like_ctrl_c_and_a_killed_parent_takes_its_workers_along(tmp_path):
     """``kill PID``: workers stopped, runs.parquet rewritten, one line saying how to resume, exit 130.
     ``kill -9 PID`` of the CLI process alone: its workers notice and exit instead of idling forever."""
-    args = [sys.executable, "-m", "optbench", "grid", "--lr", KILL_GRID["lr"], "--momentum", KILL_GRID["momentum"],
-            "--steps", str(KILL_GRID["steps"]), "--workers", "2", "--no-progress", "--engine", "reference"]
+    args = [
+        sys.executable,
+        "-m",
+        "optbench",
+        "grid",
+        "--lr",
+        KILL_GRID["lr"],
+        "--momentum",
+        KILL_GRID["momentum"],
+        "--steps",
+        str(KILL_GRID["steps"]),
+        "--workers",
+        "2",
+        "--no-progress",
+        "--engine",
+        "reference",
+    ]
 
     def start(out):
-        proc = subprocess.Popen([*args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [*args, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 120
         while len(list((out / "_runs").glob("*.parquet"))) < 2:
             assert proc.poll() is None, proc.stderr.read()
@@ -196,8 +272,9 @@ def test_an_interrupt_says_how_many_runs_are_in_and_how_to_resume(tmp_path, monk
     out = tmp_path / "g"
     result = bench("--lr", "0.1,0.2", "--steps", "5", "--force", "--no-progress", "--out", str(out))
     assert result.exit_code == 130
-    assert result.stderr == (f"interrupted: 2 of 2 runs are in {out}; run the same command again without --force "
-                             "to resume\n")
+    assert result.stderr == (
+        f"interrupted: 2 of 2 runs are in {out}; run the same command again without --force to resume\n"
+    )
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])

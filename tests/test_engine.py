@@ -52,7 +52,9 @@ def test_trace_columns_on_the_quadratic():
 def test_lr_column_is_the_lr_that_steps_update_used():
     """Under a staircase schedule plain SGD's update is exactly lr_t·|g_t| at every step: the recorded lr
     is the one the update used, not the one after scheduler.step()."""
-    trace = run(RunConfig(problem="quadratic", lr=0.1, steps=10, scheduler="steplr(step_size=2, gamma=0.5)")).trace
+    trace = run(
+        RunConfig(problem="quadratic", lr=0.1, steps=10, scheduler="steplr(step_size=2, gamma=0.5)")
+    ).trace
     assert trace["lr"].tolist() == [0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125, 0.00625, 0.00625]
     np.testing.assert_allclose(trace["update_norm"], trace["lr"] * trace["grad_norm"], rtol=1e-5)
 
@@ -153,7 +155,8 @@ def test_a_cell_that_cannot_be_built_is_invalid_with_its_reason():
 
 
 def test_a_cell_that_breaks_while_running_is_failed_with_the_exception(tmp_path, monkeypatch):
-    (tmp_path / "optbench_test_boom.py").write_text(textwrap.dedent("""
+    (tmp_path / "optbench_test_boom.py").write_text(
+        textwrap.dedent("""
         import torch
 
         class Boom(torch.optim.Optimizer):
@@ -162,7 +165,8 @@ def test_a_cell_that_breaks_while_running_is_failed_with_the_exception(tmp_path,
 
             def step(self, closure=None):
                 raise RuntimeError("boom at step")
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     result = run(RunConfig(problem="quadratic", optimizer="optbench_test_boom:Boom", steps=3))
     assert result.summary.status == "failed"

@@ -13,8 +13,17 @@ from optbench.executors import RAY_MISSING, LocalExecutor, make_executor, usable
 from optbench.grid import GridSpec, expand, run_grid
 
 # Small MLPs with minibatches, two seeds, a scheduler and a param-group axis: every source of randomness.
-MLP_GRID = GridSpec(problem="mlp-classification", width=16, optimizer="sgd,adamw", lr="0.01,0.1", momentum=0.9,
-                    scheduler="cosine", head_lr_scale="1,10", seed="0,1", steps=40)
+MLP_GRID = GridSpec(
+    problem="mlp-classification",
+    width=16,
+    optimizer="sgd,adamw",
+    lr="0.01,0.1",
+    momentum=0.9,
+    scheduler="cosine",
+    head_lr_scale="1,10",
+    seed="0,1",
+    steps=40,
+)
 
 
 def _comparable(runs: pd.DataFrame) -> pd.DataFrame:
@@ -101,7 +110,7 @@ def test_a_cpu_batch_is_cut_for_the_workers_and_a_gpu_batch_stays_whole():
 
     cells = tuple(RunConfig(lr=0.001 * (i + 1)) for i in range(4 * MIN_CHUNK))
     assert [len(t.configs) for t in Task(cells, batched=True).split(3)] == [22, 22, 20]
-    assert [len(t.configs) for t in Task(cells[:MIN_CHUNK + 1], batched=True).split(3)] == [MIN_CHUNK + 1]
+    assert [len(t.configs) for t in Task(cells[: MIN_CHUNK + 1], batched=True).split(3)] == [MIN_CHUNK + 1]
     gpu = tuple(c.replace(device="cuda") for c in cells)
     assert Task(gpu, batched=True).split(3) == [Task(gpu, batched=True)]
     assert Task(cells[:1]).split(3) == [Task(cells[:1])]

@@ -23,7 +23,9 @@ SMALL = GridSpec(lr="0.1,0.2", momentum="0,0.5", steps=10)
 
 def _holder(code: str) -> subprocess.Popen:
     """A Python process that runs ``code``, prints 'held' and waits; returned once it has printed."""
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "held"
     return process
 
@@ -86,7 +88,9 @@ def test_pool_workers_hold_the_writers_lock_while_the_grid_runs(tmp_path):
         finally:
             os.close(fd)
 
-    run_grid(GridSpec(lr="0.1,0.2,0.3", steps=20), out=tmp_path, workers=2, engine="reference", progress=probe)
+    run_grid(
+        GridSpec(lr="0.1,0.2,0.3", steps=20), out=tmp_path, workers=2, engine="reference", progress=probe
+    )
     assert held[1:] and all(held[1:])  # every result arrived while workers held it (the first call: none yet)
 
 

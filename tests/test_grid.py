@@ -24,8 +24,13 @@ from optbench.spec import RunConfig
 from optbench.validate import canonical_config
 
 ISSUE_GRID = {
-    "problem": "mlp-classification", "optimizer": "sgd,adamw", "lr": "0.003,0.03,0.3", "momentum": "0,0.9",
-    "scheduler": ["none", "steplr(step_size=50, gamma=0.5)"], "init": "default,kaiming_normal", "seeds": 3,
+    "problem": "mlp-classification",
+    "optimizer": "sgd,adamw",
+    "lr": "0.003,0.03,0.3",
+    "momentum": "0,0.9",
+    "scheduler": ["none", "steplr(step_size=50, gamma=0.5)"],
+    "init": "default,kaiming_normal",
+    "seeds": 3,
     "steps": 500,
 }
 
@@ -42,7 +47,9 @@ def test_lr_values_lists_and_ranges():
     assert parse_lr_values("linspace(0.3, 0.3, 1)") == [0.3]
 
 
-@pytest.mark.parametrize("text", ["abc", "linspace(0.1,0.2)", "logspace(-4,0,0)", "linspace(a,b,3)", "geomspace(1,2,3)"])
+@pytest.mark.parametrize(
+    "text", ["abc", "linspace(0.1,0.2)", "logspace(-4,0,0)", "linspace(a,b,3)", "geomspace(1,2,3)"]
+)
 def test_bad_lr_values_name_the_value(text):
     with pytest.raises(OptbenchError, match="lr"):
         parse_lr_values(text)
@@ -159,7 +166,7 @@ def test_missing_toml_names_the_file(tmp_path):
         ('problem = "quadratic"\nstep = 100\n', r"g.toml, line 2: unknown key 'step'"),
         ('lr = 0.1\n\nsteps = "many"\n', r"g.toml, line 3: steps value 'many' is not an integer"),
         ("[grid]\nlr = 0.1\n", r"g.toml, line 1: unknown key 'grid'"),
-        ('steps = 5\n[lr]\nvalues = [0.1]\n', r"g.toml, line 2: lr must be a value or a list of values"),
+        ("steps = 5\n[lr]\nvalues = [0.1]\n", r"g.toml, line 2: lr must be a value or a list of values"),
     ],
 )
 def test_malformed_toml_names_file_and_line(tmp_path, text, message):
@@ -173,8 +180,9 @@ def test_malformed_toml_names_file_and_line(tmp_path, text, message):
 
 
 def test_invalid_cells_are_recorded_with_their_reason_and_the_rest_runs(tmp_path):
-    spec = GridSpec(optimizer="sgd,adam,adagrad,sparseadam", lr=0.05, momentum="0.9", scheduler="none,cycliclr",
-                    steps=20)
+    spec = GridSpec(
+        optimizer="sgd,adam,adagrad,sparseadam", lr=0.05, momentum="0.9", scheduler="none,cycliclr", steps=20
+    )
     runs = run_grid(spec, out=tmp_path, workers=1)
     assert len(runs) == 8 and list(runs["run_id"]) == [c.run_id() for c in expand(spec)]
     by = {(r.optimizer, r.scheduler): r for r in runs.itertuples()}
@@ -183,12 +191,15 @@ def test_invalid_cells_are_recorded_with_their_reason_and_the_rest_runs(tmp_path
     assert by["adam", "cycliclr"].status == "ok"  # cycle_momentum cycles beta1
     assert by["adagrad", "none"].status == "invalid"
     assert "'adagrad' has no momentum knob" in by["adagrad", "none"].reason
-    assert by["sparseadam", "none"].status == "invalid" and "sparse gradients" in by["sparseadam", "none"].reason
+    assert (
+        by["sparseadam", "none"].status == "invalid" and "sparse gradients" in by["sparseadam", "none"].reason
+    )
 
 
 def test_cycle_momentum_without_momentum_is_invalid_not_a_crash(tmp_path):
-    runs = run_grid(GridSpec(optimizer="adagrad,sgd", scheduler="cycliclr,onecyclelr", steps=10), out=tmp_path,
-                    workers=1)
+    runs = run_grid(
+        GridSpec(optimizer="adagrad,sgd", scheduler="cycliclr,onecyclelr", steps=10), out=tmp_path, workers=1
+    )
     adagrad = runs[runs["optimizer"] == "adagrad"]
     assert (adagrad["status"] == "invalid").all()
     assert adagrad["reason"].str.contains("cycle_momentum").all()
@@ -196,8 +207,11 @@ def test_cycle_momentum_without_momentum_is_invalid_not_a_crash(tmp_path):
 
 
 def test_lbfgs_with_fp16_and_grad_scaler_is_invalid(tmp_path):
-    runs = run_grid(GridSpec(problem="mlp-regression", width=8, optimizer="lbfgs,sgd", precision="fp16", steps=5),
-                    out=tmp_path, workers=1)
+    runs = run_grid(
+        GridSpec(problem="mlp-regression", width=8, optimizer="lbfgs,sgd", precision="fp16", steps=5),
+        out=tmp_path,
+        workers=1,
+    )
     assert runs["status"].tolist() == ["invalid", "ok"] and "GradScaler" in runs["reason"][0]
 
 
@@ -236,7 +250,9 @@ def test_rerun_runs_only_what_is_missing_and_force_runs_all(tmp_path):
     assert len(second) == 6 and second["run_id"].is_unique
     manifest = store.read_manifest(tmp_path)  # counts cover the resumed runs too, not only this invocation's
     assert sum(manifest["status_counts"].values()) == 6 and manifest["engine_counts"] == {"batched": 6}
-    pd.testing.assert_frame_equal(second.iloc[:4].drop(columns="wall_time_s"), first.drop(columns="wall_time_s"))
+    pd.testing.assert_frame_equal(
+        second.iloc[:4].drop(columns="wall_time_s"), first.drop(columns="wall_time_s")
+    )
     again = []
     run_grid(grown, out=tmp_path, workers=1, progress=again.append)
     assert len(again) == 1 and again[0].resumed == 6  # nothing to run
@@ -319,9 +335,22 @@ def test_unknown_engine_is_a_user_error(tmp_path):
 
 def test_summary_groups_seeds_and_picks_the_best_cell_per_optimizer():
     rows = []
+
     def add(opt, lr, seed, status, loss):
-        rows.append({"run_id": f"{opt}{lr}{seed}", "problem": "quadratic", "optimizer": opt, "lr": lr,
-                     "momentum": None, "seed": seed, "status": status, "final_loss": loss, "reason": None})
+        rows.append(
+            {
+                "run_id": f"{opt}{lr}{seed}",
+                "problem": "quadratic",
+                "optimizer": opt,
+                "lr": lr,
+                "momentum": None,
+                "seed": seed,
+                "status": status,
+                "final_loss": loss,
+                "reason": None,
+            }
+        )
+
     for seed, loss in enumerate([1.0, 2.0, 3.0]):
         add("sgd", 0.1, seed, "ok", loss)
     for seed, loss in enumerate([0.1, math.inf, 0.1]):  # lowest losses, but one seed diverged
@@ -333,16 +362,33 @@ def test_summary_groups_seeds_and_picks_the_best_cell_per_optimizer():
     assert summary.loc[("sgd", 0.1), "final_loss_mean"] == 2.0
     assert summary.loc[("sgd", 0.1), "final_loss_std"] == 1.0  # sample std over seeds
     assert summary.loc[("sgd", 0.3), "diverged"] == 1 and summary.loc[("sgd", 0.3), "final_loss_mean"] == 0.1
-    assert summary.loc[("adam", 0.2), "invalid"] == 3 and math.isnan(summary.loc[("adam", 0.2), "final_loss_mean"])
+    assert summary.loc[("adam", 0.2), "invalid"] == 3 and math.isnan(
+        summary.loc[("adam", 0.2), "final_loss_mean"]
+    )
     assert summary.index[summary["best"]].tolist() == [("sgd", 0.1), ("adam", 0.1)]
 
 
 def test_the_best_cell_is_picked_per_problem_too():
     """Losses of different problems are not comparable: each problem gets its own best cell."""
-    rows = [{"run_id": f"{problem}{lr}", "problem": problem, "optimizer": "sgd", "lr": lr, "momentum": None,
-             "seed": 0, "status": "ok", "final_loss": loss, "reason": None}
-            for problem, lr, loss in [("quadratic", 0.1, 1e-3), ("quadratic", 0.2, 1e-6),
-                                      ("rosenbrock", 0.1, 2.0), ("rosenbrock", 0.2, 3.0)]]
+    rows = [
+        {
+            "run_id": f"{problem}{lr}",
+            "problem": problem,
+            "optimizer": "sgd",
+            "lr": lr,
+            "momentum": None,
+            "seed": 0,
+            "status": "ok",
+            "final_loss": loss,
+            "reason": None,
+        }
+        for problem, lr, loss in [
+            ("quadratic", 0.1, 1e-3),
+            ("quadratic", 0.2, 1e-6),
+            ("rosenbrock", 0.1, 2.0),
+            ("rosenbrock", 0.2, 3.0),
+        ]
+    ]
     summary = summarize(pd.DataFrame(rows)).set_index(["problem", "lr"])
     assert summary.index[summary["best"]].tolist() == [("quadratic", 0.2), ("rosenbrock", 0.1)]
 
@@ -350,15 +396,31 @@ def test_the_best_cell_is_picked_per_problem_too():
 def test_architectures_compete_but_losses_do_not():
     """--width is folded into the problem spec, yet widths share data and loss: one best cell across them.
     Different loss functions are not comparable: one best cell each."""
-    rows = [{"run_id": f"{problem}{loss}{lr}", "problem": problem, "optimizer": "sgd", "lr": lr, "loss": loss,
-             "momentum": None, "seed": 0, "status": "ok", "final_loss": value, "reason": None}
-            for problem, loss, lr, value in [("mlp-regression(width=16)", "mse", 0.1, 0.5),
-                                             ("mlp-regression(width=64)", "mse", 0.1, 0.2),
-                                             ("mlp-regression(width=16)", "huber", 0.1, 0.1),
-                                             ("mlp-regression(width=64)", "huber", 0.1, 0.3)]]
+    rows = [
+        {
+            "run_id": f"{problem}{loss}{lr}",
+            "problem": problem,
+            "optimizer": "sgd",
+            "lr": lr,
+            "loss": loss,
+            "momentum": None,
+            "seed": 0,
+            "status": "ok",
+            "final_loss": value,
+            "reason": None,
+        }
+        for problem, loss, lr, value in [
+            ("mlp-regression(width=16)", "mse", 0.1, 0.5),
+            ("mlp-regression(width=64)", "mse", 0.1, 0.2),
+            ("mlp-regression(width=16)", "huber", 0.1, 0.1),
+            ("mlp-regression(width=64)", "huber", 0.1, 0.3),
+        ]
+    ]
     summary = summarize(pd.DataFrame(rows)).set_index(["problem", "loss"])
-    assert summary.index[summary["best"]].tolist() == [("mlp-regression(width=64)", "mse"),
-                                                       ("mlp-regression(width=16)", "huber")]
+    assert summary.index[summary["best"]].tolist() == [
+        ("mlp-regression(width=64)", "mse"),
+        ("mlp-regression(width=16)", "huber"),
+    ]
 
 
 def test_run_grid_refuses_a_grid_above_max_cells_before_running_anything(tmp_path):

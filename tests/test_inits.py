@@ -107,8 +107,10 @@ def test_matrix_only_schemes_refuse_1d_tensors(name):
         init_weight(torch.empty(5), name)
 
 
-@pytest.mark.parametrize(("spec", "needle"), [("normal(bogus=1)", "mean, std"), ("default(std=1)", "default"),
-                                              ("eye(gain=2)", "(none)")])
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [("normal(bogus=1)", "mean, std"), ("default(std=1)", "default"), ("eye(gain=2)", "(none)")],
+)
 def test_bad_init_arguments_are_errors_naming_them(spec, needle):
     with pytest.raises(OptbenchError) as err:
         init_weight(torch.empty(4, 4), spec)

@@ -39,7 +39,11 @@ def test_cross_entropy_reference_vectors(reduction, expected):
 
 @pytest.mark.parametrize(
     ("reduction", "expected"),
-    [("none", [1.3133, 0.2539, 0.2539]), ("sum", 1.8210), ("mean", 0.3642)],  # mean divides by the weight sum 5
+    [
+        ("none", [1.3133, 0.2539, 0.2539]),
+        ("sum", 1.8210),
+        ("mean", 0.3642),
+    ],  # mean divides by the weight sum 5
 )
 def test_cross_entropy_with_class_weights_reference_vectors(reduction, expected):
     """Class weights are given in spec syntax as a list: ``--loss 'cross-entropy(weight=[1.0, 2.0])'``."""
@@ -53,8 +57,11 @@ BCE_TARGET = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
 
 @pytest.mark.parametrize(
     ("reduction", "expected"),
-    [("none", [[0.3133, 2.1269], [0.1269, 2.1269], [3.0486, 0.0181], [4.0181, 0.0067]]),
-     ("sum", 11.7856), ("mean", 1.4732)],
+    [
+        ("none", [[0.3133, 2.1269], [0.1269, 2.1269], [3.0486, 0.0181], [4.0181, 0.0067]]),
+        ("sum", 11.7856),
+        ("mean", 1.4732),
+    ],
 )
 def test_bce_reference_vectors(reduction, expected):
     """REFERENCE.md's BCELoss on sigmoid(x) is bce-with-logits on x."""
@@ -84,7 +91,9 @@ def test_dice_by_hand(smooth):
 
 def test_dice_is_zero_for_perfect_overlap_and_near_one_for_none():
     target = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
-    assert _loss("dice")(torch.tensor([[30.0, -30.0, 30.0, -30.0]]), target).item() == pytest.approx(0.0, abs=1e-6)
+    assert _loss("dice")(torch.tensor([[30.0, -30.0, 30.0, -30.0]]), target).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     disjoint = _loss("dice(smooth=0)")(torch.tensor([[-30.0, 30.0, -30.0, 30.0]]), target).item()
     assert disjoint == pytest.approx(1.0, abs=1e-6)
 

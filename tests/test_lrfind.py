@@ -68,8 +68,9 @@ def found(tmp_path_factory):
     from optbench.cli import app
 
     out = tmp_path_factory.mktemp("find") / "adam"
-    result = CliRunner().invoke(app, ["lr-find", "--problem", "mlp-classification", "--optimizer", "adam",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["lr-find", "--problem", "mlp-classification", "--optimizer", "adam", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     return out, result.stdout
 
@@ -86,7 +87,9 @@ def test_lr_find_writes_a_normal_results_folder(found):
     trace = store.read_traces(out).sort_values("step")
     lrs = trace["lr"].to_numpy()
     assert len(lrs) == 100
-    assert lrs[0] == pytest.approx(1e-7) and lrs[-1] == pytest.approx(10.0, rel=1e-6)  # ExponentialLR's own ramp
+    assert lrs[0] == pytest.approx(1e-7) and lrs[-1] == pytest.approx(
+        10.0, rel=1e-6
+    )  # ExponentialLR's own ramp
     np.testing.assert_allclose(lrs[1:] / lrs[:-1], (1e8) ** (1 / 99), rtol=1e-9)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["experiment"] == "lr-find"
@@ -107,13 +110,16 @@ def test_lr_find_suggestion_on_mlp_classification_is_sane(found):
     assert info["stop_step"] > 50  # Adam does not blow up before lr ~ 0.1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--start", "1", "--end", "0.1"], "--end 0.1 must be larger than --start 1"),
-    (["--start", "0"], "--start must be a positive learning rate"),
-    (["--steps", "5"], "--steps must be >= 10"),
-    (["--optimizer", "nope"], "unknown optimizer 'nope'"),
-    (["--format", "gif"], "unknown figure format 'gif'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--start", "1", "--end", "0.1"], "--end 0.1 must be larger than --start 1"),
+        (["--start", "0"], "--start must be a positive learning rate"),
+        (["--steps", "5"], "--steps must be >= 10"),
+        (["--optimizer", "nope"], "unknown optimizer 'nope'"),
+        (["--format", "gif"], "unknown figure format 'gif'"),
+    ],
+)
 def test_lr_find_bad_input(cli, tmp_path, args, message):
     result = cli("lr-find", "--out", tmp_path / "f", *args)
     assert result.exit_code == 2

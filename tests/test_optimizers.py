@@ -91,12 +91,18 @@ def test_sgd_l1l2_without_decay_equals_torch_sgd(problem, momentum):
         np.testing.assert_allclose(ours.trace[column], torchs.trace[column], rtol=1e-6, err_msg=column)
 
 
-@pytest.mark.parametrize(("l1", "l2", "m"), [(0.5, 0.0, 0.0), (0.0, 2.0, 0.0), (0.5, 2.0, 0.9), (3.0, 1.0, 0.5)])
+@pytest.mark.parametrize(
+    ("l1", "l2", "m"), [(0.5, 0.0, 0.0), (0.0, 2.0, 0.0), (0.5, 2.0, 0.9), (3.0, 1.0, 0.5)]
+)
 def test_sgd_l1l2_follows_the_hand_recurrence(l1, l2, m):
     lr = 0.01
-    result = run(RunConfig(problem="quadratic", optimizer=f"sgd-l1l2(l1={l1}, l2={l2})", lr=lr, momentum=m, steps=30))
+    result = run(
+        RunConfig(problem="quadratic", optimizer=f"sgd-l1l2(l1={l1}, l2={l2})", lr=lr, momentum=m, steps=30)
+    )
     assert result.summary.status == "ok", result.summary.reason
-    np.testing.assert_allclose(result.trace["x0"], _heavy_ball(2.0, lr, m, 30, l1=l1, l2=l2), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        result.trace["x0"], _heavy_ball(2.0, lr, m, 30, l1=l1, l2=l2), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_sgd_l1l2_l1_and_l2_act_differently():
@@ -115,8 +121,10 @@ def test_sgd_l1l2_l1_and_l2_act_differently():
     assert y.item() == pytest.approx(2.0 * 0.95**2)
 
 
-@pytest.mark.parametrize(("kwargs", "named"), [({"lr": -0.1}, "-0.1"), ({"l1": -1.0}, "l1"), ({"l2": -2.0}, "l2"),
-                                               ({"momentum": -0.5}, "momentum")])
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [({"lr": -0.1}, "-0.1"), ({"l1": -1.0}, "l1"), ({"l2": -2.0}, "l2"), ({"momentum": -0.5}, "momentum")],
+)
 def test_sgd_l1l2_validates_its_arguments(kwargs, named):
     with pytest.raises(ValueError, match=named):
         SGDL1L2([torch.zeros(1, requires_grad=True)], **kwargs)
@@ -129,9 +137,20 @@ def _groups():
     return [{"params": [torch.zeros(3, requires_grad=True)], "lr": 0.1}]
 
 
-@pytest.mark.parametrize(("name", "knob"), [("sgd", "momentum"), ("rmsprop", "momentum"), ("sgd-l1l2", "momentum"),
-                                            ("adam", "betas[0]"), ("adamw", "betas[0]"), ("nadam", "betas[0]"),
-                                            ("adagrad", None), ("rprop", None), ("lbfgs", None)])
+@pytest.mark.parametrize(
+    ("name", "knob"),
+    [
+        ("sgd", "momentum"),
+        ("rmsprop", "momentum"),
+        ("sgd-l1l2", "momentum"),
+        ("adam", "betas[0]"),
+        ("adamw", "betas[0]"),
+        ("nadam", "betas[0]"),
+        ("adagrad", None),
+        ("rprop", None),
+        ("lbfgs", None),
+    ],
+)
 def test_momentum_knob_of_each_optimizer(name, knob):
     assert momentum_knob(optimizers.get(name).factory) == knob
 
@@ -198,8 +217,12 @@ def test_canonical_optimizer():
 
 @pytest.mark.parametrize(
     ("path", "needle"),
-    [("collections:OrderedDict", "not a torch.optim.Optimizer subclass"), ("math:pi", "not a torch.optim"),
-     ("no_such_module_xyz:Opt", "cannot import"), ("torch.optim:NoSuchOptimizer", "cannot import")],
+    [
+        ("collections:OrderedDict", "not a torch.optim.Optimizer subclass"),
+        ("math:pi", "not a torch.optim"),
+        ("no_such_module_xyz:Opt", "cannot import"),
+        ("torch.optim:NoSuchOptimizer", "cannot import"),
+    ],
 )
 def test_import_path_must_be_an_optimizer_subclass(path, needle):
     with pytest.raises(OptbenchError, match=needle):
@@ -209,7 +232,8 @@ def test_import_path_must_be_an_optimizer_subclass(path, needle):
 
 
 def test_user_optimizer_by_import_path(tmp_path, monkeypatch):
-    (tmp_path / "optbench_test_user_opt.py").write_text(textwrap.dedent("""
+    (tmp_path / "optbench_test_user_opt.py").write_text(
+        textwrap.dedent("""
         import torch
 
         class PlainSGD(torch.optim.Optimizer):
@@ -222,7 +246,8 @@ def test_user_optimizer_by_import_path(tmp_path, monkeypatch):
                 for group in self.param_groups:
                     for p in group["params"]:
                         p.add_(p.grad, alpha=-group["lr"])
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     user = run(RunConfig(problem="quadratic", optimizer="optbench_test_user_opt:PlainSGD", lr=0.05, steps=10))
     torchs = run(RunConfig(problem="quadratic", optimizer="sgd", lr=0.05, steps=10))

@@ -27,8 +27,10 @@ def quad_grid(tmp_path_factory) -> Path:
     """SGD on the quadratic: 3 lrs x 2 momenta x 2 seeds, 30 steps (lr 0.3 diverges without momentum)."""
     from optbench.spec import RunConfig
 
-    configs = [RunConfig(problem="quadratic", optimizer=opt, lr=lr, momentum=m, seed=s, steps=30)
-               for opt, lr, m, s in itertools.product(["sgd", "rmsprop"], [0.05, 0.2, 0.3], [0.0, 0.5], [0, 1])]
+    configs = [
+        RunConfig(problem="quadratic", optimizer=opt, lr=lr, momentum=m, seed=s, steps=30)
+        for opt, lr, m, s in itertools.product(["sgd", "rmsprop"], [0.05, 0.2, 0.3], [0.0, 0.5], [0, 1])
+    ]
     return make_folder(tmp_path_factory.mktemp("quad"), configs)
 
 
@@ -88,8 +90,17 @@ def test_facet_layout_counts(quad_grid, tmp_path):
     from optbench import facets, store
 
     runs, traces = store.read_runs(quad_grid), store.read_traces(quad_grid)
-    result = facets.facet_plot(runs, traces, tmp_path / "f.png", y="loss", x="step", hue="lr", col="optimizer",
-                               row="momentum", logy=True)
+    result = facets.facet_plot(
+        runs,
+        traces,
+        tmp_path / "f.png",
+        y="loss",
+        x="step",
+        hue="lr",
+        col="optimizer",
+        row="momentum",
+        logy=True,
+    )
     assert result.cols == ["rmsprop", "sgd"]
     assert result.rows == [0.0, 0.5]
     assert result.n_axes == 4
@@ -112,8 +123,18 @@ def test_per_run_y_against_lr(quad_grid, tmp_path):
     from optbench import facets, store
 
     runs = store.read_runs(quad_grid)
-    result = facets.facet_plot(runs, None, tmp_path / "s.svg", y="final_loss", x="lr", hue="momentum",
-                               col="optimizer", logy=True, logx=True, band="ci95")
+    result = facets.facet_plot(
+        runs,
+        None,
+        tmp_path / "s.svg",
+        y="final_loss",
+        x="lr",
+        hue="momentum",
+        col="optimizer",
+        logy=True,
+        logx=True,
+        band="ci95",
+    )
     assert (result.n_axes, result.lines) == (2, 4)
     assert_figure(result.path, "svg")
 
@@ -121,8 +142,25 @@ def test_per_run_y_against_lr(quad_grid, tmp_path):
 @pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
 def test_bench_plot_writes_each_format(cli, quad_grid, tmp_path, fmt):
     out = tmp_path / f"plot.{fmt}"
-    result = cli("plot", quad_grid, "--y", "grad_norm", "--x", "step", "--hue", "lr", "--col", "optimizer",
-                 "--where", "momentum=0.5", "--logy", "--format", fmt, "--out", out)
+    result = cli(
+        "plot",
+        quad_grid,
+        "--y",
+        "grad_norm",
+        "--x",
+        "step",
+        "--hue",
+        "lr",
+        "--col",
+        "optimizer",
+        "--where",
+        "momentum=0.5",
+        "--logy",
+        "--format",
+        fmt,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "1 x 2 panels, 6 lines" in result.stdout
     assert_figure(out, fmt)
@@ -134,17 +172,20 @@ def test_bench_plot_default_name_lands_in_the_folder(cli, quad_grid):
     assert_figure(quad_grid / "plot_loss_vs_step_by_optimizer_by_lr.png")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--y", "nope"], "unknown --y 'nope'"),
-    (["--x", "optimizer"], "unknown --x 'optimizer'"),
-    (["--hue", "colour"], "unknown --hue 'colour'"),
-    (["--col", "nope"], "unknown --col 'nope'"),
-    (["--band", "iqr"], "unknown --band 'iqr'"),
-    (["--format", "jpg"], "unknown figure format 'jpg'"),
-    (["--where", "lr"], "bad --where 'lr'"),
-    (["--where", "lr=7"], "no runs left"),
-    (["--figure", "pie"], "unknown figure 'pie'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--y", "nope"], "unknown --y 'nope'"),
+        (["--x", "optimizer"], "unknown --x 'optimizer'"),
+        (["--hue", "colour"], "unknown --hue 'colour'"),
+        (["--col", "nope"], "unknown --col 'nope'"),
+        (["--band", "iqr"], "unknown --band 'iqr'"),
+        (["--format", "jpg"], "unknown figure format 'jpg'"),
+        (["--where", "lr"], "bad --where 'lr'"),
+        (["--where", "lr=7"], "no runs left"),
+        (["--figure", "pie"], "unknown figure 'pie'"),
+    ],
+)
 def test_bench_plot_bad_input_is_one_line_and_exit_2(cli, quad_grid, args, message):
     result = cli("plot", quad_grid, *args)
     assert result.exit_code == 2
@@ -175,10 +216,15 @@ def test_trajectories_on_a_2d_toy(tmp_path):
     from optbench import plots, store
     from optbench.spec import RunConfig
 
-    configs = [RunConfig(problem="rosenbrock", optimizer=o, lr=lr, steps=40) for o in ("sgd", "adam")
-               for lr in (1e-3, 3e-3)]
+    configs = [
+        RunConfig(problem="rosenbrock", optimizer=o, lr=lr, steps=40)
+        for o in ("sgd", "adam")
+        for lr in (1e-3, 3e-3)
+    ]
     folder = make_folder(tmp_path / "rosen", configs)
-    path = plots.trajectories(store.read_runs(folder), store.read_traces(folder), tmp_path / "t.png", "rosenbrock")
+    path = plots.trajectories(
+        store.read_runs(folder), store.read_traces(folder), tmp_path / "t.png", "rosenbrock"
+    )
     assert_figure(path)
 
 
@@ -195,13 +241,24 @@ def test_toy_surface_matches_the_problem():
 def test_schedule_curves_come_from_the_real_schedulers():
     from optbench.plots import schedule_curves
 
-    curves, notes = schedule_curves(100, 0.01, ["steplr(step_size=5, gamma=0.8)", "step-halving",
-                                                "steplr(step_size=10, gamma=0.5)", "reducelronplateau", "none"])
+    curves, notes = schedule_curves(
+        100,
+        0.01,
+        [
+            "steplr(step_size=5, gamma=0.8)",
+            "step-halving",
+            "steplr(step_size=10, gamma=0.5)",
+            "reducelronplateau",
+            "none",
+        ],
+    )
     t = np.arange(100)
     step = curves[curves["scheduler"] == "steplr(gamma=0.8, step_size=5)"]["lr"].to_numpy()
     np.testing.assert_allclose(step, 0.01 * 0.8 ** np.floor(t / 5), rtol=1e-12)
     halving = curves[curves["scheduler"] == "step-halving"]["lr"].to_numpy()
-    np.testing.assert_allclose(halving, curves[curves["scheduler"] == "steplr(gamma=0.5, step_size=10)"]["lr"])
+    np.testing.assert_allclose(
+        halving, curves[curves["scheduler"] == "steplr(gamma=0.5, step_size=10)"]["lr"]
+    )
     np.testing.assert_allclose(curves[curves["scheduler"] == "none"]["lr"], 0.01)
     plateau = curves[curves["scheduler"] == "reducelronplateau"]["lr"].to_numpy()
     assert plateau[0] == 0.01 and plateau[-1] < 0.01  # a constant loss never improves: the lr is cut
@@ -212,8 +269,19 @@ def test_bench_schedules_writes_parquet_figure_manifest(cli, tmp_path):
     import pandas as pd
 
     out = tmp_path / "sched"
-    result = cli("schedules", "--steps", "40", "--lr", "0.1", "--schedulers", "cosine,steplr(step_size=5),none",
-                 "--format", "svg", "--out", out)
+    result = cli(
+        "schedules",
+        "--steps",
+        "40",
+        "--lr",
+        "0.1",
+        "--schedulers",
+        "cosine,steplr(step_size=5),none",
+        "--format",
+        "svg",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     curves = pd.read_parquet(out / "schedules.parquet")
     assert sorted(curves["scheduler"].unique()) == ["cosineannealinglr", "none", "steplr(step_size=5)"]
@@ -243,14 +311,19 @@ def test_plotting_never_imports_the_engine_and_commands_import_nothing_heavy():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_long_panel_titles_never_overlap_and_every_column_keeps_its_x_labels(quad_grid, tmp_path, monkeypatch):
+def test_long_panel_titles_never_overlap_and_every_column_keeps_its_x_labels(
+    quad_grid, tmp_path, monkeypatch
+):
     """8 panels (2 problems x 2 optimizers x 2 momenta) on a 3 x 3 grid: long titles wrap instead of running
     into their neighbours, and the panel above the hidden ninth shows the lr tick labels."""
     from optbench import plots, store
 
     runs = store.read_runs(quad_grid)
-    runs["problem"] = np.where(runs["seed"] == 0, "mlp-classification(activation='tanh', depth=3, width=64)",
-                               "mlp-classification(width=16)")
+    runs["problem"] = np.where(
+        runs["seed"] == 0,
+        "mlp-classification(activation='tanh', depth=3, width=64)",
+        "mlp-classification(width=16)",
+    )
     drawn = []
     real_save = plots.save
 

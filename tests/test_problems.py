@@ -75,7 +75,9 @@ def test_rastrigin_value_at_the_start():
 
 def test_beale_value_at_the_start():
     problem = _build("beale")
-    assert problem.loss(0).item() == pytest.approx((1.5 - 1 + 1.5) ** 2 + (2.25 - 1 + 2.25) ** 2 + (2.625 - 1 + 3.375) ** 2)
+    assert problem.loss(0).item() == pytest.approx(
+        (1.5 - 1 + 1.5) ** 2 + (2.25 - 1 + 2.25) ** 2 + (2.625 - 1 + 3.375) ** 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -99,7 +101,9 @@ def test_documented_minima_have_zero_loss_and_zero_gradient(spec, minimum):
 
 @pytest.mark.parametrize("name", TOYS)
 def test_toy_unknown_option_lists_the_valid_options(name):
-    options = [p for p in inspect.signature(problems.get(name).factory).parameters if p not in ("device", "rest")]
+    options = [
+        p for p in inspect.signature(problems.get(name).factory).parameters if p not in ("device", "rest")
+    ]
     with pytest.raises(OptbenchError) as err:
         build_problem(f"{name}(bogus=1)")
     message = str(err.value)
@@ -107,8 +111,10 @@ def test_toy_unknown_option_lists_the_valid_options(name):
     assert all(option in message for option in options), f"valid options {options} not listed: {message}"
 
 
-@pytest.mark.parametrize(("spec", "bad"), [("quadratic(x0=(1.0, 2.0))", "x0"), ("rosenbrock(x0=1.0)", "x0"),
-                                            ("beale(x0=('a', 'b'))", "x0")])
+@pytest.mark.parametrize(
+    ("spec", "bad"),
+    [("quadratic(x0=(1.0, 2.0))", "x0"), ("rosenbrock(x0=1.0)", "x0"), ("beale(x0=('a', 'b'))", "x0")],
+)
 def test_toy_start_point_of_wrong_dimension_is_an_error(spec, bad):
     with pytest.raises(OptbenchError, match=bad):
         build_problem(spec)
@@ -208,7 +214,9 @@ def test_mlp_freeze_turns_off_gradients_of_the_first_layers():
     assert len(group["params"]) == 2
     assert len(problem.trainable) == 2
     with pytest.raises(OptbenchError, match="--freeze 3"):
-        build_problem("mlp-regression(width=8, depth=2, n_train=64, n_val=32)", steps=2).param_groups(0.1, freeze=3)
+        build_problem("mlp-regression(width=8, depth=2, n_train=64, n_val=32)", steps=2).param_groups(
+            0.1, freeze=3
+        )
 
 
 def test_mlp_bad_width_is_an_error():

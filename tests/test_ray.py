@@ -24,15 +24,24 @@ def _run_on_a_local_ray(spec, out):
 
 
 def test_ray_results_equal_the_local_executor(tmp_path):
-    spec = GridSpec(problem="mlp-classification", width=8, optimizer="sgd,adagrad", lr="0.01,0.1", momentum=0.9,
-                    seed="0,1", steps=20)
+    spec = GridSpec(
+        problem="mlp-classification",
+        width=8,
+        optimizer="sgd,adagrad",
+        lr="0.01,0.1",
+        momentum=0.9,
+        seed="0,1",
+        steps=20,
+    )
     local = run_grid(spec, out=tmp_path / "local", workers=1)
     remote = _run_on_a_local_ray(spec, tmp_path / "ray")
     assert set(remote["status"]) == {"ok", "invalid"}  # adagrad has no momentum knob: invalid on Ray too
     pd.testing.assert_frame_equal(remote.drop(columns="wall_time_s"), local.drop(columns="wall_time_s"))
     sort = ["run_id", "step"]
-    pd.testing.assert_frame_equal(store.read_traces(tmp_path / "ray").sort_values(sort).reset_index(drop=True),
-                                  store.read_traces(tmp_path / "local").sort_values(sort).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        store.read_traces(tmp_path / "ray").sort_values(sort).reset_index(drop=True),
+        store.read_traces(tmp_path / "local").sort_values(sort).reset_index(drop=True),
+    )
 
 
 def test_a_batch_is_cut_for_the_clusters_cpus(tmp_path):

@@ -18,7 +18,9 @@ def test_quick_start_has_exactly_two_commands_install_and_run_then_install_and_t
     blocks = _quick_start_blocks()
     assert len(blocks) == 2
     main_job, tests = blocks
-    assert "pip install -q torch==2.13.0" in main_job and main_job.endswith("bench lr-sweep --min 0.01 --max 0.5")
+    assert "pip install -q torch==2.13.0" in main_job and main_job.endswith(
+        "bench lr-sweep --min 0.01 --max 0.5"
+    )
     assert "pip install -q torch==2.13.0" in tests and "pytest" in tests
 
 

@@ -97,8 +97,14 @@ def test_every_alias_points_to_a_registered_entry(kind):
 
 def test_scheduler_aliases():
     schedulers = by_kind("schedulers")
-    expected = {"step": "steplr", "cosine": "cosineannealinglr", "onecycle": "onecyclelr",
-                "plateau": "reducelronplateau", "exponential": "exponentiallr", "cyclic": "cycliclr"}
+    expected = {
+        "step": "steplr",
+        "cosine": "cosineannealinglr",
+        "onecycle": "onecyclelr",
+        "plateau": "reducelronplateau",
+        "exponential": "exponentiallr",
+        "cyclic": "cycliclr",
+    }
     assert {alias: schedulers.canonical_name(alias) for alias in expected} == expected
 
 
@@ -108,7 +114,9 @@ def test_every_torch_optimizer_is_registered_under_its_lowercase_name():
     torch_names = {
         name.lower()
         for name, cls in vars(torch.optim).items()
-        if inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer) and cls is not torch.optim.Optimizer
+        if inspect.isclass(cls)
+        and issubclass(cls, torch.optim.Optimizer)
+        and cls is not torch.optim.Optimizer
     }
     assert {"sgd", "adam", "adamw", "lbfgs", "sparseadam"} <= torch_names
     assert set(by_kind("optimizers").names()) == torch_names | {"sgd-l1l2"}
@@ -120,7 +128,9 @@ def test_every_torch_scheduler_is_registered_under_its_lowercase_name():
     torch_names = {
         name.lower()
         for name, cls in vars(lr_scheduler).items()
-        if inspect.isclass(cls) and not name.startswith("_") and cls is not lr_scheduler.LRScheduler
+        if inspect.isclass(cls)
+        and not name.startswith("_")
+        and cls is not lr_scheduler.LRScheduler
         and (issubclass(cls, lr_scheduler.LRScheduler) or cls is lr_scheduler.ReduceLROnPlateau)
     }
     assert {"steplr", "onecyclelr", "reducelronplateau", "cosineannealingwarmrestarts"} <= torch_names
@@ -128,8 +138,18 @@ def test_every_torch_scheduler_is_registered_under_its_lowercase_name():
 
 
 def test_inits_include_the_ten_classic_schemes_and_default():
-    classic = {"xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "uniform", "normal",
-               "constant", "orthogonal", "eye", "sparse"}
+    classic = {
+        "xavier_uniform",
+        "xavier_normal",
+        "kaiming_uniform",
+        "kaiming_normal",
+        "uniform",
+        "normal",
+        "constant",
+        "orthogonal",
+        "eye",
+        "sparse",
+    }
     assert classic | {"default"} <= set(by_kind("inits").names())
     assert "dirac" not in by_kind("inits").names()  # dirac_ fills conv kernels, not weight matrices
 

@@ -55,7 +55,7 @@ def assert_offline(text: str, images: _Images, mime: str = "image/png") -> None:
     for source in images.sources:
         prefix = f"data:{mime};base64,"
         assert source.startswith(prefix)
-        data = base64.b64decode(source[len(prefix):])
+        data = base64.b64decode(source[len(prefix) :])
         assert data.startswith(b"\x89PNG") if mime == "image/png" else b"<svg" in data[:2000]
 
 
@@ -67,8 +67,23 @@ def sweep(tmp_path_factory) -> Path:
     from optbench.cli import app
 
     out = tmp_path_factory.mktemp("sweep") / "sweep"
-    result = CliRunner().invoke(app, ["lr-sweep", "--min", "0.05", "--max", "0.45", "--num", "5", "--steps", "40",
-                                      "--out", str(out), "--no-plots"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "lr-sweep",
+            "--min",
+            "0.05",
+            "--max",
+            "0.45",
+            "--num",
+            "5",
+            "--steps",
+            "40",
+            "--out",
+            str(out),
+            "--no-plots",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -113,10 +128,14 @@ def grid_and_find(tmp_path_factory) -> tuple[Path, Path]:
     from optbench.spec import RunConfig
 
     root = tmp_path_factory.mktemp("side")
-    configs = [RunConfig(problem="quadratic", optimizer="sgd", lr=lr, momentum=m, seed=s, steps=30)
-               for lr, m, s in itertools.product([0.02, 0.1, 0.2, 0.3], [0.0, 0.5], [0, 1])]
+    configs = [
+        RunConfig(problem="quadratic", optimizer="sgd", lr=lr, momentum=m, seed=s, steps=30)
+        for lr, m, s in itertools.product([0.02, 0.1, 0.2, 0.3], [0.0, 0.5], [0, 1])
+    ]
     grid = make_folder(root / "grid", configs)
-    find = lr_find("quadratic", "sgd", start=1e-4, end=1.0, steps=30, momentum=0.0, out=root / "find", plots=False)
+    find = lr_find(
+        "quadratic", "sgd", start=1e-4, end=1.0, steps=30, momentum=0.0, out=root / "find", plots=False
+    )
     return grid, find.out
 
 
@@ -150,10 +169,13 @@ def test_compare_folder_must_exist(cli, sweep, tmp_path):
     assert result.exit_code == 2 and "--compare folder" in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "pdf"], "unknown report format 'pdf'"),
-    (["--figure-format", "pdf"], "cannot be embedded in HTML"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "pdf"], "unknown report format 'pdf'"),
+        (["--figure-format", "pdf"], "cannot be embedded in HTML"),
+    ],
+)
 def test_report_bad_options(cli, sweep, args, message):
     result = cli("report", sweep, *args)
     assert result.exit_code == 2 and message in result.stderr
@@ -173,8 +195,9 @@ def test_report_draws_the_init_and_amp_figures_with_their_own_modules(cli, tmp_p
     pytest.importorskip("optbench.initplots")
     pytest.importorskip("optbench.ampplots")
     init_out = tmp_path / "init"
-    initprobe.init_report(["normal", "normal(std=0.25)"], ["none"], depth=12, width=16, batch=4, out=init_out,
-                          plots=False)
+    initprobe.init_report(
+        ["normal", "normal(std=0.25)"], ["none"], depth=12, width=16, batch=4, out=init_out, plots=False
+    )
     result = cli("report", init_out)
     assert result.exit_code == 0, result.output
     text, images = parse(init_out / "report.html")
@@ -183,8 +206,17 @@ def test_report_draws_the_init_and_amp_figures_with_their_own_modules(cli, tmp_p
     assert "Init report" in text
 
     amp_out = tmp_path / "amp"
-    amp.amp_benchmark(device="cpu", widths=(16,), depth=2, batch=16, precisions=("fp32",), min_run_time_s=0.01,
-                      warmup_steps=1, out=amp_out, plot=False)
+    amp.amp_benchmark(
+        device="cpu",
+        widths=(16,),
+        depth=2,
+        batch=16,
+        precisions=("fp32",),
+        min_run_time_s=0.01,
+        warmup_steps=1,
+        out=amp_out,
+        plot=False,
+    )
     result = cli("report", amp_out)
     assert result.exit_code == 0, result.output
     text, images = parse(amp_out / "report.html")
@@ -206,7 +238,16 @@ def test_report_never_imports_the_engine(sweep, tmp_path):
 def test_report_renders_in_headless_chromium(cli, sweep, tmp_path):
     cli("report", sweep)
     shot = tmp_path / "shot.png"
-    subprocess.run(["bash", str(ROOT / "scripts" / "check_report_render.sh"), str(sweep / "report.html"), str(shot),
-                    "2000"], check=True, timeout=120)
+    subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "check_report_render.sh"),
+            str(sweep / "report.html"),
+            str(shot),
+            "2000",
+        ],
+        check=True,
+        timeout=120,
+    )
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 50_000  # a blank page compresses to a few kB

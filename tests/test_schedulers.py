@@ -62,19 +62,33 @@ CLOSED_FORMS = {
     "multisteplr(milestones=[3, 7], gamma=0.1)": (12, lambda t: LR * 0.1 ** ((t >= 3) + (t >= 7))),
     "exponentiallr(gamma=0.9)": (20, lambda t: LR * 0.9**t),
     "cosineannealinglr(T_max=10, eta_min=0.001)": (
-        11, lambda t: 0.001 + (LR - 0.001) * (1 + math.cos(math.pi * t / 10)) / 2),
-    "linearlr(start_factor=0.25, end_factor=1.0, total_iters=4)": (8, lambda t: LR * (0.25 + 0.75 * min(t, 4) / 4)),
+        11,
+        lambda t: 0.001 + (LR - 0.001) * (1 + math.cos(math.pi * t / 10)) / 2,
+    ),
+    "linearlr(start_factor=0.25, end_factor=1.0, total_iters=4)": (
+        8,
+        lambda t: LR * (0.25 + 0.75 * min(t, 4) / 4),
+    ),
     "constantlr(factor=0.5, total_iters=3)": (6, lambda t: LR * (0.5 if t < 3 else 1.0)),
     "polynomiallr(total_iters=10, power=2.0)": (12, lambda t: LR * (1 - min(t, 10) / 10) ** 2),
     "cycliclr(base_lr=0.01, max_lr=0.1, step_size_up=4)": (  # triangular
-        20, lambda t: 0.01 + 0.09 * max(0.0, 1 - abs(t / 4 - 2 * math.floor(1 + t / 8) + 1))),
+        20,
+        lambda t: 0.01 + 0.09 * max(0.0, 1 - abs(t / 4 - 2 * math.floor(1 + t / 8) + 1)),
+    ),
     "cosineannealingwarmrestarts(T_0=5)": (15, lambda t: LR * (1 + math.cos(math.pi * (t % 5) / 5)) / 2),
     "lambdalr(lr_lambda='math:exp')": (6, lambda t: LR * math.exp(t)),
-    "multiplicativelr(lr_lambda='math:sqrt')": (6, lambda t: LR * math.prod(math.sqrt(k) for k in range(1, t + 1))),
+    "multiplicativelr(lr_lambda='math:sqrt')": (
+        6,
+        lambda t: LR * math.prod(math.sqrt(k) for k in range(1, t + 1)),
+    ),
     "sequentiallr(schedulers=['constantlr(factor=0.5, total_iters=100)', 'exponentiallr(gamma=0.9)'], milestones=[3])": (
-        8, lambda t: LR * (0.5 if t < 3 else 0.9 ** (t - 3))),
+        8,
+        lambda t: LR * (0.5 if t < 3 else 0.9 ** (t - 3)),
+    ),
     "chainedscheduler(schedulers=['constantlr(factor=0.5, total_iters=2)', 'exponentiallr(gamma=0.9)'])": (
-        6, lambda t: LR * 0.9**t * (0.5 if t < 2 else 1.0)),
+        6,
+        lambda t: LR * 0.9**t * (0.5 if t < 2 else 1.0),
+    ),
     # the hand-written one: halve every 10 steps
     "step-halving": (35, lambda t: LR * 0.5 ** (t // 10)),
     "step-halving(every=3, factor=0.1)": (10, lambda t: LR * 0.1 ** (t // 3)),
@@ -109,8 +123,12 @@ def test_cosine_warm_restarts_with_growing_periods():
 
 def test_onecycle_key_points():
     max_lr, total, pct, div, final_div = 0.1, 20, 0.3, 25.0, 1e4
-    trace = _lr_trace(f"onecyclelr(max_lr={max_lr}, total_steps={total}, pct_start={pct}, div_factor={div}, "
-                      f"final_div_factor={final_div})", total, lr=max_lr)
+    trace = _lr_trace(
+        f"onecyclelr(max_lr={max_lr}, total_steps={total}, pct_start={pct}, div_factor={div}, "
+        f"final_div_factor={final_div})",
+        total,
+        lr=max_lr,
+    )
     assert trace[0] == pytest.approx(max_lr / div)  # starts at max_lr / div_factor
     peak = round(pct * total) - 1  # torch: the warm-up phase ends at step pct_start·total - 1
     assert trace.argmax() == peak and trace[peak] == pytest.approx(max_lr)
@@ -128,7 +146,9 @@ def test_step_halving_equals_steplr_step_10_gamma_half():
     """REFERENCE.md: writing param_groups[i]['lr'] by hand gives StepLR(step_size=10, gamma=0.5)'s staircase;
     same lrs, so the same losses too."""
     ours = run(RunConfig(problem="quadratic", lr=0.02, steps=35, scheduler="step-halving"))
-    torchs = run(RunConfig(problem="quadratic", lr=0.02, steps=35, scheduler="steplr(step_size=10, gamma=0.5)"))
+    torchs = run(
+        RunConfig(problem="quadratic", lr=0.02, steps=35, scheduler="steplr(step_size=10, gamma=0.5)")
+    )
     np.testing.assert_array_equal(ours.trace["lr"], torchs.trace["lr"])
     np.testing.assert_array_equal(ours.trace["loss"], torchs.trace["loss"])
     assert sorted(set(ours.trace["lr"].tolist()), reverse=True) == [0.02, 0.01, 0.005, 0.0025]
@@ -142,8 +162,10 @@ def _warmup_cosine(t: int, steps: int, warmup: int, start_factor: float, eta_min
 
 @pytest.mark.parametrize(
     ("spec", "warmup", "start_factor", "eta_min"),
-    [("warmup-cosine", 4, 0.1, 0.0),  # defaults: warmup = steps // 10, start 0.1·lr
-     ("warmup-cosine(warmup=5, start_factor=0.2, eta_min=0.001)", 5, 0.2, 0.001)],
+    [
+        ("warmup-cosine", 4, 0.1, 0.0),  # defaults: warmup = steps // 10, start 0.1·lr
+        ("warmup-cosine(warmup=5, start_factor=0.2, eta_min=0.001)", 5, 0.2, 0.001),
+    ],
 )
 def test_warmup_cosine_closed_form(spec, warmup, start_factor, eta_min):
     steps = 40
@@ -154,8 +176,11 @@ def test_warmup_cosine_closed_form(spec, warmup, start_factor, eta_min):
 def test_reduce_on_plateau_is_fed_the_training_loss():
     """At lr = 0.25 the quadratic's loss stays exactly 16 (x flips between 2 and -2): no improvement after
     step 0, so with patience 2 the lr halves after step 3; at 0.125 the next step lands on x = 0."""
-    result = run(RunConfig(problem="quadratic", lr=0.25, steps=6,
-                           scheduler="reducelronplateau(patience=2, factor=0.5)"))
+    result = run(
+        RunConfig(
+            problem="quadratic", lr=0.25, steps=6, scheduler="reducelronplateau(patience=2, factor=0.5)"
+        )
+    )
     assert result.trace["lr"].tolist() == [0.25, 0.25, 0.25, 0.25, 0.125, 0.125]
     assert result.trace["loss"].tolist() == [16.0, 16.0, 16.0, 16.0, 16.0, 0.0]
 
@@ -181,8 +206,14 @@ def test_unknown_scheduler_argument_names_it_and_the_valid_ones():
     assert "bogus" in str(err.value) and "step_size" in str(err.value) and "gamma" in str(err.value)
 
 
-@pytest.mark.parametrize(("spec", "error"), [("none(x=1)", OptbenchError), ("step-halving(every=0)", NotApplicable),
-                                             ("onecyclelr(pct_start=2.0)", NotApplicable)])
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ("none(x=1)", OptbenchError),
+        ("step-halving(every=0)", NotApplicable),
+        ("onecyclelr(pct_start=2.0)", NotApplicable),
+    ],
+)
 def test_bad_scheduler_arguments(spec, error):
     with pytest.raises(error):
         build_scheduler(spec, _optimizer(), 10, 0.1)

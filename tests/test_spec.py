@@ -52,8 +52,11 @@ def test_keywords_are_parsed_as_python_literals():
         ('x(v="tanh")', "v", "tanh"),
         ("x(v=(-1.5, 2.0))", "v", (-1.5, 2.0)),
         ("x(v=[10, 20])", "v", [10, 20]),
-        ("x(v=['linearlr(total_iters=10)', 'cosineannealinglr(T_max=90)'])", "v",
-         ["linearlr(total_iters=10)", "cosineannealinglr(T_max=90)"]),
+        (
+            "x(v=['linearlr(total_iters=10)', 'cosineannealinglr(T_max=90)'])",
+            "v",
+            ["linearlr(total_iters=10)", "cosineannealinglr(T_max=90)"],
+        ),
     ],
 )
 def test_literal_values(text, key, value):
@@ -83,7 +86,7 @@ def test_canonical_form_sorts_keywords_and_uses_repr():
 
 _keys = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(lambda k: not keyword.iskeyword(k))
 _scalars = st.one_of(
-    st.integers(-10**6, 10**6),
+    st.integers(-(10**6), 10**6),
     st.floats(allow_nan=False, allow_infinity=False, width=64),
     st.booleans(),
     st.none(),
@@ -176,8 +179,10 @@ def test_repeated_keyword_is_an_error():
     [
         ("sgd,adam", ["sgd", "adam"]),
         ("sgd, adam(betas=(0.9, 0.99)), steplr", ["sgd", "adam(betas=(0.9, 0.99))", "steplr"]),
-        ("sequentiallr(schedulers=['a', 'b'], milestones=[1, 2]),none",
-         ["sequentiallr(schedulers=['a', 'b'], milestones=[1, 2])", "none"]),
+        (
+            "sequentiallr(schedulers=['a', 'b'], milestones=[1, 2]),none",
+            ["sequentiallr(schedulers=['a', 'b'], milestones=[1, 2])", "none"],
+        ),
         ("", []),
     ],
 )
@@ -205,9 +210,22 @@ def test_run_id_is_the_documented_hash_of_the_full_config():
 @pytest.mark.parametrize("field_name", CONFIG_FIELDS)
 def test_every_config_field_changes_the_run_id(field_name):
     base = RunConfig()
-    other = {"problem": "rosenbrock", "optimizer": "adam", "lr": 0.02, "momentum": 0.5, "scheduler": "steplr",
-             "init": "normal", "loss": "mse", "precision": "bf16", "device": "cuda", "seed": 1, "steps": 99,
-             "batch_size": 8, "head_lr_scale": 0.5, "freeze": 1}
+    other = {
+        "problem": "rosenbrock",
+        "optimizer": "adam",
+        "lr": 0.02,
+        "momentum": 0.5,
+        "scheduler": "steplr",
+        "init": "normal",
+        "loss": "mse",
+        "precision": "bf16",
+        "device": "cuda",
+        "seed": 1,
+        "steps": 99,
+        "batch_size": 8,
+        "head_lr_scale": 0.5,
+        "freeze": 1,
+    }
     assert set(other) == set(CONFIG_FIELDS), "new RunConfig field: add it here"
     assert base.replace(**{field_name: other[field_name]}).run_id() != base.run_id()
 
@@ -237,4 +255,8 @@ def test_traces_schema_matches_trace_columns():
     assert tuple(schema.names) == TRACE_COLUMNS
     assert schema.field("step").type == pa.int64()
     assert schema.field("skipped_step").type == pa.bool_()
-    assert all(schema.field(c).type == pa.float64() for c in TRACE_COLUMNS if c not in ("run_id", "step", "skipped_step"))
+    assert all(
+        schema.field(c).type == pa.float64()
+        for c in TRACE_COLUMNS
+        if c not in ("run_id", "step", "skipped_step")
+    )

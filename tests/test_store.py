@@ -81,7 +81,9 @@ def test_a_batch_commit_reads_back_row_for_row(tmp_path, results):
     assert not_measured and table.column("val_loss").null_count == not_measured  # NaN is stored as null
     assert table.column("loss").null_count == 0
     metadata = pq.ParquetFile(trace_file).metadata.row_group(0)
-    encodings = {metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(metadata.num_columns)}
+    encodings = {
+        metadata.column(i).path_in_schema: metadata.column(i).encodings for i in range(metadata.num_columns)
+    }
     assert "RLE_DICTIONARY" in encodings["run_id"] and "RLE_DICTIONARY" not in encodings["loss"]
 
 
@@ -91,8 +93,9 @@ def test_duckdb_reads_the_folder_as_the_readme_shows(tmp_path, results):
         store.commit_run(tmp_path, result)
     store.consolidate_runs(tmp_path, order=[r.run_id for r in results])
     (tmp_path / "traces" / ".half-written.parquet.1234.tmp").write_bytes(b"PAR1 garbage")  # a killed write
-    per_lr = duckdb.sql(f"select lr, max(loss), count(*) from '{tmp_path}/traces/*.parquet' group by lr "
-                        "order by lr").fetchall()
+    per_lr = duckdb.sql(
+        f"select lr, max(loss), count(*) from '{tmp_path}/traces/*.parquet' group by lr order by lr"
+    ).fetchall()
     assert per_lr == [(0.1, 16.0, 6), (0.5, results[1].summary.final_loss, 8)]  # the invalid run has no rows
     statuses = duckdb.sql(f"select status, diverged_step from '{tmp_path}/runs.parquet'").fetchall()
     assert statuses == [("ok", None), ("diverged", 7), ("invalid", None)]

@@ -33,9 +33,15 @@ def test_single_point_grid():
 
 @pytest.mark.parametrize(
     ("args", "needle"),
-    [((0.3, 0.1, 5), "--min 0.3 is larger than --max 0.1"), ((0.0, 0.1, 5), "--min"), ((0.1, -1.0, 5), "--max"),
-     ((math.nan, 0.1, 5), "--min"), ((0.1, math.inf, 5), "--max"), ((0.1, 0.2, 0), "--num must be >= 1, got 0"),
-     ((0.1, 0.2, 3, "cubic"), "cubic")],
+    [
+        ((0.3, 0.1, 5), "--min 0.3 is larger than --max 0.1"),
+        ((0.0, 0.1, 5), "--min"),
+        ((0.1, -1.0, 5), "--max"),
+        ((math.nan, 0.1, 5), "--min"),
+        ((0.1, math.inf, 5), "--max"),
+        ((0.1, 0.2, 0), "--num must be >= 1, got 0"),
+        ((0.1, 0.2, 3, "cubic"), "cubic"),
+    ],
 )
 def test_bad_grids_name_the_bad_value(args, needle):
     with pytest.raises(OptbenchError) as err:
@@ -56,8 +62,12 @@ def test_analytic_bound_for_plain_and_heavy_ball_sgd():
 
 @pytest.mark.parametrize(
     "config",
-    [RunConfig(optimizer="adam"), RunConfig(problem="rosenbrock"), RunConfig(scheduler="steplr"),
-     RunConfig(optimizer="sgd(nesterov=True)", momentum=0.5)],
+    [
+        RunConfig(optimizer="adam"),
+        RunConfig(problem="rosenbrock"),
+        RunConfig(scheduler="steplr"),
+        RunConfig(optimizer="sgd(nesterov=True)", momentum=0.5),
+    ],
 )
 def test_no_bound_where_the_theory_does_not_apply(config):
     assert analytic_bound(config) is None
@@ -65,8 +75,16 @@ def test_no_bound_where_the_theory_does_not_apply(config):
 
 @pytest.mark.parametrize(
     ("stable", "unstable", "agrees"),
-    [(0.2, 0.3, True), (0.2, 0.25, True), (0.25, 0.3, False), (0.2, 0.24, False), (None, 0.3, None),
-     (0.2, None, None), (0.3, None, False), (None, 0.2, False)],
+    [
+        (0.2, 0.3, True),
+        (0.2, 0.25, True),
+        (0.25, 0.3, False),
+        (0.2, 0.24, False),
+        (None, 0.3, None),
+        (0.2, None, None),
+        (0.3, None, False),
+        (None, 0.2, False),
+    ],
 )
 def test_bound_check(stable, unstable, agrees):
     check = BoundCheck(0.25, stable, unstable)
@@ -118,8 +136,15 @@ def test_lr_exactly_at_the_bound_is_not_stable(tmp_path):
 
 
 def test_sweep_without_a_bound_still_reports_the_largest_stable_lr(tmp_path):
-    result = lr_sweep(1e-3, 1e-2, 2, spacing="log", base=RunConfig(problem="rosenbrock", steps=20), out=tmp_path,
-                      plots=False)
+    result = lr_sweep(
+        1e-3,
+        1e-2,
+        2,
+        spacing="log",
+        base=RunConfig(problem="rosenbrock", steps=20),
+        out=tmp_path,
+        plots=False,
+    )
     assert result.check is None
     assert result.largest_stable == pytest.approx(1e-3)  # 1e-2 overshoots the banana's valley
     assert result.runs["problem"].tolist() == ["rosenbrock", "rosenbrock"]
@@ -129,4 +154,3 @@ def test_sweep_draws_the_two_figures(tmp_path):
     result = lr_sweep(0.1, 0.5, 3, base=RunConfig(steps=20), out=tmp_path)
     assert sorted(p.name for p in result.figures) == ["final_loss_vs_lr.png", "loss_vs_step.png"]
     assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in result.figures)
-

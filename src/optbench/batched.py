@@ -103,7 +103,10 @@ def _beale(x: torch.Tensor, **_) -> torch.Tensor:
 
 # Same expressions, in the same order of operations, as the problems' own functions (problems.py).
 TOY_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "quadratic": _quadratic, "rosenbrock": _rosenbrock, "rastrigin": _rastrigin, "beale": _beale,
+    "quadratic": _quadratic,
+    "rosenbrock": _rosenbrock,
+    "rastrigin": _rastrigin,
+    "beale": _beale,
 }
 MLP_PROBLEMS = ("mlp-regression", "mlp-classification")
 
@@ -136,8 +139,13 @@ def _unsupported_reason(cfg: RunConfig) -> str | None:
         return reason
     name = parse_spec(cfg.problem, what="problem").name
     if name in TOY_LOSSES:
-        if parse_spec(cfg.init, what="init").name != "default" or cfg.loss not in ("none", "auto") \
-                or cfg.batch_size is not None or cfg.head_lr_scale != 1.0 or cfg.freeze:
+        if (
+            parse_spec(cfg.init, what="init").name != "default"
+            or cfg.loss not in ("none", "auto")
+            or cfg.batch_size is not None
+            or cfg.head_lr_scale != 1.0
+            or cfg.freeze
+        ):
             return f"init/loss/batch size/head lr/freeze on toy problem {name!r} (the reference reports it)"
         return None
     if name not in MLP_PROBLEMS:
@@ -194,8 +202,17 @@ def batch_key(cfg: RunConfig) -> tuple:
     (nesterov, amsgrad, centered, maximize). Free per cell: seed, init, lr, momentum, scheduler and every
     numeric optimizer argument.
     """
-    return (cfg.problem, cfg.steps, cfg.device, cfg.precision, cfg.loss, cfg.batch_size, cfg.head_lr_scale,
-            cfg.freeze, *_update_rule_key(cfg.optimizer))
+    return (
+        cfg.problem,
+        cfg.steps,
+        cfg.device,
+        cfg.precision,
+        cfg.loss,
+        cfg.batch_size,
+        cfg.head_lr_scale,
+        cfg.freeze,
+        *_update_rule_key(cfg.optimizer),
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -320,16 +337,19 @@ def _run_group(cfgs: list[RunConfig]) -> list[RunResult]:
         switch_values = {name: table[0][:, order] for name, table in switches.items()}  # [G, C]
     if keep:
         batch.select_cells(keep)
-        tables = {name: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(batch.flat.device)
-                  for name, v in rule.tables(values).items()}
+        tables = {
+            name: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(batch.flat.device)
+            for name, v in rule.tables(values).items()
+        }
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             traces = _loop(batch, rule, tables, code, switch_values, plans[0].flags)
             loop_warnings = _messages(caught)
         share = (time.perf_counter() - started) / len(keep)
         for j, i in enumerate(keep):
-            messages = list(dict.fromkeys([*batch.cell_warnings(i), *build_warnings, *plans[j].warnings,
-                                           *loop_warnings]))
+            messages = list(
+                dict.fromkeys([*batch.cell_warnings(i), *build_warnings, *plans[j].warnings, *loop_warnings])
+            )
             summary, trace = _summarize(traces, j, plans[j], cfgs[i].steps)
             summary.warnings = "\n".join(messages) or None
             summary.wall_time_s = share
@@ -405,12 +425,20 @@ def _plans(cells: list[tuple[int, RunConfig]], rule: Rule, batch: _Batch) -> dic
     for bucket in buckets.values():
         distinct: dict[tuple, list[dict]] = {}  # cells with equal settings share their stand-in groups
         for _, cfg, member, template in bucket:
-            distinct.setdefault((cfg.momentum,), [{**g, "lr": t["lr"], "params": t["params"]}
-                                                  for g, t in zip(member.groups, template, strict=True)])
+            distinct.setdefault(
+                (cfg.momentum,),
+                [
+                    {**g, "lr": t["lr"], "params": t["params"]}
+                    for g, t in zip(member.groups, template, strict=True)
+                ],
+            )
         schedule = _schedule(bucket[0][1], rule, list(distinct.values()), numeric)
         if schedule is None and len(distinct) > 1:  # e.g. per-group list arguments: one scheduler per cell
-            schedule = [s for groups in distinct.values()
-                        for s in (_schedule(bucket[0][1], rule, [groups], numeric) or [None])]
+            schedule = [
+                s
+                for groups in distinct.values()
+                for s in (_schedule(bucket[0][1], rule, [groups], numeric) or [None])
+            ]
         if schedule is None:
             continue
         by_key = dict(zip(distinct, schedule, strict=True))
@@ -444,9 +472,13 @@ def _schedule(cfg: RunConfig, rule: Rule, members: list[list[dict]], numeric: li
                 if scheduler.needs_metric:
                     return None
                 if getattr(scheduler.impl, "cycle_momentum", False):  # the same note as engine._run
-                    warnings.warn(f"scheduler {cfg.scheduler!r} cycles the optimizer's momentum "
-                                  "(cycle_momentum=True), overriding --momentum; pass cycle_momentum=False to "
-                                  "keep the optimizer's own", UserWarning, stacklevel=1)
+                    warnings.warn(
+                        f"scheduler {cfg.scheduler!r} cycles the optimizer's momentum "
+                        "(cycle_momentum=True), overriding --momentum; pass cycle_momentum=False to "
+                        "keep the optimizer's own",
+                        UserWarning,
+                        stacklevel=1,
+                    )
                 param_groups = optimizer.param_groups
                 first = [[_entry(g, name) for g in param_groups] for name in fixed]
                 optimizer.step()  # no gradients: changes nothing, marks the optimizer stepped (as the reference)
@@ -455,7 +487,9 @@ def _schedule(cfg: RunConfig, rule: Rule, members: list[list[dict]], numeric: li
                     scheduler.step(None)
                 if [[_entry(g, name) for g in param_groups] for name in fixed] != first:
                     return None  # a scheduler moved a setting the rule treats as fixed
-            fixed_values = np.array([[_entry(g, name) for g in param_groups] for name in fixed], dtype=np.float64)
+            fixed_values = np.array(
+                [[_entry(g, name) for g in param_groups] for name in fixed], dtype=np.float64
+            )
         except Exception:  # noqa: BLE001 - whatever breaks here, the reference engine records it
             return None
     messages = _messages(caught)
@@ -513,8 +547,15 @@ def _stand_ins(groups: list[dict]) -> list[dict]:
 
 
 def _build(cfg: RunConfig):
-    return build_problem(cfg.problem, init=cfg.init, loss=cfg.loss, device=cfg.device, seed=cfg.seed,
-                         steps=cfg.steps, batch_size=cfg.batch_size)
+    return build_problem(
+        cfg.problem,
+        init=cfg.init,
+        loss=cfg.loss,
+        device=cfg.device,
+        seed=cfg.seed,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+    )
 
 
 class _ToyBatch(_Batch):
@@ -562,7 +603,9 @@ class _MLPBatch(_Batch):
         self.problems: dict[int, MLPProblem] = {}
         self.warnings: dict[int, list[str]] = {}
         self.failed = set()
-        for i, cfg in enumerate(cfgs):  # each cell's model, init and batch order exactly as engine.run builds them
+        for i, cfg in enumerate(
+            cfgs
+        ):  # each cell's model, init and batch order exactly as engine.run builds them
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
@@ -587,7 +630,9 @@ class _MLPBatch(_Batch):
         self.x_train, self.y_train = first.x_train, first.y_train
         self.x_val, self.y_val, self.val_labels = first.x_val, first.y_val, first.val_labels
         named = list(first.model.named_parameters())
-        self.trainable = [(name, p.shape) for name, p in named if p.requires_grad]  # engine: problem.trainable
+        self.trainable = [
+            (name, p.shape) for name, p in named if p.requires_grad
+        ]  # engine: problem.trainable
         self.frozen_names = [name for name, p in named if not p.requires_grad]
         self.offsets = np.cumsum([0] + [shape.numel() for _, shape in self.trainable]).tolist()
         self._buffers: dict[tuple, torch.Tensor] = {}
@@ -613,10 +658,13 @@ class _MLPBatch(_Batch):
 
     def select_cells(self, keep):
         models = [dict(self.problems[i].model.named_parameters()) for i in keep]
-        self.flat = torch.cat([torch.stack([m[name].detach().reshape(-1) for m in models])
-                               for name, _ in self.trainable], 1)
+        self.flat = torch.cat(
+            [torch.stack([m[name].detach().reshape(-1) for m in models]) for name, _ in self.trainable], 1
+        )
         self.frozen = {name: torch.stack([m[name].detach() for m in models]) for name in self.frozen_names}
-        self.batch_index = torch.stack([self.problems[i].batch_index for i in keep], 1).contiguous()  # [T, C, B]
+        self.batch_index = torch.stack(
+            [self.problems[i].batch_index for i in keep], 1
+        ).contiguous()  # [T, C, B]
         self.problems = {}  # the stacked copies are all that is needed from here on
 
     def select_rows(self, rows):
@@ -627,10 +675,14 @@ class _MLPBatch(_Batch):
     def tensors(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """The trainable tensors of every cell, [C, *shape], as views into ``flat``."""
         cells = flat.shape[0]
-        return [flat[:, a:b].view(cells, *shape)
-                for (_, shape), a, b in zip(self.trainable, self.offsets[:-1], self.offsets[1:], strict=True)]
+        return [
+            flat[:, a:b].view(cells, *shape)
+            for (_, shape), a, b in zip(self.trainable, self.offsets[:-1], self.offsets[1:], strict=True)
+        ]
 
-    def _forward(self, weights: dict[str, torch.Tensor], x: torch.Tensor, training: bool = True) -> torch.Tensor:
+    def _forward(
+        self, weights: dict[str, torch.Tensor], x: torch.Tensor, training: bool = True
+    ) -> torch.Tensor:
         """All cells' outputs [C, rows, out]; x is [C, rows, in], or [rows, in] shared by every cell.
 
         Each Linear writes into a buffer kept from the previous call of the same shape (train and eval
@@ -657,8 +709,9 @@ class _MLPBatch(_Batch):
     def _losses(self, out: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training: (per-cell losses to differentiate, their values as the reference computes them)."""
         if not self.plain_cross_entropy:
-            losses = torch.stack([self.loss_module(o, y) for o, y in zip(out.unbind(0), target.unbind(0),
-                                                                         strict=True)])
+            losses = torch.stack(
+                [self.loss_module(o, y) for o, y in zip(out.unbind(0), target.unbind(0), strict=True)]
+            )
             return losses, losses.detach()
         # F.cross_entropy = nll_loss(log_softmax(x)). log_softmax is row-wise, and the gradient of a mean
         # nll is -1/rows at each target whatever the order of the sum; only the value is reduced per cell.
@@ -672,9 +725,15 @@ class _MLPBatch(_Batch):
         with torch.no_grad():
             if self.plain_cross_entropy:  # one transposing copy, then [rows, classes] per cell
                 rows = scores.transpose(1, 2).contiguous()
-                return torch.stack([torch.nn.functional.nll_loss(lp, y)
-                                    for lp, y in zip(rows.unbind(0), targets, strict=True)])
-            return torch.stack([self.loss_module(o, y) for o, y in zip(scores.unbind(0), targets, strict=True)])
+                return torch.stack(
+                    [
+                        torch.nn.functional.nll_loss(lp, y)
+                        for lp, y in zip(rows.unbind(0), targets, strict=True)
+                    ]
+                )
+            return torch.stack(
+                [self.loss_module(o, y) for o, y in zip(scores.unbind(0), targets, strict=True)]
+            )
 
     def loss_and_grad(self, t, out=None):
         index = self.batch_index[t]  # [C, B]
@@ -687,8 +746,10 @@ class _MLPBatch(_Batch):
 
     def evaluate(self):
         with torch.no_grad():
-            weights = {**self.frozen, **dict(zip((n for n, _ in self.trainable), self.tensors(self.flat),
-                                                 strict=True))}
+            weights = {
+                **self.frozen,
+                **dict(zip((n for n, _ in self.trainable), self.tensors(self.flat), strict=True)),
+            }
             out = self._forward(weights, self.x_val, training=False)
             scores = _log_softmax_classes(out) if self.plain_cross_entropy else out
             val_loss = self._values(scores, [self.y_val] * out.shape[0])
@@ -698,8 +759,10 @@ class _MLPBatch(_Batch):
         return val_loss, val_acc
 
 
-_ELEMENTWISE = tuple(getattr(torch.nn, name) for name in
-                     ("Identity", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "SELU", "GELU", "SiLU", "ELU"))
+_ELEMENTWISE = tuple(
+    getattr(torch.nn, name)
+    for name in ("Identity", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "SELU", "GELU", "SiLU", "ELU")
+)
 # Activations whose kernels give an element the same bits wherever it sits in the tensor: the piecewise
 # linear ones on any device (a comparison and at most one multiply), and tanh where a probe on the device
 # finds it so (``_stacks_like_cells``; on CPU its vectorised routine handles the tail elements too). ATen's
@@ -711,8 +774,13 @@ _POSITION_INDEPENDENT = (*_PIECEWISE_LINEAR, torch.nn.Tanh)
 
 
 def _is_plain_cross_entropy(module) -> bool:
-    return (type(module) is torch.nn.CrossEntropyLoss and module.weight is None and module.reduction == "mean"
-            and module.label_smoothing == 0.0 and module.ignore_index < 0)
+    return (
+        type(module) is torch.nn.CrossEntropyLoss
+        and module.weight is None
+        and module.reduction == "mean"
+        and module.label_smoothing == 0.0
+        and module.ignore_index < 0
+    )
 
 
 # The four products of a Linear layer, batched over C cells, each with the per-cell call the reference
@@ -721,8 +789,10 @@ def _is_plain_cross_entropy(module) -> bool:
 # shapes select (MKL takes other paths for a 1-column output, ATen a naive loop for tiny products), so
 # each shape is tried once on random data and the batched form is used only where it is bit-identical.
 _SITES: dict[str, tuple[Callable, Callable]] = {
-    "linear": (lambda x, w, b, out=None: torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2), out=out),
-               lambda x, w, b: torch.nn.functional.linear(x, w, b)),
+    "linear": (
+        lambda x, w, b, out=None: torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2), out=out),
+        lambda x, w, b: torch.nn.functional.linear(x, w, b),
+    ),
     "grad_input": (lambda g, w: torch.bmm(g, w), lambda g, w: g.mm(w)),
     "grad_weight": (lambda g, x: torch.bmm(g.transpose(1, 2), x), lambda g, x: g.t().mm(x)),
     "grad_bias": (lambda g: g.sum(1), lambda g: g.sum(0, keepdim=True).view(g.shape[1])),
@@ -796,13 +866,18 @@ def _log_softmax_classes(out: torch.Tensor) -> torch.Tensor:
     bits, forward and backward, for this shape, tried on random data as ``_product`` (at 50 or 100 rows
     of 3 classes the two kernels differ in only a fraction of the rows).
     """
+
     def trial(gen: torch.Generator) -> bool:
         with torch.enable_grad():  # the first call may come from the evaluation, under no_grad
             x = torch.randn(out.shape, generator=gen, device=out.device) * 4
             grad = torch.randn(out.shape, generator=gen, device=out.device)
             want = torch.stack([torch.log_softmax(row, 1) for row in x])
-            want_grad = torch.stack([torch._log_softmax_backward_data(g, y, 1, torch.float32)
-                                     for g, y in zip(grad, want, strict=True)])
+            want_grad = torch.stack(
+                [
+                    torch._log_softmax_backward_data(g, y, 1, torch.float32)
+                    for g, y in zip(grad, want, strict=True)
+                ]
+            )
             leaf = x.requires_grad_(True)
             got = torch.log_softmax(leaf.transpose(1, 2).contiguous(), 1).transpose(1, 2)
             (got_grad,) = torch.autograd.grad(got, leaf, grad)
@@ -822,6 +897,7 @@ def _stacks_like_cells(layer: torch.nn.Module, h: torch.Tensor) -> bool:
         return True
     if type(layer) not in _POSITION_INDEPENDENT:
         return False
+
     def trial(gen: torch.Generator) -> bool:
         with torch.enable_grad():  # the evaluation runs under no_grad
             x = (torch.randn(h.shape, generator=gen, device=h.device) * 4).requires_grad_(True)
@@ -895,8 +971,14 @@ def _blocks_layout(code: np.ndarray, switch_values: dict[str, np.ndarray], colum
     return layout
 
 
-def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.ndarray,
-          switch_values: dict[str, np.ndarray], flags: dict[str, bool]) -> _Traces:
+def _loop(
+    batch: _Batch,
+    rule: Rule,
+    tables: dict[str, torch.Tensor],
+    code: np.ndarray,
+    switch_values: dict[str, np.ndarray],
+    flags: dict[str, bool],
+) -> _Traces:
     steps, _, total = next(iter(tables.values())).shape
     flat = batch.flat
     device = flat.device  # every buffer below lives there; the host reads losses at the checks only
@@ -907,9 +989,17 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
         def hp_for(g, c0, c1):
             return lambda name: tables[name][t, g, c0:c1].unsqueeze(1)
 
-        return [Block(flat[c0:c1, p0:p1], grad[c0:c1, p0:p1] if grad is not None else None,
-                      {n: s[c0:c1, p0:p1] for n, s in state.items()}, hp_for(g, c0, c1), on, t == 0)
-                for c0, c1, g, p0, p1, on in layout]
+        return [
+            Block(
+                flat[c0:c1, p0:p1],
+                grad[c0:c1, p0:p1] if grad is not None else None,
+                {n: s[c0:c1, p0:p1] for n, s in state.items()},
+                hp_for(g, c0, c1),
+                on,
+                t == 0,
+            )
+            for c0, c1, g, p0, p1, on in layout
+        ]
 
     for block in blocks(0, None):
         rule.init_state(block)
@@ -921,8 +1011,11 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
     d = flat.shape[1]
     x = torch.full((steps + 1, total, d), nan, device=device) if batch.coords else None
     toy_grads = torch.full((steps, total, d), nan, device=device) if batch.coords else None
-    grad_norm, update_norm, param_norm = (None, None, None) if batch.coords else \
-        (torch.full((steps, total), nan, device=device) for _ in range(3))
+    grad_norm, update_norm, param_norm = (
+        (None, None, None)
+        if batch.coords
+        else (torch.full((steps, total), nan, device=device) for _ in range(3))
+    )
     val_loss = torch.full((steps, total), nan, device=device)
     val_acc = torch.full((steps, total), nan, device=device) if batch.eval_every else val_loss
     # before, gradient, update (for the norms)
@@ -961,7 +1054,9 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
             put(x, t + 1, flat)
         else:  # engine._global_norm of the gradient, the update and the parameters before it, per cell
             torch.sub(flat, work[0], out=work[2])
-            norms = _global_norms([work[:, :, a:b] for a, b in zip(batch.offsets, batch.offsets[1:], strict=False)])
+            norms = _global_norms(
+                [work[:, :, a:b] for a, b in zip(batch.offsets, batch.offsets[1:], strict=False)]
+            )
             put(param_norm, t, norms[0])
             put(grad_norm, t, norms[1])
             put(update_norm, t, norms[2])
@@ -971,7 +1066,9 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
             limit = DIVERGENCE_FACTOR * np.maximum(np.abs(initial), 1.0)
             threshold = torch.from_numpy(np.where(np.isfinite(initial), limit, -np.inf)).float().to(device)
         if (t + 1) % CHECK_EVERY == 0 or t == steps - 1:
-            window = loss[window_start : t + 1].index_select(1, active)  # [w, C] float32, as the engine compares
+            window = loss[window_start : t + 1].index_select(
+                1, active
+            )  # [w, C] float32, as the engine compares
             bad = ~torch.isfinite(window) | (window > threshold)
             newly = bad.any(0) & alive
             if bool(newly.any()):
@@ -1002,8 +1099,16 @@ def _loop(batch: _Batch, rule: Rule, tables: dict[str, torch.Tensor], code: np.n
         grad_norm = torch.linalg.vector_norm(toy_grads, dim=2)
         param_norm = torch.linalg.vector_norm(x[:-1], dim=2)
         update_norm = torch.linalg.vector_norm(x[1:] - x[:-1], dim=2)
-    return _Traces(_host(loss), _host(grad_norm), _host(update_norm), _host(param_norm),
-                   _host(x[:-1]) if x is not None else None, _host(val_loss), _host(val_acc), diverged)
+    return _Traces(
+        _host(loss),
+        _host(grad_norm),
+        _host(update_norm),
+        _host(param_norm),
+        _host(x[:-1]) if x is not None else None,
+        _host(val_loss),
+        _host(val_acc),
+        diverged,
+    )
 
 
 def _host(values: torch.Tensor) -> np.ndarray:

@@ -70,8 +70,12 @@ class Rule:
     reads: tuple[str, ...] = ("lr",)
     varying: tuple[str, ...] = ("lr",)
     flags: tuple[str, ...] = ()
-    required: dict[str, tuple] = {"foreach": (None, False), "fused": (None, False), "differentiable": (False,),
-                                  "capturable": (False,)}
+    required: dict[str, tuple] = {
+        "foreach": (None, False),
+        "fused": (None, False),
+        "differentiable": (False,),
+        "capturable": (False,),
+    }
 
     def unsupported(self, group: dict) -> str | None:
         """Why a param group (or an optimizer spec's keyword arguments) is outside the proven subset."""
@@ -147,8 +151,12 @@ class SGDRule(Rule):
     flags = ("nesterov", "maximize")
 
     def tables(self, h):
-        return {"neg_lr": -h["lr"], "momentum": h["momentum"], "one_minus_dampening": 1 - h["dampening"],
-                "weight_decay": h["weight_decay"]}
+        return {
+            "neg_lr": -h["lr"],
+            "momentum": h["momentum"],
+            "one_minus_dampening": 1 - h["dampening"],
+            "weight_decay": h["weight_decay"],
+        }
 
     def switches(self, h):
         return {"momentum": h["momentum"] != 0, "weight_decay": h["weight_decay"] != 0}
@@ -211,9 +219,9 @@ class SGDL1L2Rule(Rule):
 class AdamRule(Rule):
     """torch.optim.Adam (and AdamW: ``decoupled_weight_decay``), single-tensor path::
 
-        p *= 1 - lr·wd (decoupled) | g += wd·p
-        m.lerp_(g, 1 - β1);  v = β2·v + (1 - β2)·g²;  v_max = max(v_max, v) (amsgrad)
-        denom = sqrt(v) / sqrt(1 - β2^t) + eps;  p += (-lr / (1 - β1^t))·m / denom
+    p *= 1 - lr·wd (decoupled) | g += wd·p
+    m.lerp_(g, 1 - β1);  v = β2·v + (1 - β2)·g²;  v_max = max(v_max, v) (amsgrad)
+    denom = sqrt(v) / sqrt(1 - β2^t) + eps;  p += (-lr / (1 - β1^t))·m / denom
     """
 
     name = "adam"
@@ -227,10 +235,14 @@ class AdamRule(Rule):
         bias_correction1 = 1 - _pow(h["beta1"], step)
         bias_correction2 = 1 - _pow(h["beta2"], step)
         return {
-            "one_minus_beta1": 1 - h["beta1"], "beta2": h["beta2"], "one_minus_beta2": 1 - h["beta2"],
+            "one_minus_beta1": 1 - h["beta1"],
+            "beta2": h["beta2"],
+            "one_minus_beta2": 1 - h["beta2"],
             "neg_step_size": -(h["lr"] / bias_correction1),
             "bias_correction2_sqrt": _pow(bias_correction2, np.array(0.5)),
-            "eps": h["eps"], "weight_decay": h["weight_decay"], "decay": 1 - h["lr"] * h["weight_decay"],
+            "eps": h["eps"],
+            "weight_decay": h["weight_decay"],
+            "decay": 1 - h["lr"] * h["weight_decay"],
         }
 
     def switches(self, h):
@@ -272,8 +284,8 @@ class AdamWRule(AdamRule):
 class RMSpropRule(Rule):
     """torch.optim.RMSprop::
 
-        g += wd·p;  v = α·v + (1 - α)·g²;  centered: ḡ.lerp_(g, 1 - α), avg = sqrt(v - ḡ²) else sqrt(v)
-        avg += eps;  momentum > 0: buf = m·buf + g/avg, p -= lr·buf  else p += (-lr·g)/avg
+    g += wd·p;  v = α·v + (1 - α)·g²;  centered: ḡ.lerp_(g, 1 - α), avg = sqrt(v - ḡ²) else sqrt(v)
+    avg += eps;  momentum > 0: buf = m·buf + g/avg, p -= lr·buf  else p += (-lr·g)/avg
     """
 
     name = "rmsprop"
@@ -283,14 +295,24 @@ class RMSpropRule(Rule):
     flags = ("centered", "maximize")
 
     def tables(self, h):
-        return {"neg_lr": -h["lr"], "alpha": h["alpha"], "one_minus_alpha": 1 - h["alpha"], "eps": h["eps"],
-                "weight_decay": h["weight_decay"], "momentum": h["momentum"]}
+        return {
+            "neg_lr": -h["lr"],
+            "alpha": h["alpha"],
+            "one_minus_alpha": 1 - h["alpha"],
+            "eps": h["eps"],
+            "weight_decay": h["weight_decay"],
+            "momentum": h["momentum"],
+        }
 
     def switches(self, h):
         return {"momentum": h["momentum"] > 0, "weight_decay": h["weight_decay"] != 0}
 
     def state_names(self, flags):
-        return ("square_avg", "momentum_buffer", "grad_avg") if flags["centered"] else ("square_avg", "momentum_buffer")
+        return (
+            ("square_avg", "momentum_buffer", "grad_avg")
+            if flags["centered"]
+            else ("square_avg", "momentum_buffer")
+        )
 
     def step(self, b, flags):
         g = -b.grad if flags["maximize"] else b.grad
@@ -328,8 +350,12 @@ class AdagradRule(Rule):
 
     def tables(self, h):
         step = _step_count(h["lr"])
-        return {"neg_clr": -(h["lr"] / (1 + (step - 1) * h["lr_decay"])), "eps": h["eps"],
-                "weight_decay": h["weight_decay"], "initial_accumulator_value": h["initial_accumulator_value"]}
+        return {
+            "neg_clr": -(h["lr"] / (1 + (step - 1) * h["lr_decay"])),
+            "eps": h["eps"],
+            "weight_decay": h["weight_decay"],
+            "initial_accumulator_value": h["initial_accumulator_value"],
+        }
 
     def switches(self, h):
         return {"weight_decay": h["weight_decay"] != 0}

@@ -37,7 +37,6 @@ DIVERGENCE_FACTOR = 1e6
 CHECK_EVERY = 32
 
 
-
 @dataclass
 class RunResult:
     config: RunConfig
@@ -54,10 +53,18 @@ class RunResult:
         return {
             "run_id": self.run_id,
             **self.config.to_dict(),
-            "status": s.status, "final_loss": s.final_loss, "best_loss": s.best_loss,
-            "diverged_step": s.diverged_step, "steps_completed": s.steps_completed, "wall_time_s": s.wall_time_s,
-            "reason": s.reason, "momentum_knob": s.momentum_knob, "final_val_loss": s.final_val_loss,
-            "final_val_acc": s.final_val_acc, "warnings": s.warnings, "engine": s.engine,
+            "status": s.status,
+            "final_loss": s.final_loss,
+            "best_loss": s.best_loss,
+            "diverged_step": s.diverged_step,
+            "steps_completed": s.steps_completed,
+            "wall_time_s": s.wall_time_s,
+            "reason": s.reason,
+            "momentum_knob": s.momentum_knob,
+            "final_val_loss": s.final_val_loss,
+            "final_val_acc": s.final_val_acc,
+            "warnings": s.warnings,
+            "engine": s.engine,
         }
 
     def trace_rows(self) -> dict[str, list]:
@@ -99,15 +106,25 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise OptbenchError(f"Invalid learning rate: {cfg.lr}")
     torch.manual_seed(cfg.seed)
-    problem = build_problem(cfg.problem, init=cfg.init, loss=cfg.loss, device=cfg.device, seed=cfg.seed,
-                            steps=cfg.steps, batch_size=cfg.batch_size)
+    problem = build_problem(
+        cfg.problem,
+        init=cfg.init,
+        loss=cfg.loss,
+        device=cfg.device,
+        seed=cfg.seed,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+    )
     groups = problem.param_groups(cfg.lr, cfg.head_lr_scale, cfg.freeze)
     optimizer, knob = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.steps, cfg.lr)
     if getattr(scheduler.impl, "cycle_momentum", False):  # CyclicLR/OneCycleLR: torch's default is True
-        warnings.warn(f"scheduler {cfg.scheduler!r} cycles the optimizer's momentum (cycle_momentum=True), "
-                      "overriding --momentum; pass cycle_momentum=False to keep the optimizer's own",
-                      UserWarning, stacklevel=1)
+        warnings.warn(
+            f"scheduler {cfg.scheduler!r} cycles the optimizer's momentum (cycle_momentum=True), "
+            "overriding --momentum; pass cycle_momentum=False to keep the optimizer's own",
+            UserWarning,
+            stacklevel=1,
+        )
     params = problem.trainable
     coords = problem.coords()
     closure_needed = needs_closure(cfg.optimizer)
@@ -158,7 +175,9 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
         if coords is not None:
             grads.append(coords.grad.clone())  # a fresh leaf each step (zero_grad sets it to None)
         else:
-            grad_norms.append(_global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in params]))
+            grad_norms.append(
+                _global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+            )
         if closure_needed:
             optimizer.step(closure)
         elif scaler is not None:
@@ -240,13 +259,19 @@ def _precision_setup(cfg: RunConfig, problem, closure_needed: bool):
             raise NotApplicable("GradScaler with fp32: there is nothing to scale")
         return "fp32", None
     if problem.coords() is not None:
-        raise NotApplicable(f"{spec.name} autocast only changes matmul-like ops; the toy function "
-                            f"{problem.name!r} has none, so its result would be fp32 labelled {spec.name}")
+        raise NotApplicable(
+            f"{spec.name} autocast only changes matmul-like ops; the toy function "
+            f"{problem.name!r} has none, so its result would be fp32 labelled {spec.name}"
+        )
     if use_scaler and spec.name == "bf16":
-        raise NotApplicable("GradScaler with bf16: bf16 has fp32's exponent range, loss scaling does not apply")
+        raise NotApplicable(
+            "GradScaler with bf16: bf16 has fp32's exponent range, loss scaling does not apply"
+        )
     if use_scaler and closure_needed:
-        raise NotApplicable("LBFGS re-evaluates its closure inside step(); GradScaler cannot unscale or "
-                            "skip such a step (fp16 with a scaler is not applicable to lbfgs)")
+        raise NotApplicable(
+            "LBFGS re-evaluates its closure inside step(); GradScaler cannot unscale or "
+            "skip such a step (fp16 with a scaler is not applicable to lbfgs)"
+        )
     check_precision(spec.name, cfg.device)
     options = {k: v for k, v in spec.kw.items() if k != "scaler"}
     if options and not use_scaler:

@@ -45,8 +45,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def make_executor(kind: str = "local", *, workers: int | None = None, address: str | None = None,
-                  gpus_per_run: float = 0.25):
+def make_executor(
+    kind: str = "local", *, workers: int | None = None, address: str | None = None, gpus_per_run: float = 0.25
+):
     """Validate the execution options (one clear error each) and build the executor."""
     if kind not in EXECUTORS:
         raise OptbenchError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
@@ -55,7 +56,9 @@ def make_executor(kind: str = "local", *, workers: int | None = None, address: s
             raise OptbenchError("--address applies to --executor ray")
         return LocalExecutor(workers)
     if workers is not None:
-        raise OptbenchError("--workers applies to --executor local; Ray schedules runs by the resources they request")
+        raise OptbenchError(
+            "--workers applies to --executor local; Ray schedules runs by the resources they request"
+        )
     return RayExecutor(address, gpus_per_run)
 
 
@@ -160,8 +163,12 @@ class LocalExecutor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(str(out), os.getpid()))
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(str(out), os.getpid()),
+        )
         try:
             futures = [pool.submit(run_and_commit, task, str(out)) for task in tasks]
             for future in as_completed(futures):
@@ -175,7 +182,9 @@ class LocalExecutor:
             for process in processes:
                 process.terminate()
             raise
-        pool.shutdown(wait=False)  # every run is in; the workers' exit (~1 s with torch loaded) overlaps the rest
+        pool.shutdown(
+            wait=False
+        )  # every run is in; the workers' exit (~1 s with torch loaded) overlaps the rest
 
 
 # --------------------------------------------------------------------------------------------------- ray
@@ -229,12 +238,16 @@ class RayExecutor:
                 raise OptbenchError(f"cannot start or reach {where}: {err}") from None
         try:
             # Batches were planned whole: cut them for the cluster's CPUs, as the local pool's are for its workers.
-            tasks = [part for task in tasks for part in task.split(int(ray.cluster_resources().get("CPU", 1)))]
+            tasks = [
+                part for task in tasks for part in task.split(int(ray.cluster_resources().get("CPU", 1)))
+            ]
             remote = ray.remote(_ray_task)
             pending = {remote.options(**self._resources(t)).remote(t): t for t in tasks}
             try:
                 while pending:
-                    ready, _ = ray.wait(list(pending), num_returns=min(self.WAIT_BATCH, len(pending)), timeout=0.2)
+                    ready, _ = ray.wait(
+                        list(pending), num_returns=min(self.WAIT_BATCH, len(pending)), timeout=0.2
+                    )
                     for ref in ready:
                         task = pending.pop(ref)
                         results = ray.get(ref)

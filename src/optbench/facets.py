@@ -26,9 +26,38 @@ BANDS = ("std", "ci95", "none")
 MAX_PANELS = 48
 
 # Student's t 97.5 % quantiles for 1..30 degrees of freedom (beyond: the normal 1.96).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 _DASHES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
 
 
@@ -63,7 +92,9 @@ def check_columns(runs, *, y: str, x: str, hue: str | None, col: str | None, row
         kind = "trace"
         if x not in trace_numeric:
             hint = " (per-run; with it use a per-run --y such as final_loss)" if x in runs.columns else ""
-            raise OptbenchError(f"unknown --x {x!r} for per-step --y {y!r}{hint}; valid: {', '.join(trace_numeric)}")
+            raise OptbenchError(
+                f"unknown --x {x!r} for per-step --y {y!r}{hint}; valid: {', '.join(trace_numeric)}"
+            )
     elif y in run_numeric:
         kind = "run"
         if x not in run_numeric:
@@ -85,8 +116,10 @@ def parse_where(items: list[str] | None, runs) -> list[tuple[str, str]]:
         column, sep, value = item.partition("=")
         column = column.strip()
         if not sep or column not in runs.columns:
-            raise OptbenchError(f"bad --where {item!r}: expected COLUMN=VALUE with COLUMN one of "
-                                f"{', '.join(c for c in runs.columns if c != 'run_id')}")
+            raise OptbenchError(
+                f"bad --where {item!r}: expected COLUMN=VALUE with COLUMN one of "
+                f"{', '.join(c for c in runs.columns if c != 'run_id')}"
+            )
         filters.append((column, value.strip()))
     return filters
 
@@ -142,10 +175,23 @@ def _aggregate(points, x: str, y: str, band: str):
     return stats.index.to_numpy(dtype=float), stats["mean"].to_numpy(), half.to_numpy()
 
 
-def facet_plot(runs, traces, path: Path, *, y: str = "loss", x: str = "step", hue: str | None = "lr",
-               col: str | None = None, row: str | None = None, logy: bool = False, logx: bool = False,
-               band: str = "std", where: list[str] | None = None, sharey: bool = True,
-               title: str | None = None) -> FacetResult:
+def facet_plot(
+    runs,
+    traces,
+    path: Path,
+    *,
+    y: str = "loss",
+    x: str = "step",
+    hue: str | None = "lr",
+    col: str | None = None,
+    row: str | None = None,
+    logy: bool = False,
+    logx: bool = False,
+    band: str = "std",
+    where: list[str] | None = None,
+    sharey: bool = True,
+    title: str | None = None,
+) -> FacetResult:
     """Draw the faceted comparison (see the module docstring) to ``path`` and describe its layout."""
     import numpy as np
 
@@ -162,18 +208,24 @@ def facet_plot(runs, traces, path: Path, *, y: str = "loss", x: str = "step", hu
         raise OptbenchError("no finished runs to plot (every run is invalid or failed)")
 
     named = {c for c in (hue, col, row, x) if c}
-    split_by = [c for c in CONFIG_FIELDS if c != "seed" and c not in named and c in runs.columns
-                and runs[c].astype(str).nunique() > 1]
+    split_by = [
+        c
+        for c in CONFIG_FIELDS
+        if c != "seed" and c not in named and c in runs.columns and runs[c].astype(str).nunique() > 1
+    ]
     row_values, col_values, hue_values = _values(runs, row), _values(runs, col), _values(runs, hue)
     if len(row_values) * len(col_values) > MAX_PANELS:
-        raise OptbenchError(f"{len(row_values)} x {len(col_values)} panels is too many (max {MAX_PANELS}); "
-                            "narrow it with --where COLUMN=VALUE")
+        raise OptbenchError(
+            f"{len(row_values)} x {len(col_values)} panels is too many (max {MAX_PANELS}); "
+            "narrow it with --where COLUMN=VALUE"
+        )
     colors = plots.value_colors([v for v in hue_values if v is not None]) if hue else {}
 
     # Grouping columns get a "g:" prefix so run columns never clash with trace ones (lr is both).
     group_cols = list(dict.fromkeys(c for c in (hue, col, row, *split_by) if c))
-    grouping = runs[["run_id"]].assign(**{f"g:{c}": runs[c].astype(object).where(runs[c].notna(), None)
-                                          for c in group_cols})
+    grouping = runs[["run_id"]].assign(
+        **{f"g:{c}": runs[c].astype(object).where(runs[c].notna(), None) for c in group_cols}
+    )
     split_cols = [f"g:{c}" for c in split_by]
     extras = sorted({tuple(_text(v) for v in row) for row in grouping[split_cols].itertuples(index=False)})
     dash_of = {key: _DASHES[i % len(_DASHES)] for i, key in enumerate(extras)}
@@ -197,8 +249,15 @@ def facet_plot(runs, traces, path: Path, *, y: str = "loss", x: str = "step", hu
     entries = len(hue_values) * max(1, len(extras))  # legend lines: the figure must be tall enough
     legend_cols = 1 if entries <= 24 else 2
     height = max(2.9 * n_rows + 0.8, 0.19 * math.ceil(entries / legend_cols) + 1.2)
-    fig, axes = plots.plt.subplots(n_rows, n_cols, figsize=(3.9 * n_cols + 2.4 * legend_cols, height),
-                                   squeeze=False, sharex=True, sharey=sharey, layout="constrained")
+    fig, axes = plots.plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(3.9 * n_cols + 2.4 * legend_cols, height),
+        squeeze=False,
+        sharex=True,
+        sharey=sharey,
+        layout="constrained",
+    )
     lines, any_diverged = 0, False
     for i, row_value in enumerate(row_values):
         for j, col_value in enumerate(col_values):
@@ -216,8 +275,16 @@ def facet_plot(runs, traces, path: Path, *, y: str = "loss", x: str = "step", hu
                     label = plots.fmt_value(hue_value) if hue else y
                     if split_by:
                         label += " · " + ", ".join(f"{c}={v}" for c, v in zip(split_by, key, strict=True))
-                    ax.plot(xs, mean, color=color, ls=dash_of.get(key, "-"), lw=1.5, label=label,
-                            marker="o" if kind == "run" else None, ms=3.5)
+                    ax.plot(
+                        xs,
+                        mean,
+                        color=color,
+                        ls=dash_of.get(key, "-"),
+                        lw=1.5,
+                        label=label,
+                        marker="o" if kind == "run" else None,
+                        ms=3.5,
+                    )
                     if band != "none" and np.isfinite(half).any():
                         low = mean - half
                         if logy:
@@ -245,13 +312,23 @@ def facet_plot(runs, traces, path: Path, *, y: str = "loss", x: str = "step", hu
             ax.set_title("\n".join(textwrap.fill(h, 42) for h in heading), fontsize=9)
             if not ax.lines:
                 ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
-    n_seeds = runs.groupby([c for c in CONFIG_FIELDS if c != "seed" and c in runs.columns], dropna=False)[
-        "seed"].nunique().max()
-    band_text = {"std": "band: ±1 std over seeds", "ci95": "band: 95% interval of the mean over seeds",
-                 "none": "no band"}[band]
-    subtitle = f"mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}" + (f"; {band_text}" if n_seeds > 1 else "")
+    n_seeds = (
+        runs.groupby([c for c in CONFIG_FIELDS if c != "seed" and c in runs.columns], dropna=False)["seed"]
+        .nunique()
+        .max()
+    )
+    band_text = {
+        "std": "band: ±1 std over seeds",
+        "ci95": "band: 95% interval of the mean over seeds",
+        "none": "no band",
+    }[band]
+    subtitle = f"mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}" + (
+        f"; {band_text}" if n_seeds > 1 else ""
+    )
     if any_diverged:
-        subtitle += "; x: every seed diverged" + (" (at the top edge when off scale)" if top is not None else "")
+        subtitle += "; x: every seed diverged" + (
+            " (at the top edge when off scale)" if top is not None else ""
+        )
     if split_by:
         subtitle += f"; lines also split by {', '.join(split_by)}"
     # Centre the title over the panels (not the panels + legend) and wrap it to their width, so a tall

@@ -54,8 +54,10 @@ def exclusive(out: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise OptbenchError(f"another grid (pid {holder}) is writing to {out}; wait for it to finish or "
-                                "choose another --out") from None
+            raise OptbenchError(
+                f"another grid (pid {holder}) is writing to {out}; wait for it to finish or "
+                "choose another --out"
+            ) from None
         except OSError as err:  # a file system without flock
             raise OptbenchError(f"cannot lock {out}: {err.strerror}") from None
         os.ftruncate(fd, 0)
@@ -83,9 +85,11 @@ def _wait_for_writers(out: Path) -> None:
                 return  # no earlier worker is alive; closing the file releases the lock for our own
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise OptbenchError(f"worker processes of an earlier grid are still writing to {out} after "
-                                        f"{WRITERS_WAIT_S:.0f} s (fuser {out / WRITERS_LOCK} lists them); stop "
-                                        "them or choose another --out") from None
+                    raise OptbenchError(
+                        f"worker processes of an earlier grid are still writing to {out} after "
+                        f"{WRITERS_WAIT_S:.0f} s (fuser {out / WRITERS_LOCK} lists them); stop "
+                        "them or choose another --out"
+                    ) from None
                 time.sleep(POLL_S)
     finally:
         os.close(fd)

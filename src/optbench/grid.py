@@ -35,16 +35,46 @@ from optbench.errors import OptbenchError
 from optbench.spec import CONFIG_FIELDS, RunConfig, Spec, parse_spec, split_top_level
 
 # Expansion order: the product runs over these axes, the last one (seed) fastest.
-AXES = ("problem", "width", "depth", "activation", "optimizer", "lr", "momentum", "scheduler", "init", "loss",
-        "precision", "device", "steps", "batch_size", "head_lr_scale", "freeze", "seed")
+AXES = (
+    "problem",
+    "width",
+    "depth",
+    "activation",
+    "optimizer",
+    "lr",
+    "momentum",
+    "scheduler",
+    "init",
+    "loss",
+    "precision",
+    "device",
+    "steps",
+    "batch_size",
+    "head_lr_scale",
+    "freeze",
+    "seed",
+)
 PROBLEM_OPTIONS = ("width", "depth", "activation")  # fold into the MLP problem's spec string
 
 # Axis value types. "opt-" = None is allowed (spelled none/default in text): None keeps the default.
 _KINDS = {
-    "problem": "str", "optimizer": "str", "scheduler": "str", "init": "str", "loss": "str",
-    "precision": "str", "device": "str", "lr": "lr", "momentum": "opt-float", "seed": "int", "steps": "int",
-    "batch_size": "opt-int", "width": "opt-int", "depth": "opt-int", "activation": "opt-str",
-    "head_lr_scale": "float", "freeze": "int",
+    "problem": "str",
+    "optimizer": "str",
+    "scheduler": "str",
+    "init": "str",
+    "loss": "str",
+    "precision": "str",
+    "device": "str",
+    "lr": "lr",
+    "momentum": "opt-float",
+    "seed": "int",
+    "steps": "int",
+    "batch_size": "opt-int",
+    "width": "opt-int",
+    "depth": "opt-int",
+    "activation": "opt-str",
+    "head_lr_scale": "float",
+    "freeze": "int",
 }
 _NONE_WORDS = ("none", "default")
 _RANGE_RE = re.compile(r"^(linspace|logspace)\((.*)\)$")
@@ -94,11 +124,14 @@ def parse_number_values(text: str, axis: str) -> list[float]:
                 raise ValueError
             start, stop, n = float(pieces[0]), float(pieces[1]), int(pieces[2])
         except ValueError:
-            raise OptbenchError(f"malformed {axis} range {part!r}: expected {kind}(start, stop, num) with num a "
-                                "whole number >= 1") from None
+            raise OptbenchError(
+                f"malformed {axis} range {part!r}: expected {kind}(start, stop, num) with num a "
+                "whole number >= 1"
+            ) from None
         if n > MAX_CELLS:
-            raise OptbenchError(f"{axis} range {part!r} has {n:,} values; a range has at most {MAX_CELLS:,} "
-                                "(a fixed cap)")
+            raise OptbenchError(
+                f"{axis} range {part!r} has {n:,} values; a range has at most {MAX_CELLS:,} (a fixed cap)"
+            )
         points = [start + (stop - start) * i / (n - 1) for i in range(n)] if n > 1 else [start]
         try:
             values += [_round(10**p if kind == "logspace" else p) for p in points]
@@ -265,7 +298,9 @@ def load_spec_toml(path: str | Path) -> GridSpec:
         where = f"{path}, line {_line_of(text, key)}"
         if key.replace("-", "_") not in _ALLOWED_KEYS:
             raise OptbenchError(f"{where}: unknown key {key!r}; valid: {', '.join(_ALLOWED_KEYS)}")
-        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+        if isinstance(value, dict) or (
+            isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)
+        ):
             raise OptbenchError(f"{where}: {key} must be a value or a list of values")
         try:
             make_spec({key: value})  # checks this key alone, so the error can name its line
@@ -300,10 +335,14 @@ def expand(spec: GridSpec, max_cells: int | None = None) -> list[RunConfig]:
         raise OptbenchError(f"--max-cells must be >= 1, got {max_cells}")
     cells = math.prod(len(getattr(spec, axis)) for axis in AXES)
     if cells > max_cells:
-        raise OptbenchError(f"the grid has {cells:,} cells, more than {max_cells:,}; raise --max-cells to run it")
+        raise OptbenchError(
+            f"the grid has {cells:,} cells, more than {max_cells:,}; raise --max-cells to run it"
+        )
 
-    problems = [_fold_problem(*combo) for combo in itertools.product(spec.problem, spec.width, spec.depth,
-                                                                      spec.activation)]
+    problems = [
+        _fold_problem(*combo)
+        for combo in itertools.product(spec.problem, spec.width, spec.depth, spec.activation)
+    ]
     rest = [getattr(spec, axis) for axis in AXES[4:]]
     configs: list[RunConfig] = []
     seen: set[str] = set()
@@ -321,22 +360,27 @@ def expand(spec: GridSpec, max_cells: int | None = None) -> list[RunConfig]:
 def _fold_problem(problem: str, width: int | None, depth: int | None, activation: str | None) -> str:
     from optbench.problems import canonical_problem, is_toy
 
-    given = {k: v for k, v in (("width", width), ("depth", depth), ("activation", activation)) if v is not None}
+    given = {
+        k: v for k, v in (("width", width), ("depth", depth), ("activation", activation)) if v is not None
+    }
     problem = canonical_problem(problem)
     if not given:
         return problem
     spec = parse_spec(problem, what="problem")
     if is_toy(problem):
         options = " ".join(f"--{k} {v}" for k, v in given.items())
-        raise OptbenchError(f"{options}: applies to MLP problems; {spec.name!r} is a toy function without layers")
+        raise OptbenchError(
+            f"{options}: applies to MLP problems; {spec.name!r} is a toy function without layers"
+        )
     for key, value in given.items():
         if key in spec.kw and spec.kw[key] != value:
             raise OptbenchError(f"{key} given twice: --{key} {value} and in problem {problem!r}")
     return Spec(spec.name, tuple(sorted({**spec.kw, **given}.items()))).canonical()
 
 
-def _as_configs(spec: GridSpec | Mapping | str | Path | Sequence[RunConfig],
-                max_cells: int | None = None) -> tuple[list[RunConfig], dict]:
+def _as_configs(
+    spec: GridSpec | Mapping | str | Path | Sequence[RunConfig], max_cells: int | None = None
+) -> tuple[list[RunConfig], dict]:
     """(configs, a description for the manifest) from any accepted form of a grid."""
     if isinstance(spec, (str, Path)):
         spec = load_spec_toml(spec)
@@ -417,10 +461,21 @@ def run_grid(
         try:
             todo, done_ids, counts = _pending(out, configs, order, created, force)
             tasks = plan_tasks(todo, engine, runner.workers or 1)
-            manifest = store.start_manifest(out, command, {
-                "experiment": "grid", "grid": description, "runs": len(configs), "already_done": len(done_ids),
-                "executor": executor, "workers": runner.workers, "address": address, "force": force, "engine": engine,
-            })
+            manifest = store.start_manifest(
+                out,
+                command,
+                {
+                    "experiment": "grid",
+                    "grid": description,
+                    "runs": len(configs),
+                    "already_done": len(done_ids),
+                    "executor": executor,
+                    "workers": runner.workers,
+                    "address": address,
+                    "force": force,
+                    "engine": engine,
+                },
+            )
 
             state = GridProgress(total=len(configs), done=len(done_ids), resumed=len(done_ids), counts=counts)
             last_consolidated = time.monotonic()
@@ -432,7 +487,9 @@ def run_grid(
                 state.last = row
                 if progress is not None:
                     progress(state)
-                if time.monotonic() - last_consolidated > CONSOLIDATE_EVERY_S:  # keep runs.parquet roughly current
+                if (
+                    time.monotonic() - last_consolidated > CONSOLIDATE_EVERY_S
+                ):  # keep runs.parquet roughly current
                     store.consolidate_runs(out, order)
                     last_consolidated = time.monotonic()
 
@@ -449,8 +506,12 @@ def run_grid(
         runs = table.to_pandas()
         runs = runs[runs["run_id"].isin(set(order))].reset_index(drop=True)
         # Counted from the runs table, so a resumed grid's earlier runs are included.
-        store.finish_manifest(out, manifest, status_counts=runs["status"].value_counts().to_dict(),
-                              engine_counts=runs["engine"].value_counts().to_dict())
+        store.finish_manifest(
+            out,
+            manifest,
+            status_counts=runs["status"].value_counts().to_dict(),
+            engine_counts=runs["engine"].value_counts().to_dict(),
+        )
         runs.attrs["out"] = str(out)
         return runs
 

@@ -145,11 +145,7 @@ def resolve_inits(values: list[str] | None, width: int = 256) -> list[str]:
 
 def resolve_activations(values: list[str] | None) -> list[str]:
     """Activation names from CLI values (repeatable, comma-separated allowed); duplicates dropped."""
-    names = (
-        [n for v in values for n in split_top_level(v)]
-        if values
-        else list(DEFAULT_ACTIVATIONS)
-    )
+    names = [n for v in values for n in split_top_level(v)] if values else list(DEFAULT_ACTIVATIONS)
     if not names:
         raise OptbenchError("no activation given")
     return list(dict.fromkeys(acts.check_activation(n) for n in names))

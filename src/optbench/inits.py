@@ -21,8 +21,16 @@ inits = Registry("init")
 
 # The ten classic schemes (REFERENCE.md), in the order reports list them and colour them.
 CLASSIC_INITS = (
-    "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "uniform",
-    "normal", "constant", "orthogonal", "eye", "sparse",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "uniform",
+    "normal",
+    "constant",
+    "orthogonal",
+    "eye",
+    "sparse",
 )
 
 # nn.init functions that do not fill a 2-D weight matrix.
@@ -37,7 +45,9 @@ def _torch_init_names() -> list[str]:
     return sorted(
         n
         for n in dir(nn.init)
-        if n.endswith("_") and not n.startswith("_") and n not in _NOT_FOR_MATRICES
+        if n.endswith("_")
+        and not n.startswith("_")
+        and n not in _NOT_FOR_MATRICES
         and callable(getattr(nn.init, n))
     )
 
@@ -84,7 +94,9 @@ inits.add("default", _default, "PyTorch's own init (nn.Linear: kaiming_uniform w
 for _name in _torch_init_names():
     import torch.nn as _nn  # noqa: E402  (registry needs torch here; the CLI imports inits lazily)
 
-    inits.add(_name[:-1], _make_scheme(_name), f"nn.init.{_name}: {_first_doc_line(getattr(_nn.init, _name))}")
+    inits.add(
+        _name[:-1], _make_scheme(_name), f"nn.init.{_name}: {_first_doc_line(getattr(_nn.init, _name))}"
+    )
 
 
 def canonical_init(text: str) -> str:

@@ -67,7 +67,9 @@ def _torch_loss(cls):
         try:
             return cls(**kwargs)
         except TypeError as err:
-            valid = ", ".join(p for p in inspect.signature(cls).parameters if p not in ("size_average", "reduce"))
+            valid = ", ".join(
+                p for p in inspect.signature(cls).parameters if p not in ("size_average", "reduce")
+            )
             raise OptbenchError(f"bad argument for {cls.__name__}: {err}; valid: {valid}") from None
 
     return make
@@ -78,15 +80,23 @@ losses.add("l1", _torch_loss(nn.L1Loss), "nn.L1Loss: mean of |y - t|", target="d
 losses.add("smooth-l1", _torch_loss(nn.SmoothL1Loss), "nn.SmoothL1Loss (beta=1)", target="dense")
 losses.add("huber", _torch_loss(nn.HuberLoss), "nn.HuberLoss (delta=1)", target="dense")
 losses.add(
-    "cross-entropy", _torch_loss(nn.CrossEntropyLoss), "nn.CrossEntropyLoss on logits and class indices",
+    "cross-entropy",
+    _torch_loss(nn.CrossEntropyLoss),
+    "nn.CrossEntropyLoss on logits and class indices",
     target="index",
 )
 losses.add(
-    "bce-with-logits", _torch_loss(nn.BCEWithLogitsLoss), "nn.BCEWithLogitsLoss on logits, targets in [0,1]",
+    "bce-with-logits",
+    _torch_loss(nn.BCEWithLogitsLoss),
+    "nn.BCEWithLogitsLoss on logits, targets in [0,1]",
     target="probability",
 )
-losses.add("dice", _torch_loss(DiceLoss), "custom soft Dice: 1 - (2|X∩Y| + s)/(|X| + |Y| + s)", target="probability")
-losses.add("focal", _torch_loss(FocalLoss), "custom focal (Lin 2017): -α_t (1-p_t)^γ log p_t", target="probability")
+losses.add(
+    "dice", _torch_loss(DiceLoss), "custom soft Dice: 1 - (2|X∩Y| + s)/(|X| + |Y| + s)", target="probability"
+)
+losses.add(
+    "focal", _torch_loss(FocalLoss), "custom focal (Lin 2017): -α_t (1-p_t)^γ log p_t", target="probability"
+)
 
 
 def canonical_loss(text: str) -> str:

@@ -69,8 +69,11 @@ class LRFindAnalysis:
         tenth = None
         if self.minimum is not None:
             tenth = int(np.argmin(np.abs(np.log(self.lrs[: self.minimum + 1] / self.minimum_lr_div10))))
-        return {"steepest": (self.steepest_lr, self.steepest), "valley": (self.valley_lr, self.valley),
-                "minimum/10": (self.minimum_lr_div10, tenth)}
+        return {
+            "steepest": (self.steepest_lr, self.steepest),
+            "valley": (self.valley_lr, self.valley),
+            "minimum/10": (self.minimum_lr_div10, tenth),
+        }
 
     def to_dict(self) -> dict:
         return {
@@ -80,7 +83,9 @@ class LRFindAnalysis:
             "min_smoothed_loss_lr": None if self.minimum is None else float(self.lrs[self.minimum]),
             "stop_step": int(self.stop),
             "stopped_because": self.stopped_because,
-            "valley_span_lr": None if self.valley_span is None else [float(self.lrs[i]) for i in self.valley_span],
+            "valley_span_lr": None
+            if self.valley_span is None
+            else [float(self.lrs[i]) for i in self.valley_span],
         }
 
 
@@ -165,11 +170,26 @@ def check_range(start: float, end: float, steps: int) -> float:
     return (end / start) ** (1 / (steps - 1))
 
 
-def lr_find(problem: str = "mlp-classification", optimizer: str = "sgd", *, start: float = 1e-7,
-            end: float = 10.0, steps: int = 100, momentum: float | None = None, init: str = "default",
-            loss: str = "auto", batch_size: int | None = None, device: str = "cpu", seed: int = 0,
-            beta: float = BETA, stop_factor: float = STOP_FACTOR, out: Path | str | None = None,
-            plots: bool = True, fmt: str = "png", command: str = "lr-find") -> LRFindResult:
+def lr_find(
+    problem: str = "mlp-classification",
+    optimizer: str = "sgd",
+    *,
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+    momentum: float | None = None,
+    init: str = "default",
+    loss: str = "auto",
+    batch_size: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    beta: float = BETA,
+    stop_factor: float = STOP_FACTOR,
+    out: Path | str | None = None,
+    plots: bool = True,
+    fmt: str = "png",
+    command: str = "lr-find",
+) -> LRFindResult:
     """Run the range test with the real engine and ExponentialLR; write the folder, figure and manifest."""
     from optbench import store
     from optbench.engine import run
@@ -185,16 +205,37 @@ def lr_find(problem: str = "mlp-classification", optimizer: str = "sgd", *, star
         from optbench.plots import check_format
 
         check_format(fmt)
-    config = canonical_config(RunConfig(problem=problem, optimizer=optimizer, lr=start, momentum=momentum,
-                                        scheduler=f"exponentiallr(gamma={gamma!r})", init=init, loss=loss,
-                                        device=device, seed=seed, steps=steps, batch_size=batch_size))
+    config = canonical_config(
+        RunConfig(
+            problem=problem,
+            optimizer=optimizer,
+            lr=start,
+            momentum=momentum,
+            scheduler=f"exponentiallr(gamma={gamma!r})",
+            init=init,
+            loss=loss,
+            device=device,
+            seed=seed,
+            steps=steps,
+            batch_size=batch_size,
+        )
+    )
     out = Path(out) if out is not None else store.default_out("lr-find")
-    params = {"start": start, "end": end, "steps": steps, "gamma": gamma, "beta": beta, "stop_factor": stop_factor}
+    params = {
+        "start": start,
+        "end": end,
+        "steps": steps,
+        "gamma": gamma,
+        "beta": beta,
+        "stop_factor": stop_factor,
+    }
     manifest = store.start_manifest(out, command, {"experiment": "lr-find", "lr_find_params": params})
 
     result = run(config)
     if result.summary.status in ("invalid", "failed"):
-        raise OptbenchError(f"lr-find could not run {config.problem} with {config.optimizer}: {result.summary.reason}")
+        raise OptbenchError(
+            f"lr-find could not run {config.problem} with {config.optimizer}: {result.summary.reason}"
+        )
     store.commit_run(out, result)
     store.consolidate_runs(out, order=[result.run_id])
 
@@ -203,8 +244,13 @@ def lr_find(problem: str = "mlp-classification", optimizer: str = "sgd", *, star
     found = LRFindResult(out, config, result.summary.status, analysis)
     if plots:
         found.figures.append(draw(analysis, out / f"{FIGURE}.{fmt}", config))
-    store.finish_manifest(out, manifest, lr_find=analysis.to_dict(), suggested_lr=analysis.valley_lr,
-                          files=[p.name for p in found.figures])
+    store.finish_manifest(
+        out,
+        manifest,
+        lr_find=analysis.to_dict(),
+        suggested_lr=analysis.valley_lr,
+        files=[p.name for p in found.figures],
+    )
     return found
 
 
@@ -214,9 +260,16 @@ def draw(analysis: LRFindAnalysis, path: Path, config=None) -> Path:
     title = "learning-rate range test"
     if config is not None:
         title = f"{config.problem}, {config.optimizer}: {title}"
-    return plots.lr_find(analysis.lrs, analysis.losses, analysis.smoothed, analysis.suggestions(), path,
-                         valley=analysis.valley_span, stop=analysis.stop if analysis.stop < len(analysis.lrs) else None,
-                         title=title)
+    return plots.lr_find(
+        analysis.lrs,
+        analysis.losses,
+        analysis.smoothed,
+        analysis.suggestions(),
+        path,
+        valley=analysis.valley_span,
+        stop=analysis.stop if analysis.stop < len(analysis.lrs) else None,
+        title=title,
+    )
 
 
 def analyse_folder(folder: Path) -> tuple[LRFindAnalysis, object] | None:
@@ -231,5 +284,9 @@ def analyse_folder(folder: Path) -> tuple[LRFindAnalysis, object] | None:
     if runs.empty:
         return None
     trace = store.read_traces(folder, [runs["run_id"].iloc[0]]).sort_values("step")
-    return analyse(trace["lr"].to_numpy(), trace["loss"].to_numpy(), params.get("beta", BETA),
-                   params.get("stop_factor", STOP_FACTOR)), runs.iloc[0]
+    return analyse(
+        trace["lr"].to_numpy(),
+        trace["loss"].to_numpy(),
+        params.get("beta", BETA),
+        params.get("stop_factor", STOP_FACTOR),
+    ), runs.iloc[0]

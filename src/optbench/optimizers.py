@@ -88,8 +88,12 @@ def _torch_optimizer_classes() -> dict[str, type]:
 
 
 for _name, _cls in sorted(_torch_optimizer_classes().items()):
-    optimizers.add(_name.lower(), _cls, f"torch.optim.{_name}: {_summary(_cls)}", needs_closure=_name == "LBFGS")
-optimizers.add("sgd-l1l2", SGDL1L2, "custom SGD with separate L1 (sign) and L2 weight decay", needs_closure=False)
+    optimizers.add(
+        _name.lower(), _cls, f"torch.optim.{_name}: {_summary(_cls)}", needs_closure=_name == "LBFGS"
+    )
+optimizers.add(
+    "sgd-l1l2", SGDL1L2, "custom SGD with separate L1 (sign) and L2 weight decay", needs_closure=False
+)
 
 
 def resolve_optimizer_class(name: str) -> type:
@@ -121,14 +125,20 @@ def needs_closure(optimizer: str) -> bool:
 def _check_applicable(cls: type, name: str, groups: list[dict]) -> None:
     params = [p for g in groups for p in g["params"]]
     if cls is torch.optim.SparseAdam:
-        raise NotApplicable(f"optimizer {name!r} needs sparse gradients (nn.Embedding(sparse=True)); "
-                            "not applicable to this problem's dense parameters")
+        raise NotApplicable(
+            f"optimizer {name!r} needs sparse gradients (nn.Embedding(sparse=True)); "
+            "not applicable to this problem's dense parameters"
+        )
     if cls.__name__ == "Muon" and any(p.dim() != 2 for p in params):
-        raise NotApplicable(f"optimizer {name!r} only optimizes 2-D weight matrices; not applicable to this "
-                            "problem's 1-D parameters (toy point or biases)")
+        raise NotApplicable(
+            f"optimizer {name!r} only optimizes 2-D weight matrices; not applicable to this "
+            "problem's 1-D parameters (toy point or biases)"
+        )
 
 
-def build_optimizer(optimizer: str, groups: list[dict], lr: float, momentum: float | None) -> tuple[Optimizer, str | None]:
+def build_optimizer(
+    optimizer: str, groups: list[dict], lr: float, momentum: float | None
+) -> tuple[Optimizer, str | None]:
     """The real optimizer over ``groups``; returns (optimizer, which knob --momentum set)."""
     spec = parse_spec(optimizer, what="optimizer")
     cls = resolve_optimizer_class(spec.name)

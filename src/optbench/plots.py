@@ -29,18 +29,61 @@ FORMATS = ("png", "svg", "pdf")
 
 # 20 colours that stay distinguishable as lines on white: tab10, then ten darker, different hues.
 _PALETTE = tuple(plt.get_cmap("tab10").colors) + tuple(
-    matplotlib.colors.to_rgb(c) for c in ("#000075", "#800000", "#008080", "#000000", "#c9a400",
-                                          "#7570b3", "#1b9e77", "#f032e6", "#6b4226", "#4b8b3b"))
+    matplotlib.colors.to_rgb(c)
+    for c in (
+        "#000075",
+        "#800000",
+        "#008080",
+        "#000000",
+        "#c9a400",
+        "#7570b3",
+        "#1b9e77",
+        "#f032e6",
+        "#6b4226",
+        "#4b8b3b",
+    )
+)
 # Names people compare most often come first, so they get the clearest tab10 colours; every other
 # registry name follows in sorted order (names of one kind never share a colour).
 _PREFERRED = {
-    "optimizers": ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "radam", "adadelta", "adamax", "lbfgs"),
-    "schedulers": ("none", "steplr", "cosineannealinglr", "onecyclelr", "exponentiallr", "warmup-cosine",
-                   "step-halving", "linearlr", "cycliclr", "reducelronplateau"),
+    "optimizers": (
+        "sgd",
+        "adam",
+        "adamw",
+        "rmsprop",
+        "adagrad",
+        "nadam",
+        "radam",
+        "adadelta",
+        "adamax",
+        "lbfgs",
+    ),
+    "schedulers": (
+        "none",
+        "steplr",
+        "cosineannealinglr",
+        "onecyclelr",
+        "exponentiallr",
+        "warmup-cosine",
+        "step-halving",
+        "linearlr",
+        "cycliclr",
+        "reducelronplateau",
+    ),
     "problems": ("quadratic", "rosenbrock", "beale", "rastrigin", "mlp-classification", "mlp-regression"),
     # the ten classic schemes in the order optbench.initplots gives them tab10, so both agree
-    "inits": ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "uniform", "normal",
-              "constant", "orthogonal", "eye", "sparse"),
+    "inits": (
+        "xavier_uniform",
+        "xavier_normal",
+        "kaiming_uniform",
+        "kaiming_normal",
+        "uniform",
+        "normal",
+        "constant",
+        "orthogonal",
+        "eye",
+        "sparse",
+    ),
 }
 # Precisions keep the colours of the AMP figure (optbench.ampplots.PRECISION_COLORS).
 _PRECISION_COLORS = {"fp32": "#9e9e9e", "fp16": "#1f77b4", "bf16": "#ff7f0e"}
@@ -174,8 +217,15 @@ def legend_outside(ax, **kwargs) -> None:
     """Legend to the right of the axes, where it never covers data."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-                  fontsize=8, **kwargs)
+        ax.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            fontsize=8,
+            **kwargs,
+        )
 
 
 # --------------------------------------------------------------------------------------- lr-sweep picture
@@ -193,8 +243,13 @@ def loss_vs_step(runs, traces, path: Path, title: str = "loss vs step per learni
         color = colors[row["lr"]]
         diverged = row["status"] == "diverged"
         label = f"lr={row['lr']:.4g}" + (" (diverged)" if diverged else "")
-        ax.plot(trace["step"].to_numpy()[ok], loss[ok], color=color, lw=1.5,
-                label=None if label in labelled else label)
+        ax.plot(
+            trace["step"].to_numpy()[ok],
+            loss[ok],
+            color=color,
+            lw=1.5,
+            label=None if label in labelled else label,
+        )
         labelled.add(label)
         if diverged and ok.any():
             last = np.flatnonzero(ok)[-1]
@@ -225,13 +280,21 @@ def _draw_sensitivity(ax, data, bound: float | None, logx: bool, legend: bool = 
     positive = ok[ok["final_loss"] > 0]
     if len(positive):
         median = positive.groupby("lr")["final_loss"].median()
-        ax.plot(median.index, median.to_numpy(), "-", color="tab:blue", lw=1.5,
-                label="final loss (median over seeds)" if positive["seed"].nunique() > 1 else "final loss")
+        ax.plot(
+            median.index,
+            median.to_numpy(),
+            "-",
+            color="tab:blue",
+            lw=1.5,
+            label="final loss (median over seeds)" if positive["seed"].nunique() > 1 else "final loss",
+        )
         ax.plot(positive["lr"], positive["final_loss"], "o", color="tab:blue", ms=4)
     zero = ok[ok["final_loss"] <= 0]
     floor = positive["final_loss"].min() if len(positive) else 1e-45
     if len(zero):
-        ax.plot(zero["lr"], [floor] * len(zero), "v", color="tab:blue", ms=7, label="final loss 0 (underflow)")
+        ax.plot(
+            zero["lr"], [floor] * len(zero), "v", color="tab:blue", ms=7, label="final loss 0 (underflow)"
+        )
     top = max(positive["final_loss"].max() if len(positive) else 1.0, 1.0) * 10
     if len(diverged):
         ax.plot(diverged["lr"], [top] * len(diverged), "x", color="tab:red", ms=9, mew=2, label="diverged")
@@ -251,8 +314,14 @@ def _draw_sensitivity(ax, data, bound: float | None, logx: bool, legend: bool = 
             ax.axvspan(start, ax.get_xlim()[1], color="tab:red", alpha=0.08, label="diverged region")
     if bound is not None:
         ax.axvline(bound, color="k", ls="--", lw=1.2, label="analytic bound 2(1+m)/L")
-        ax.annotate(f"{bound:.3g}", (bound, 0.0), xycoords=("data", "axes fraction"), xytext=(3, 4),
-                    textcoords="offset points", fontsize=8)
+        ax.annotate(
+            f"{bound:.3g}",
+            (bound, 0.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 4),
+            textcoords="offset points",
+            fontsize=8,
+        )
     ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
@@ -282,8 +351,13 @@ def lr_ticks(ax, lrs, max_ticks: int = 7) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def final_loss_vs_lr(runs, path: Path, bound: float | None = None, logx: bool = False,
-                     title: str = "final loss vs learning rate") -> Path:
+def final_loss_vs_lr(
+    runs,
+    path: Path,
+    bound: float | None = None,
+    logx: bool = False,
+    title: str = "final loss vs learning rate",
+) -> Path:
     """Sensitivity curve: final loss per lr, diverged lrs marked and shaded, the analytic bound dashed."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     _draw_sensitivity(ax, runs, bound, logx)
@@ -318,16 +392,29 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def sensitivity(runs, path: Path, by: list[str], bounds: dict | None = None, logx: bool = True,
-                title: str = "final loss vs learning rate") -> Path:
+def sensitivity(
+    runs,
+    path: Path,
+    by: list[str],
+    bounds: dict | None = None,
+    logx: bool = True,
+    title: str = "final loss vs learning rate",
+) -> Path:
     """``final_loss_vs_lr`` as small multiples, one panel per combination of the ``by`` columns.
 
     ``bounds`` maps a group key (tuple of the ``by`` values) to its analytic bound, where there is one.
     """
     groups = list(runs.groupby(by, dropna=False, sort=True)) if by else [((), runs)]
     n_rows, n_cols = _grid(len(groups))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.3 * n_cols + 1.8, 3.3 * n_rows + 0.4), squeeze=False,
-                             sharex=True, sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(4.3 * n_cols + 1.8, 3.3 * n_rows + 0.4),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
     for ax, (key, data) in zip(axes.flat, groups, strict=False):
         key = key if isinstance(key, tuple) else (key,)
         _draw_sensitivity(ax, data, (bounds or {}).get(key), logx, legend=False)
@@ -340,22 +427,33 @@ def sensitivity(runs, path: Path, by: list[str], bounds: dict | None = None, log
     return save(fig, path)
 
 
-def figure_legend(fig, axes, title: str | None = None, loc: str = "outside right upper", ncol: int = 1) -> None:
+def figure_legend(
+    fig, axes, title: str | None = None, loc: str = "outside right upper", ncol: int = 1
+) -> None:
     """One legend for all panels (of a constrained-layout figure), right of them; labels deduplicated."""
     seen: dict[str, object] = {}
     for ax in np.ravel(axes):
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(label, handle)
     if seen:
-        fig.legend(list(seen.values()), list(seen.keys()), loc=loc, fontsize=8, title=title, ncol=ncol,
-                   title_fontsize=8, frameon=False)
+        fig.legend(
+            list(seen.values()),
+            list(seen.keys()),
+            loc=loc,
+            fontsize=8,
+            title=title,
+            ncol=ncol,
+            title_fontsize=8,
+            frameon=False,
+        )
 
 
 # ------------------------------------------------------------------------------------- lr x momentum heatmap
 
 
-def lr_momentum_heatmap(runs, path: Path, by: list[str] | None = None,
-                        title: str = "final loss over learning rate x momentum") -> Path:
+def lr_momentum_heatmap(
+    runs, path: Path, by: list[str] | None = None, title: str = "final loss over learning rate x momentum"
+) -> Path:
     """Median final loss over seeds per (momentum, lr) cell on a log colour scale, one panel per group.
 
     A cell whose runs all diverged is drawn hatched red with "div"; "k/n div" marks cells where some seeds
@@ -377,8 +475,13 @@ def lr_momentum_heatmap(runs, path: Path, by: list[str] | None = None,
     groups = list(data.groupby(by, dropna=False, sort=True)) if by else [((), data)]
     n_rows, n_cols = _grid(len(groups), 2)
     cell_w = max(0.55, min(0.9, 9 / max(1, len(lrs))))
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, layout="constrained",
-                             figsize=(n_cols * (1.6 + cell_w * len(lrs)) + 1.2, n_rows * (1.4 + 0.5 * len(moms)) + 0.4))
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        squeeze=False,
+        layout="constrained",
+        figsize=(n_cols * (1.6 + cell_w * len(lrs)) + 1.2, n_rows * (1.4 + 0.5 * len(moms)) + 0.4),
+    )
     annotate = len(lrs) * len(moms) <= 160
     image = None
     for ax, (key, group) in zip(axes.flat, groups, strict=False):
@@ -396,20 +499,51 @@ def lr_momentum_heatmap(runs, path: Path, by: list[str] | None = None,
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color="0.85"))
                 ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="0.3")
             elif n_div == n:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="mistyrose", edgecolor="tab:red",
-                                           hatch="xx", lw=0.0))
-                ax.text(j, i, "div", ha="center", va="center", fontsize=7, color="tab:red", weight="bold",
-                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})
+                ax.add_patch(
+                    plt.Rectangle(
+                        (j - 0.5, i - 0.5),
+                        1,
+                        1,
+                        facecolor="mistyrose",
+                        edgecolor="tab:red",
+                        hatch="xx",
+                        lw=0.0,
+                    )
+                )
+                ax.text(
+                    j,
+                    i,
+                    "div",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="tab:red",
+                    weight="bold",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0},
+                )
             elif annotate:
                 text = f"{values[i, j]:.2g}"
                 if n_div:
                     text += f"\n{n_div}/{n} div"
                 shade = norm(max(values[i, j], vmin))
-                ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
-                        color="white" if shade < 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="white" if shade < 0.6 else "black",
+                )
         shown = np.where(values == 0.0, vmin, values)  # exact zeros take the lowest colour
-        image = ax.imshow(np.ma.masked_invalid(shown), origin="lower", aspect="auto", cmap=cmap, norm=norm,
-                          extent=(-0.5, len(lrs) - 0.5, -0.5, len(moms) - 0.5))
+        image = ax.imshow(
+            np.ma.masked_invalid(shown),
+            origin="lower",
+            aspect="auto",
+            cmap=cmap,
+            norm=norm,
+            extent=(-0.5, len(lrs) - 0.5, -0.5, len(moms) - 0.5),
+        )
         step = max(1, math.ceil(len(lrs) / 10))
         ax.set_xticks(range(0, len(lrs), step), [f"{v:.3g}" for v in lrs[::step]], rotation=45, ha="right")
         ax.set_yticks(range(len(moms)), ["default" if m < 0 else f"{m:.3g}" for m in moms])
@@ -448,8 +582,9 @@ def toy_surface(problem: str, xs, ys):
 
 def _pick_best(runs, key: str):
     """Per value of ``key``, the run with the lowest final loss (ok runs first, then diverged)."""
-    ranked = runs.assign(_bad=(runs["status"] != "ok").astype(int),
-                         _loss=runs["final_loss"].fillna(np.inf)).sort_values(["_bad", "_loss"])
+    ranked = runs.assign(
+        _bad=(runs["status"] != "ok").astype(int), _loss=runs["final_loss"].fillna(np.inf)
+    ).sort_values(["_bad", "_loss"])
     return ranked.groupby(key, sort=True).head(1).sort_values(key)
 
 
@@ -500,11 +635,19 @@ def trajectories(runs, traces, path: Path, problem: str, title: str | None = Non
     colors = value_colors(runs[line_key].tolist())
     vary_momentum = runs["momentum"].astype(str).nunique() > 1
     n_rows, n_cols = _grid(len(panels), 2)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.4 * n_cols + 2.2, 4.6 * n_rows + 0.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(5.4 * n_cols + 2.2, 4.6 * n_rows + 0.4), squeeze=False, layout="constrained"
+    )
     for ax, (panel_title, picked) in zip(axes.flat, panels, strict=False):
-        ax.contourf(xs, ys, np.maximum(shifted, np.min(levels) / 2), levels=levels, cmap="Greys", alpha=0.35,
-                    norm=matplotlib.colors.LogNorm())
+        ax.contourf(
+            xs,
+            ys,
+            np.maximum(shifted, np.min(levels) / 2),
+            levels=levels,
+            cmap="Greys",
+            alpha=0.35,
+            norm=matplotlib.colors.LogNorm(),
+        )
         ax.contour(xs, ys, shifted, levels=levels, colors="0.55", linewidths=0.5)
         for _, run in picked.iterrows():
             xy = paths[run["run_id"]]
@@ -527,15 +670,19 @@ def trajectories(runs, traces, path: Path, problem: str, title: str | None = Non
         ax.set_title(panel_title, fontsize=9)
     hide_unused(axes, len(panels))
     figure_legend(fig, axes, loc="outside right center")
-    fig.suptitle(title or f"{problem}: iterates on contour lines of f - min f (log-spaced); * = last point",
-                 fontsize=10)
+    fig.suptitle(
+        title or f"{problem}: iterates on contour lines of f - min f (log-spaced); * = last point",
+        fontsize=10,
+    )
     return save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------- lr schedules
 
 
-def schedule_curves(steps: int = 100, lr: float = 0.01, schedulers: list[str] | None = None, metric: float = 1.0):
+def schedule_curves(
+    steps: int = 100, lr: float = 0.01, schedulers: list[str] | None = None, metric: float = 1.0
+):
     """lr per step from the real scheduler objects (``optbench.schedulers.build_scheduler``).
 
     Each scheduler drives an SGD optimizer over one dummy parameter; per step we record
@@ -577,8 +724,14 @@ def schedule_curves(steps: int = 100, lr: float = 0.01, schedulers: list[str] | 
     return pd.DataFrame(rows, columns=["scheduler", "step", "lr"]), notes
 
 
-def schedules_experiment(steps: int = 100, lr: float = 0.01, schedulers: list[str] | None = None,
-                         out: Path | str | None = None, fmt: str = "png", command: str = "schedules") -> Path:
+def schedules_experiment(
+    steps: int = 100,
+    lr: float = 0.01,
+    schedulers: list[str] | None = None,
+    out: Path | str | None = None,
+    fmt: str = "png",
+    command: str = "schedules",
+) -> Path:
     """``bench schedules``: write DIR/schedules.parquet (scheduler, step, lr), the figure and the manifest."""
     from optbench import store
 
@@ -592,34 +745,60 @@ def schedules_experiment(steps: int = 100, lr: float = 0.01, schedulers: list[st
 
         schedulers = [canonical_scheduler(s) for s in schedulers]
     out = Path(out) if out is not None else store.default_out("schedules")
-    manifest = store.start_manifest(out, command, {"experiment": "schedules", "schedules": {"steps": steps, "lr": lr}})
+    manifest = store.start_manifest(
+        out, command, {"experiment": "schedules", "schedules": {"steps": steps, "lr": lr}}
+    )
     curves, notes = schedule_curves(steps, lr, schedulers)
     import pyarrow as pa
 
     store.write_parquet_atomic(pa.Table.from_pandas(curves, preserve_index=False), out / "schedules.parquet")
-    path = schedules(curves, out / f"schedules.{fmt}", notes,
-                     title=f"lr per step of every scheduler (base lr {lr:g}, {steps} steps)")
+    path = schedules(
+        curves,
+        out / f"schedules.{fmt}",
+        notes,
+        title=f"lr per step of every scheduler (base lr {lr:g}, {steps} steps)",
+    )
     store.finish_manifest(out, manifest, schedule_notes=notes, files=["schedules.parquet", path.name])
     return path
 
 
-def schedules(curves, path: Path, notes: dict | None = None, ylabel: str = "learning rate",
-              title: str = "lr per step of every scheduler") -> Path:
+def schedules(
+    curves,
+    path: Path,
+    notes: dict | None = None,
+    ylabel: str = "learning rate",
+    title: str = "lr per step of every scheduler",
+) -> Path:
     """Small multiples, one panel per scheduler (same axes everywhere): the lr each step uses."""
     notes = notes or {}
     names = list(dict.fromkeys(list(curves["scheduler"].unique()) + list(notes)))
     n_rows, n_cols = _grid(len(names), 4 if len(names) > 9 else 3)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.3 * n_cols, 2.1 * n_rows + 0.5), squeeze=False,
-                             sharex=True, sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(3.3 * n_cols, 2.1 * n_rows + 0.5),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
     for ax, name in zip(axes.flat, names, strict=False):
         data = curves[curves["scheduler"] == name].sort_values("step")
         if len(data):
             ax.plot(data["step"], data["lr"], color=name_color(name), lw=1.6)
             ax.fill_between(data["step"], data["lr"], color=name_color(name), alpha=0.12)
         if name in notes:
-            ax.text(0.5, 0.5 if not len(data) else 0.93, textwrap.fill(notes[name], 38), transform=ax.transAxes,
-                    ha="center", va="center" if not len(data) else "top", fontsize=6.5, color="0.2",
-                    bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.85, "pad": 2})
+            ax.text(
+                0.5,
+                0.5 if not len(data) else 0.93,
+                textwrap.fill(notes[name], 38),
+                transform=ax.transAxes,
+                ha="center",
+                va="center" if not len(data) else "top",
+                fontsize=6.5,
+                color="0.2",
+                bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.85, "pad": 2},
+            )
         ax.set_title(name if len(name) <= 34 else name[:32] + "…", fontsize=8.5)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=7)
@@ -635,8 +814,16 @@ def schedules(curves, path: Path, notes: dict | None = None, ylabel: str = "lear
 # ---------------------------------------------------------------------------------------- lr range test
 
 
-def lr_find(lrs, losses, smoothed, suggestions: dict, path: Path, valley: tuple[int, int] | None = None,
-            stop: int | None = None, title: str = "learning-rate range test") -> Path:
+def lr_find(
+    lrs,
+    losses,
+    smoothed,
+    suggestions: dict,
+    path: Path,
+    valley: tuple[int, int] | None = None,
+    stop: int | None = None,
+    title: str = "learning-rate range test",
+) -> Path:
     """Loss vs lr (log x): raw loss faint, bias-corrected EMA bold, the suggestions marked.
 
     ``suggestions`` maps a label to (lr, index into ``lrs``); ``valley`` (first, last index) is shaded;
@@ -654,8 +841,17 @@ def lr_find(lrs, losses, smoothed, suggestions: dict, path: Path, valley: tuple[
         if lr is None:
             continue
         marker, color = markers.get(label, ("D", "k"))
-        ax.plot(lr, np.interp(np.log(lr), np.log(lrs[:end]), smoothed[:end]), marker, color=color, ms=9, mec="black", mew=0.6,
-                label=f"{label}: lr = {lr:.3g}", zorder=5)
+        ax.plot(
+            lr,
+            np.interp(np.log(lr), np.log(lrs[:end]), smoothed[:end]),
+            marker,
+            color=color,
+            ms=9,
+            mec="black",
+            mew=0.6,
+            label=f"{label}: lr = {lr:.3g}",
+            zorder=5,
+        )
     if stop is not None and stop < len(lrs):
         ax.axvline(lrs[stop], color="0.4", ls=":", lw=1, label=f"stopped at lr = {lrs[stop]:.3g}")
     finite = smoothed[:end][np.isfinite(smoothed[:end])]

@@ -82,10 +82,14 @@ def _point(x0, dims: int, name: str) -> tuple[float, ...]:
 def _toy_kwargs(name: str, kwargs: dict, allowed: set[str]) -> None:
     unknown = set(kwargs) - allowed
     if unknown:
-        raise OptbenchError(f"problem {name!r} has no option {sorted(unknown)[0]!r}; valid: {', '.join(sorted(allowed))}")
+        raise OptbenchError(
+            f"problem {name!r} has no option {sorted(unknown)[0]!r}; valid: {', '.join(sorted(allowed))}"
+        )
 
 
-@problems.register("quadratic", "f(x) = (scale·x)^2 = 4x^2 from x0 = 2 (1-D); minimum 0 at x = 0", default_loss="none")
+@problems.register(
+    "quadratic", "f(x) = (scale·x)^2 = 4x^2 from x0 = 2 (1-D); minimum 0 at x = 0", default_loss="none"
+)
 def quadratic(device: str, scale: float = 2.0, x0: float = 2.0, **rest):
     """f(x) = (scale·x)^2; defaults f(x) = (2x)^2 = 4x^2 from x0 = 2, so f(x0) = 16.
 
@@ -93,34 +97,54 @@ def quadratic(device: str, scale: float = 2.0, x0: float = 2.0, **rest):
     stable iff lr < 2/L = 0.25 (heavy-ball momentum m: iff lr < 2(1 + m)/L). Minimum 0 at x = 0.
     """
     _toy_kwargs("quadratic", rest, {"scale", "x0"})
-    return ToyProblem("quadratic", lambda x: ((scale * x) ** 2).sum(), _point(x0, 1, "quadratic"), device,
-                      curvature=2 * scale**2)
+    return ToyProblem(
+        "quadratic",
+        lambda x: ((scale * x) ** 2).sum(),
+        _point(x0, 1, "quadratic"),
+        device,
+        curvature=2 * scale**2,
+    )
 
 
-@problems.register("rosenbrock", "(a - x)^2 + b(y - x^2)^2 from (-1.2, 1); minimum 0 at (1, 1)", default_loss="none")
+@problems.register(
+    "rosenbrock", "(a - x)^2 + b(y - x^2)^2 from (-1.2, 1); minimum 0 at (1, 1)", default_loss="none"
+)
 def rosenbrock(device: str, a: float = 1.0, b: float = 100.0, x0=(-1.2, 1.0), **rest):
     """Rosenbrock's banana: f(x, y) = (a - x)^2 + b(y - x^2)^2, a = 1, b = 100.
 
     Standard start (-1.2, 1) with f = 24.2; global minimum f = 0 at (a, a^2) = (1, 1).
     """
     _toy_kwargs("rosenbrock", rest, {"a", "b", "x0"})
-    return ToyProblem("rosenbrock", lambda p: (a - p[0]) ** 2 + b * (p[1] - p[0] ** 2) ** 2,
-                      _point(x0, 2, "rosenbrock"), device)
+    return ToyProblem(
+        "rosenbrock",
+        lambda p: (a - p[0]) ** 2 + b * (p[1] - p[0] ** 2) ** 2,
+        _point(x0, 2, "rosenbrock"),
+        device,
+    )
 
 
-@problems.register("rastrigin", "10·n + Σ(x_i^2 - 10 cos 2πx_i) from (2.2, -1.8); minimum 0 at 0", default_loss="none")
+@problems.register(
+    "rastrigin", "10·n + Σ(x_i^2 - 10 cos 2πx_i) from (2.2, -1.8); minimum 0 at 0", default_loss="none"
+)
 def rastrigin(device: str, A: float = 10.0, x0=(2.2, -1.8), **rest):
     """Rastrigin: f(x) = A·n + Σ (x_i^2 - A cos(2π x_i)), A = 10, n = 2; highly multimodal.
 
     Start (2.2, -1.8) (inside the usual [-5.12, 5.12]^2 box, between local minima); global minimum 0 at 0.
     """
     _toy_kwargs("rastrigin", rest, {"A", "x0"})
-    return ToyProblem("rastrigin", lambda p: A * p.numel() + (p**2 - A * torch.cos(2 * math.pi * p)).sum(),
-                      _point(x0, 2, "rastrigin"), device)
+    return ToyProblem(
+        "rastrigin",
+        lambda p: A * p.numel() + (p**2 - A * torch.cos(2 * math.pi * p)).sum(),
+        _point(x0, 2, "rastrigin"),
+        device,
+    )
 
 
-@problems.register("beale", "(1.5-x+xy)^2+(2.25-x+xy^2)^2+(2.625-x+xy^3)^2 from (1, 1.5); min 0 at (3, 0.5)",
-                   default_loss="none")
+@problems.register(
+    "beale",
+    "(1.5-x+xy)^2+(2.25-x+xy^2)^2+(2.625-x+xy^3)^2 from (1, 1.5); min 0 at (3, 0.5)",
+    default_loss="none",
+)
 def beale(device: str, x0=(1.0, 1.5), **rest):
     """Beale: f(x, y) = (1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2.
 
@@ -183,14 +207,30 @@ class MLPProblem(Problem):
 
     has_weights = True
 
-    def __init__(self, name: str, data: Dataset, *, width: int, depth: int, activation: str, loss: str,
-                 init: str, device: str, seed: int, steps: int, batch_size: int | None, eval_every: int):
+    def __init__(
+        self,
+        name: str,
+        data: Dataset,
+        *,
+        width: int,
+        depth: int,
+        activation: str,
+        loss: str,
+        init: str,
+        device: str,
+        seed: int,
+        steps: int,
+        batch_size: int | None,
+        eval_every: int,
+    ):
         super().__init__()
         activations.check_activation(activation)
         batch_size = 64 if batch_size is None else batch_size
         self.name, self.activation, self.eval_every = name, activation, eval_every
         if width < 1 or depth < 0:
-            raise OptbenchError(f"{name}: width must be >= 1 and depth >= 0, got width={width}, depth={depth}")
+            raise OptbenchError(
+                f"{name}: width must be >= 1 and depth >= 0, got width={width}, depth={depth}"
+            )
         if batch_size < 1:
             raise OptbenchError(f"batch size must be >= 1, got {batch_size}")
         in_dim = data.x_train.shape[1]
@@ -225,7 +265,9 @@ class MLPProblem(Problem):
     def _targets(y: torch.Tensor, classes: int | None, kind: str, loss: str) -> torch.Tensor:
         if classes is None:  # regression
             if kind != "dense":
-                raise NotApplicable(f"loss {loss!r} needs class targets; not applicable to a regression problem")
+                raise NotApplicable(
+                    f"loss {loss!r} needs class targets; not applicable to a regression problem"
+                )
             return y
         if kind == "index":
             return y
@@ -233,7 +275,9 @@ class MLPProblem(Problem):
 
     def param_groups(self, lr: float, head_lr_scale: float = 1.0, freeze: int = 0) -> list[dict]:
         if not 0 <= freeze < len(self.linears):
-            raise OptbenchError(f"--freeze {freeze}: must be in 0..{len(self.linears) - 1} for {len(self.linears)} layers")
+            raise OptbenchError(
+                f"--freeze {freeze}: must be in 0..{len(self.linears) - 1} for {len(self.linears)} layers"
+            )
         for layer in self.linears[:freeze]:
             layer.requires_grad_(False)
         head = list(self.linears[-1].parameters())
@@ -253,32 +297,104 @@ class MLPProblem(Problem):
         with torch.no_grad():
             out = self.model(self.x_val)
             val_loss = self.loss_module(out, self.y_val)
-            val_acc = (out.argmax(1) == self.val_labels).float().mean() if self.val_labels is not None else None
+            val_acc = (
+                (out.argmax(1) == self.val_labels).float().mean() if self.val_labels is not None else None
+            )
         self.model.train(was_training)
         return val_loss, val_acc
 
 
-_MLP_OPTIONS = ("width", "depth", "activation", "n_train", "n_val", "noise", "batch_size", "eval_every", "data_seed")
+_MLP_OPTIONS = (
+    "width",
+    "depth",
+    "activation",
+    "n_train",
+    "n_val",
+    "noise",
+    "batch_size",
+    "eval_every",
+    "data_seed",
+)
 
 
-@problems.register("mlp-regression", "MLP (width 64, depth 2, relu) on y = sin(2x·a) + (x·b)^2/2 + noise, 8-D x, MSE",
-                   default_loss="mse")
-def mlp_regression(device, *, init, loss, seed, steps, batch_size=None, width=64, depth=2, activation="relu",
-                   in_dim=8, n_train=1024, n_val=256, noise=0.1, eval_every=10, data_seed=0):
+@problems.register(
+    "mlp-regression",
+    "MLP (width 64, depth 2, relu) on y = sin(2x·a) + (x·b)^2/2 + noise, 8-D x, MSE",
+    default_loss="mse",
+)
+def mlp_regression(
+    device,
+    *,
+    init,
+    loss,
+    seed,
+    steps,
+    batch_size=None,
+    width=64,
+    depth=2,
+    activation="relu",
+    in_dim=8,
+    n_train=1024,
+    n_val=256,
+    noise=0.1,
+    eval_every=10,
+    data_seed=0,
+):
     """Regression on 8-D Gaussian inputs; 1024 train / 256 held-out points from a fixed data seed."""
-    return MLPProblem("mlp-regression", make_regression_data(n_train, n_val, in_dim, noise, data_seed), width=width,
-                      depth=depth, activation=activation, loss=loss, init=init, device=device, seed=seed, steps=steps,
-                      batch_size=batch_size, eval_every=eval_every)
+    return MLPProblem(
+        "mlp-regression",
+        make_regression_data(n_train, n_val, in_dim, noise, data_seed),
+        width=width,
+        depth=depth,
+        activation=activation,
+        loss=loss,
+        init=init,
+        device=device,
+        seed=seed,
+        steps=steps,
+        batch_size=batch_size,
+        eval_every=eval_every,
+    )
 
 
-@problems.register("mlp-classification", "MLP (width 64, depth 2, relu) on 3 interleaved 2-D spirals, cross-entropy",
-                   default_loss="cross-entropy")
-def mlp_classification(device, *, init, loss, seed, steps, batch_size=None, width=64, depth=2, activation="relu",
-                       classes=3, n_train=1536, n_val=384, noise=0.05, eval_every=10, data_seed=0):
+@problems.register(
+    "mlp-classification",
+    "MLP (width 64, depth 2, relu) on 3 interleaved 2-D spirals, cross-entropy",
+    default_loss="cross-entropy",
+)
+def mlp_classification(
+    device,
+    *,
+    init,
+    loss,
+    seed,
+    steps,
+    batch_size=None,
+    width=64,
+    depth=2,
+    activation="relu",
+    classes=3,
+    n_train=1536,
+    n_val=384,
+    noise=0.05,
+    eval_every=10,
+    data_seed=0,
+):
     """Spiral classification; 1536 train / 384 held-out points; val accuracy reported every ``eval_every``."""
-    return MLPProblem("mlp-classification", make_spirals(n_train, n_val, classes, noise, data_seed), width=width,
-                      depth=depth, activation=activation, loss=loss, init=init, device=device, seed=seed, steps=steps,
-                      batch_size=batch_size, eval_every=eval_every)
+    return MLPProblem(
+        "mlp-classification",
+        make_spirals(n_train, n_val, classes, noise, data_seed),
+        width=width,
+        depth=depth,
+        activation=activation,
+        loss=loss,
+        init=init,
+        device=device,
+        seed=seed,
+        steps=steps,
+        batch_size=batch_size,
+        eval_every=eval_every,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -297,8 +413,16 @@ def is_toy(problem: str) -> bool:
     return default_loss(problem) == "none"
 
 
-def build_problem(problem: str, *, init: str = "default", loss: str = "auto", device: str = "cpu", seed: int = 0,
-                  steps: int = 100, batch_size: int | None = None) -> Problem:
+def build_problem(
+    problem: str,
+    *,
+    init: str = "default",
+    loss: str = "auto",
+    device: str = "cpu",
+    seed: int = 0,
+    steps: int = 100,
+    batch_size: int | None = None,
+) -> Problem:
     """Instantiate a problem from its spec string (seed torch before calling: it draws the init)."""
     spec = parse_spec(problem, what="problem")
     entry = problems.get(spec.name)
@@ -315,7 +439,9 @@ def build_problem(problem: str, *, init: str = "default", loss: str = "auto", de
         except TypeError as err:
             raise OptbenchError(f"problem {spec.canonical()!r}: {err}") from None
     try:
-        return entry.factory(device, init=init, loss=loss, seed=seed, steps=steps, batch_size=batch_size, **spec.kw)
+        return entry.factory(
+            device, init=init, loss=loss, seed=seed, steps=steps, batch_size=batch_size, **spec.kw
+        )
     except TypeError as err:
         raise OptbenchError(
             f"problem {spec.canonical()!r}: {err}; options: width, depth, activation, in_dim/classes, "

@@ -36,8 +36,18 @@ from optbench.errors import OptbenchError
 from optbench.spec import CONFIG_FIELDS
 
 REPORT_FORMATS = ("html", "md")
-FIGURE_NAMES = ("loss-vs-step", "sensitivity", "heatmap", "trajectories", "lr-schedules", "schedules", "lr-find",
-                "init-std", "init-gains", "amp")
+FIGURE_NAMES = (
+    "loss-vs-step",
+    "sensitivity",
+    "heatmap",
+    "trajectories",
+    "lr-schedules",
+    "schedules",
+    "lr-find",
+    "init-std",
+    "init-gains",
+    "amp",
+)
 SCHEDULES_FILE = "schedules.parquet"
 MAX_SENSITIVITY_PANELS = 24
 ENV_KEYS = ("optbench", "torch", "python", "platform", "cpu", "cpu_count", "cuda_available", "cuda", "gpu")
@@ -141,8 +151,10 @@ def load(folder: Path | str) -> Results:
         if path.exists():
             setattr(results, kind, pd.read_parquet(path))
     if results.empty():
-        raise OptbenchError(f"no results in {str(folder)!r}: expected {store.RUNS_FILE}, {SCHEDULES_FILE}, "
-                            f"{_data_file('layers')} or {_data_file('amp')}")
+        raise OptbenchError(
+            f"no results in {str(folder)!r}: expected {store.RUNS_FILE}, {SCHEDULES_FILE}, "
+            f"{_data_file('layers')} or {_data_file('amp')}"
+        )
     return results
 
 
@@ -212,17 +224,27 @@ def stability_table(results: Results):
         if initial is None:
             first = results.traces[results.traces["step"] == 0]
             initial = dict(zip(first["run_id"], first["loss"], strict=True))
-        group = group.assign(stable=(group["status"] == "ok") & (group["final_loss"] < group["run_id"].map(initial)))
+        group = group.assign(
+            stable=(group["status"] == "ok") & (group["final_loss"] < group["run_id"].map(initial))
+        )
         per_lr = group[group["status"].isin(["ok", "diverged"])].groupby("lr")["stable"].all()
         stable = per_lr[per_lr]
         largest = float(stable.index.max()) if len(stable) else None
         above = per_lr[~per_lr & (per_lr.index > (largest or 0))]
         check = BoundCheck(bound, largest, float(above.index.min()) if len(above) else None)
         row = dict(zip(by, _key(key), strict=True))
-        rows.append({"problem": row["problem"], "optimizer": row["optimizer"], "momentum": row["momentum"],
-                     "scheduler": row["scheduler"], "analytic bound (lr <)": bound,
-                     "largest stable lr": check.largest_stable, "smallest unstable lr": check.smallest_unstable,
-                     "agrees": {True: "yes", False: "NO", None: "not tested"}[check.agrees]})
+        rows.append(
+            {
+                "problem": row["problem"],
+                "optimizer": row["optimizer"],
+                "momentum": row["momentum"],
+                "scheduler": row["scheduler"],
+                "analytic bound (lr <)": bound,
+                "largest stable lr": check.largest_stable,
+                "smallest unstable lr": check.smallest_unstable,
+                "agrees": {True: "yes", False: "NO", None: "not tested"}[check.agrees],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -240,22 +262,42 @@ def summarize(runs):
     for status in ("ok", "diverged", "invalid", "failed"):
         frame[status] = (frame["status"] == status).astype(int)
     keys = [c for c in CONFIG_FIELDS if c != "seed"]
-    summary = frame.groupby(keys, dropna=False, sort=False).agg(
-        seeds=("run_id", "size"), ok=("ok", "sum"), diverged=("diverged", "sum"), invalid=("invalid", "sum"),
-        failed=("failed", "sum"), final_loss_mean=("_ok_loss", "mean"), final_loss_std=("_ok_loss", "std"),
-        reason=("reason", "first")).reset_index()
+    summary = (
+        frame.groupby(keys, dropna=False, sort=False)
+        .agg(
+            seeds=("run_id", "size"),
+            ok=("ok", "sum"),
+            diverged=("diverged", "sum"),
+            invalid=("invalid", "sum"),
+            failed=("failed", "sum"),
+            final_loss_mean=("_ok_loss", "mean"),
+            final_loss_std=("_ok_loss", "std"),
+            reason=("reason", "first"),
+        )
+        .reset_index()
+    )
     clean = summary[(summary["ok"] == summary["seeds"]) & summary["final_loss_mean"].notna()]
     summary["best"] = False
     if len(clean):
-        summary.loc[clean.groupby(["problem", "optimizer"])["final_loss_mean"].idxmin().to_numpy(), "best"] = True
+        summary.loc[
+            clean.groupby(["problem", "optimizer"])["final_loss_mean"].idxmin().to_numpy(), "best"
+        ] = True
     return summary
 
 
 def best_cells(runs):
     summary = summarize(runs)
     best = summary[summary["best"]].sort_values(["problem", "final_loss_mean"])
-    shown = ["problem", "optimizer", "lr", "momentum", *[c for c in varying(runs) if c not in
-             ("problem", "optimizer", "momentum")], "seeds", "final_loss_mean", "final_loss_std"]
+    shown = [
+        "problem",
+        "optimizer",
+        "lr",
+        "momentum",
+        *[c for c in varying(runs) if c not in ("problem", "optimizer", "momentum")],
+        "seeds",
+        "final_loss_mean",
+        "final_loss_std",
+    ]
     if runs["final_val_acc"].notna().any():
         acc = runs.groupby([c for c in CONFIG_FIELDS if c != "seed"], dropna=False)["final_val_acc"].mean()
         best = best.merge(acc.rename("final_val_acc_mean").reset_index(), how="left")
@@ -273,8 +315,13 @@ def status_table(runs):
         row = dict(zip(by, _key(key), strict=True))
         counts = group["status"].value_counts()
         diverged = group[group["status"] == "diverged"]
-        row.update({"runs": len(group), **{s: int(counts.get(s, 0)) for s in ("ok", "diverged", "invalid", "failed")},
-                    "smallest diverged lr": float(diverged["lr"].min()) if len(diverged) else None})
+        row.update(
+            {
+                "runs": len(group),
+                **{s: int(counts.get(s, 0)) for s in ("ok", "diverged", "invalid", "failed")},
+                "smallest diverged lr": float(diverged["lr"].min()) if len(diverged) else None,
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -346,12 +393,22 @@ def lr_find_comparison(results: Results, compare: list[Path]):
             continue
         best_lr, best_loss, n_lrs = best
         valley, tenth = analysis.valley_lr, analysis.minimum_lr_div10
-        rows.append({"lr-find folder": finder.name, "grid folder": grid_name, "problem": run["problem"],
-                     "optimizer": run["optimizer"], "grid lrs": n_lrs, "grid best lr": best_lr,
-                     "its final loss": best_loss, "valley lr": valley, "minimum/10 lr": tenth,
-                     "steepest lr": analysis.steepest_lr,
-                     "valley / best": valley / best_lr if valley else None,
-                     "minimum/10 / best": tenth / best_lr if tenth else None})
+        rows.append(
+            {
+                "lr-find folder": finder.name,
+                "grid folder": grid_name,
+                "problem": run["problem"],
+                "optimizer": run["optimizer"],
+                "grid lrs": n_lrs,
+                "grid best lr": best_lr,
+                "its final loss": best_loss,
+                "valley lr": valley,
+                "minimum/10 lr": tenth,
+                "steepest lr": analysis.steepest_lr,
+                "valley / best": valley / best_lr if valley else None,
+                "minimum/10 / best": tenth / best_lr if tenth else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -396,10 +453,21 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
     def loss_vs_step():
         path = outdir / f"loss_vs_step.{fmt}"
         if not by:
-            return plots.loss_vs_step(done, results.traces, path, title=f"{what}: loss vs step per learning rate")
-        return facets.facet_plot(done, results.traces, path, y="loss", x="step", hue="lr", col=by[0],
-                                 row=by[1] if len(by) > 1 else None, logy=True,
-                                 title="training loss vs step per lr").path
+            return plots.loss_vs_step(
+                done, results.traces, path, title=f"{what}: loss vs step per learning rate"
+            )
+        return facets.facet_plot(
+            done,
+            results.traces,
+            path,
+            y="loss",
+            x="step",
+            hue="lr",
+            col=by[0],
+            row=by[1] if len(by) > 1 else None,
+            logy=True,
+            title="training loss vs step per lr",
+        ).path
 
     bounds = analytic_bounds(done, by) if len(lrs) >= 2 else {}
 
@@ -410,26 +478,43 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
             return plots.final_loss_vs_lr(done, path, bound=bounds.get(()), logx=_logx(lrs), title=title)
         n_groups = len(_groups(done, by))
         if n_groups > MAX_SENSITIVITY_PANELS:
-            raise OptbenchError(f"{n_groups} groups are too many panels; draw a selection with bench plot DIR "
-                                "--y final_loss --x lr --logx --logy --hue ... --where ...")
+            raise OptbenchError(
+                f"{n_groups} groups are too many panels; draw a selection with bench plot DIR "
+                "--y final_loss --x lr --logx --logy --hue ... --where ..."
+            )
         return plots.sensitivity(done, path, by=by, bounds=bounds, logx=_logx(lrs), title=title)
 
     def heatmap():
-        return plots.lr_momentum_heatmap(done, outdir / f"heatmap_lr_momentum.{fmt}",
-                                         by=[c for c in by if c != "momentum"],
-                                         title=f"{what}: final loss over lr x momentum" if what else
-                                         "final loss over lr x momentum")
+        return plots.lr_momentum_heatmap(
+            done,
+            outdir / f"heatmap_lr_momentum.{fmt}",
+            by=[c for c in by if c != "momentum"],
+            title=f"{what}: final loss over lr x momentum" if what else "final loss over lr x momentum",
+        )
 
     if len(lrs) >= 2 and not is_find and wanted("loss-vs-step"):
-        figures.draw("loss-vs-step", "Training loss per step, one line per learning rate (mean over seeds, band ±1 "
-                     "std); an x ends a run that diverged.", loss_vs_step)
+        figures.draw(
+            "loss-vs-step",
+            "Training loss per step, one line per learning rate (mean over seeds, band ±1 "
+            "std); an x ends a run that diverged.",
+            loss_vs_step,
+        )
     if len(lrs) >= 2 and not is_find and wanted("sensitivity"):
-        figures.draw("sensitivity", "Sensitivity: final loss per learning rate; red x = diverged, the shaded region "
-                     "is where every run diverged" + ("; the dashed line is the analytic bound 2(1+m)/L" if bounds
-                                                      else "") + ".", sensitivity)
+        figures.draw(
+            "sensitivity",
+            "Sensitivity: final loss per learning rate; red x = diverged, the shaded region "
+            "is where every run diverged"
+            + ("; the dashed line is the analytic bound 2(1+m)/L" if bounds else "")
+            + ".",
+            sensitivity,
+        )
     if len(lrs) >= 2 and done["momentum"].astype(str).nunique() >= 2 and wanted("heatmap"):
-        figures.draw("heatmap", "Median final loss over seeds per (lr, momentum) cell; hatched red 'div' = every "
-                     "seed diverged, 'k/n div' = some did, grey n/a = could not run.", heatmap)
+        figures.draw(
+            "heatmap",
+            "Median final loss over seeds per (lr, momentum) cell; hatched red 'div' = every "
+            "seed diverged, 'k/n div' = some did, grey n/a = could not run.",
+            heatmap,
+        )
     if wanted("trajectories"):
         traces = results.traces
         planar = traces.groupby("run_id")[["x0", "x1"]].apply(lambda t: t.notna().all(axis=None))
@@ -438,15 +523,24 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
             if not planar.reindex(ids).fillna(False).astype(bool).all():
                 continue
             path = outdir / f"trajectories_{_slug(problem)}.{fmt}"
-            figures.draw("trajectories", f"Iterates of each optimizer on the contour lines of {problem} (start: "
-                         "black dot; last point: star).",
-                         lambda p=problem, path=path: plots.trajectories(done, traces, path, p))
+            figures.draw(
+                "trajectories",
+                f"Iterates of each optimizer on the contour lines of {problem} (start: "
+                "black dot; last point: star).",
+                lambda p=problem, path=path: plots.trajectories(done, traces, path, p),
+            )
     if not is_find and (done["scheduler"] != "none").any() and wanted("lr-schedules"):
-        figures.draw("lr-schedules", "The lr each scheduler gave every step of a run, divided by the run's "
-                     "configured lr (one run per scheduler).",
-                     lambda: plots.schedules(_recorded_schedules(done, results.traces), outdir / f"lr_schedules.{fmt}",
-                                             ylabel="lr / configured lr",
-                                             title="lr multiplier each scheduler applied (recorded by the engine)"))
+        figures.draw(
+            "lr-schedules",
+            "The lr each scheduler gave every step of a run, divided by the run's "
+            "configured lr (one run per scheduler).",
+            lambda: plots.schedules(
+                _recorded_schedules(done, results.traces),
+                outdir / f"lr_schedules.{fmt}",
+                ylabel="lr / configured lr",
+                title="lr multiplier each scheduler applied (recorded by the engine)",
+            ),
+        )
     if is_find and wanted("lr-find"):
         from optbench import lrfind
 
@@ -457,8 +551,12 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
             analysis, run = found
             return lrfind.draw(analysis, outdir / f"lr_find.{fmt}", _config_of(run))
 
-        figures.draw("lr-find", "Learning-rate range test: loss per step against the lr that step used "
-                     "(exponential ramp), the bias-corrected EMA and the three suggestions.", lr_find)
+        figures.draw(
+            "lr-find",
+            "Learning-rate range test: loss per step against the lr that step used "
+            "(exponential ramp), the bias-corrected EMA and the three suggestions.",
+            lr_find,
+        )
 
 
 def _recorded_schedules(runs, traces):
@@ -468,7 +566,9 @@ def _recorded_schedules(runs, traces):
     for scheduler, group in runs.groupby("scheduler", sort=True):
         run = group.sort_values(["status", "steps_completed"], ascending=[False, False]).iloc[0]
         trace = traces[traces["run_id"] == run["run_id"]].sort_values("step")
-        frames.append(pd.DataFrame({"scheduler": scheduler, "step": trace["step"], "lr": trace["lr"] / run["lr"]}))
+        frames.append(
+            pd.DataFrame({"scheduler": scheduler, "step": trace["step"], "lr": trace["lr"] / run["lr"]})
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -476,7 +576,9 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text).strip("_")[:60]
 
 
-def standard_figures(results: Results, outdir: Path, fmt: str = "png", only: set[str] | None = None) -> list[Figure]:
+def standard_figures(
+    results: Results, outdir: Path, fmt: str = "png", only: set[str] | None = None
+) -> list[Figure]:
     """Every standard figure that applies to ``results`` (or only the names in ``only``), drawn in ``outdir``."""
     from optbench import plots
 
@@ -499,21 +601,33 @@ def standard_figures(results: Results, outdir: Path, fmt: str = "png", only: set
         title = "lr per step of every scheduler"
         if params:
             title += f" (base lr {params.get('lr')}, {params.get('steps')} steps)"
-        figures.draw("schedules", "The lr each step uses, from the real scheduler objects on a dummy SGD optimizer "
-                     "(defaults derived from the run length).",
-                     lambda: plots.schedules(results.schedules, outdir / f"schedules.{fmt}", notes=notes, title=title))
+        figures.draw(
+            "schedules",
+            "The lr each step uses, from the real scheduler objects on a dummy SGD optimizer "
+            "(defaults derived from the run length).",
+            lambda: plots.schedules(results.schedules, outdir / f"schedules.{fmt}", notes=notes, title=title),
+        )
     initplots = _module("optbench.initplots")
     if initplots is not None and results.layers is not None and wanted("init-std"):
-        figures.draw("init-std", "Std of each layer's output through the deep stack, per init and activation "
-                     "(drawn by optbench.initplots).",
-                     lambda: initplots.plot_std_vs_layer(results.layers, outdir / f"std_vs_layer.{fmt}"))
+        figures.draw(
+            "init-std",
+            "Std of each layer's output through the deep stack, per init and activation "
+            "(drawn by optbench.initplots).",
+            lambda: initplots.plot_std_vs_layer(results.layers, outdir / f"std_vs_layer.{fmt}"),
+        )
     if initplots is not None and results.gains is not None and wanted("init-gains"):
-        figures.draw("init-gains", "nn.init.calculate_gain against the measured gain per activation (drawn by "
-                     "optbench.initplots).", lambda: initplots.plot_gain_table(results.gains, outdir / f"gain_table.{fmt}"))
+        figures.draw(
+            "init-gains",
+            "nn.init.calculate_gain against the measured gain per activation (drawn by optbench.initplots).",
+            lambda: initplots.plot_gain_table(results.gains, outdir / f"gain_table.{fmt}"),
+        )
     ampplots = _module("optbench.ampplots")
     if ampplots is not None and results.amp is not None and len(results.amp) and wanted("amp"):
-        figures.draw("amp", "Training-step speed-up over fp32 per width and precision (drawn by optbench.ampplots).",
-                     lambda: ampplots.plot_amp(results.amp, outdir / f"amp.{fmt}"))
+        figures.draw(
+            "amp",
+            "Training-step speed-up over fp32 per width and precision (drawn by optbench.ampplots).",
+            lambda: ampplots.plot_amp(results.amp, outdir / f"amp.{fmt}"),
+        )
     return list(figures)
 
 
@@ -541,12 +655,15 @@ def _header(results: Results) -> Section:
     section.tables.append(Table("Environment", pd.DataFrame(env, columns=["key", "value"])))
     params = [(k, _compact(v)) for k, v in manifest.items() if k not in _NOT_PARAMS]
     if params:
-        section.tables.append(Table("Parameters recorded in the manifest", pd.DataFrame(params, columns=["key", "value"])))
+        section.tables.append(
+            Table("Parameters recorded in the manifest", pd.DataFrame(params, columns=["key", "value"]))
+        )
     return section
 
 
 def _compact(value, limit: int = 240) -> str:
     """One line of JSON (floats to 6 significant digits), cut at ``limit`` characters."""
+
     def shorten(v):
         if isinstance(v, float):
             return float(f"{v:.6g}")
@@ -565,13 +682,21 @@ def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
     sections = []
     overview = Section("Runs")
     counts = runs["status"].value_counts()
-    overview.text.append(f"{len(runs)} runs: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in
-                         ("ok", "diverged", "invalid", "failed")) + ". Varying: "
-                         + (", ".join(f"{c} ({runs[c].astype(str).nunique()})" for c in varying(runs, ("seed",)))
-                            or "nothing") + f"; seeds per cell: {runs['seed'].nunique()}.")
+    overview.text.append(
+        f"{len(runs)} runs: "
+        + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "diverged", "invalid", "failed"))
+        + ". Varying: "
+        + (", ".join(f"{c} ({runs[c].astype(str).nunique()})" for c in varying(runs, ("seed",))) or "nothing")
+        + f"; seeds per cell: {runs['seed'].nunique()}."
+    )
     if results.experiment != "lr-find":
-        overview.tables.append(Table("Best cell per optimizer (per problem and loss)", best_cells(runs),
-                                     "Lowest mean final loss over seeds among cells where every seed finished ok."))
+        overview.tables.append(
+            Table(
+                "Best cell per optimizer (per problem and loss)",
+                best_cells(runs),
+                "Lowest mean final loss over seeds among cells where every seed finished ok.",
+            )
+        )
     overview.tables.append(Table("Status per group", status_table(runs)))
     reasons = reasons_table(runs)
     if reasons is not None:
@@ -581,9 +706,11 @@ def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
         table = stability_table(results)
         if len(table):
             stability = Section("Stability bound vs measurement")
-            stability.text.append("SGD (heavy ball m) on a quadratic of curvature L is stable iff lr < 2(1+m)/L. "
-                                  "Measured: an lr is stable when every seed ends ok below its initial loss; the "
-                                  "bound agrees when largest stable < bound <= smallest unstable.")
+            stability.text.append(
+                "SGD (heavy ball m) on a quadratic of curvature L is stable iff lr < 2(1+m)/L. "
+                "Measured: an lr is stable when every seed ends ok below its initial loss; the "
+                "bound agrees when largest stable < bound <= smallest unstable."
+            )
             stability.tables.append(Table("Analytic bound vs measured bracket", table))
             sections.append(stability)
     if results.experiment == "lr-find":
@@ -617,19 +744,33 @@ def _lr_find_section(results: Results, compare: list[Path]) -> Section:
         f"{run['problem']} with {run['optimizer']}: lr from {params.get('start')} to {params.get('end')} over "
         f"{params.get('steps')} steps (ExponentialLR), loss smoothed by an EMA with beta {params.get('beta')}; "
         f"stopped: {info.get('stopped_because', '?')} after {info.get('stop_step', '?')} steps. Suggested lr "
-        f"(valley rule): {_fmt(results.manifest.get('suggested_lr'))}.")
-    rules = [("valley", info.get("valley_lr"), "longest decreasing stretch of the smoothed loss, about half way down"),
-             ("steepest", info.get("steepest_lr"), "most negative slope of the smoothed loss against log lr"),
-             ("minimum/10", info.get("minimum_lr_div10"), "lr at the smallest smoothed loss, divided by 10")]
+        f"(valley rule): {_fmt(results.manifest.get('suggested_lr'))}."
+    )
+    rules = [
+        (
+            "valley",
+            info.get("valley_lr"),
+            "longest decreasing stretch of the smoothed loss, about half way down",
+        ),
+        ("steepest", info.get("steepest_lr"), "most negative slope of the smoothed loss against log lr"),
+        ("minimum/10", info.get("minimum_lr_div10"), "lr at the smallest smoothed loss, divided by 10"),
+    ]
     section.tables.append(Table("Suggestions", pd.DataFrame(rules, columns=["rule", "lr", "meaning"])))
     comparison = lr_find_comparison(results, compare)
     if len(comparison):
-        section.tables.append(Table("Against the best lr of grids over the same problem and optimizer", comparison,
-                                    "Grids found beside this folder (or named with --compare); best = lowest mean "
-                                    "final loss over seeds."))
+        section.tables.append(
+            Table(
+                "Against the best lr of grids over the same problem and optimizer",
+                comparison,
+                "Grids found beside this folder (or named with --compare); best = lowest mean "
+                "final loss over seeds.",
+            )
+        )
     else:
-        section.text.append("No grid over the same problem and optimizer was found beside this folder "
-                            "(name one with --compare) to compare the suggestion with.")
+        section.text.append(
+            "No grid over the same problem and optimizer was found beside this folder "
+            "(name one with --compare) to compare the suggestion with."
+        )
     return section
 
 
@@ -641,7 +782,9 @@ def _other_sections(results: Results) -> list[Section]:
         section = Section("LR schedulers")
         notes = results.manifest.get("schedule_notes", {})
         if notes:
-            section.tables.append(Table("Notes", pd.DataFrame(sorted(notes.items()), columns=["scheduler", "note"])))
+            section.tables.append(
+                Table("Notes", pd.DataFrame(sorted(notes.items()), columns=["scheduler", "note"]))
+            )
         sections.append(section)
     if results.layers is not None:
         section = Section("Init report")
@@ -650,8 +793,14 @@ def _other_sections(results: Results) -> list[Section]:
         for (init, act), group in layers.groupby(["init", "activation"], sort=False):
             bad = group[~group["finite"].astype(bool)]["layer"]
             last = group[group["layer"] == group["layer"].max()]["act_std"]
-            rows.append({"init": init, "activation": act, "first non-finite layer": int(bad.min()) if len(bad) else None,
-                         "std of the last layer": float(last.mean()) if len(last) else None})
+            rows.append(
+                {
+                    "init": init,
+                    "activation": act,
+                    "first non-finite layer": int(bad.min()) if len(bad) else None,
+                    "std of the last layer": float(last.mean()) if len(last) else None,
+                }
+            )
         section.tables.append(Table("Activation std per init", pd.DataFrame(rows)))
         if results.gains is not None:
             section.tables.append(Table("Gains", results.gains))
@@ -660,11 +809,28 @@ def _other_sections(results: Results) -> list[Section]:
         sections.append(section)
     if results.amp is not None:
         section = Section("Mixed precision (AMP)")
-        shown = [c for c in ("width", "depth", "batch", "precision", "tf32", "median_s", "iqr_s", "speedup",
-                             "peak_mem_bytes", "device", "device_name") if c in results.amp.columns]
+        shown = [
+            c
+            for c in (
+                "width",
+                "depth",
+                "batch",
+                "precision",
+                "tf32",
+                "median_s",
+                "iqr_s",
+                "speedup",
+                "peak_mem_bytes",
+                "device",
+                "device_name",
+            )
+            if c in results.amp.columns
+        ]
         section.tables.append(Table("Step time per width and precision", results.amp[shown]))
         if "warning" in results.amp.columns:
-            warnings = list(dict.fromkeys(w for text in results.amp["warning"].dropna() for w in str(text).split("\n")))
+            warnings = list(
+                dict.fromkeys(w for text in results.amp["warning"].dropna() for w in str(text).split("\n"))
+            )
             section.text += [f"Warning: {w}" for w in warnings[:10]]
         if _module("optbench.ampplots") is None:
             section.text.append("(optbench.ampplots is not installed: figure skipped.)")
@@ -673,12 +839,23 @@ def _other_sections(results: Results) -> list[Section]:
 
 
 # Which section each figure belongs to.
-_FIGURE_SECTION = {"loss-vs-step": "Runs", "sensitivity": "Runs", "heatmap": "Runs", "trajectories": "Runs",
-                   "lr-schedules": "Runs", "lr-find": "Learning-rate range test", "schedules": "LR schedulers",
-                   "init-std": "Init report", "init-gains": "Init report", "amp": "Mixed precision (AMP)"}
+_FIGURE_SECTION = {
+    "loss-vs-step": "Runs",
+    "sensitivity": "Runs",
+    "heatmap": "Runs",
+    "trajectories": "Runs",
+    "lr-schedules": "Runs",
+    "lr-find": "Learning-rate range test",
+    "schedules": "LR schedulers",
+    "init-std": "Init report",
+    "init-gains": "Init report",
+    "amp": "Mixed precision (AMP)",
+}
 
 
-def build_sections(results: Results, outdir: Path, fmt: str = "png", compare: list[Path] | None = None) -> list[Section]:
+def build_sections(
+    results: Results, outdir: Path, fmt: str = "png", compare: list[Path] | None = None
+) -> list[Section]:
     sections = [_header(results)]
     if results.runs is not None and len(results.runs):
         sections += _run_sections(results, list(compare or []))
@@ -747,9 +924,13 @@ def _html_table(table: Table) -> str:
     lines = [f"<h3>{html.escape(table.title)}</h3>"]
     if table.note:
         lines.append(f'<p class="note">{html.escape(table.note)}</p>')
-    lines.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>")
+    lines.append(
+        "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+    )
     for row in rows:
-        cells = "".join(f'<td{" class=num" if numeric[i] else ""}>{html.escape(v)}</td>' for i, v in enumerate(row))
+        cells = "".join(
+            f"<td{' class=num' if numeric[i] else ''}>{html.escape(v)}</td>" for i, v in enumerate(row)
+        )
         lines.append(f"<tr>{cells}</tr>")
     lines.append("</tbody></table>")
     return "\n".join(lines)
@@ -780,11 +961,15 @@ def render_html(sections: list[Section], title: str) -> str:
             if figure.path is None:
                 body.append(f'<p class="note">{html.escape(figure.caption)}</p>')
                 continue
-            body.append(f'<figure><img src="{_data_uri(figure.path)}" alt="{html.escape(figure.name)}">'
-                        f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
+            body.append(
+                f'<figure><img src="{_data_uri(figure.path)}" alt="{html.escape(figure.name)}">'
+                f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
+            )
         body.append("</section>")
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     # Text may quote URLs (torch warnings do); write "://" as an entity so the file names no network address.
     return page.replace("://", "&#58;//")
 
@@ -802,18 +987,31 @@ def render_markdown(sections: list[Section], title: str, base: Path) -> str:
                 lines += [f"_{table.note}_", ""]
             lines.append("| " + " | ".join(h.replace("|", "\\|") for h in head) + " |")
             lines.append("|" + "---|" * len(head))
-            lines += ["| " + " | ".join(v.replace("|", "\\|").replace("\n", " ") for v in row) + " |" for row in rows]
+            lines += [
+                "| " + " | ".join(v.replace("|", "\\|").replace("\n", " ") for v in row) + " |"
+                for row in rows
+            ]
             lines.append("")
         for figure in section.figures:
             if figure.path is None:
                 lines += [f"_{figure.caption}_", ""]
                 continue
-            lines += [f"![{figure.name}]({figure.path.relative_to(base).as_posix()})", "", f"_{figure.caption}_", ""]
+            lines += [
+                f"![{figure.name}]({figure.path.relative_to(base).as_posix()})",
+                "",
+                f"_{figure.caption}_",
+                "",
+            ]
     return "\n".join(lines)
 
 
-def build_report(folder: Path | str, fmt: str = "html", figure_format: str = "png",
-                 compare: list[Path | str] | None = None, out: Path | str | None = None) -> Path:
+def build_report(
+    folder: Path | str,
+    fmt: str = "html",
+    figure_format: str = "png",
+    compare: list[Path | str] | None = None,
+    out: Path | str | None = None,
+) -> Path:
     """Write DIR/report.html (figures embedded) or DIR/report.md (+ DIR/report_files/); return its path."""
     from optbench import store
 

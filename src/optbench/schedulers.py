@@ -22,8 +22,14 @@ from optbench.spec import Spec, parse_spec
 
 schedulers = Registry("scheduler")
 
-ALIASES = {"StepLR": ["step"], "CosineAnnealingLR": ["cosine"], "OneCycleLR": ["onecycle"],
-           "ReduceLROnPlateau": ["plateau"], "ExponentialLR": ["exponential"], "CyclicLR": ["cyclic"]}
+ALIASES = {
+    "StepLR": ["step"],
+    "CosineAnnealingLR": ["cosine"],
+    "OneCycleLR": ["onecycle"],
+    "ReduceLROnPlateau": ["plateau"],
+    "ExponentialLR": ["exponential"],
+    "CyclicLR": ["cyclic"],
+}
 
 
 class StepHalving:
@@ -48,14 +54,18 @@ class StepHalving:
         return [group["lr"] for group in self.optimizer.param_groups]
 
 
-def warmup_cosine(optimizer, steps: int, warmup: int | None = None, start_factor: float = 0.1, eta_min: float = 0.0):
+def warmup_cosine(
+    optimizer, steps: int, warmup: int | None = None, start_factor: float = 0.1, eta_min: float = 0.0
+):
     """Linear warm-up from ``start_factor``·lr over ``warmup`` steps (default steps // 10), then cosine
     annealing to ``eta_min`` over the rest: ``SequentialLR([LinearLR, CosineAnnealingLR])``."""
     warmup = max(1, steps // 10) if warmup is None else warmup
     return torch_schedulers.SequentialLR(
         optimizer,
-        [torch_schedulers.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup),
-         torch_schedulers.CosineAnnealingLR(optimizer, T_max=max(1, steps - warmup), eta_min=eta_min)],
+        [
+            torch_schedulers.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup),
+            torch_schedulers.CosineAnnealingLR(optimizer, T_max=max(1, steps - warmup), eta_min=eta_min),
+        ],
         milestones=[warmup],
     )
 
@@ -80,21 +90,33 @@ def derived_defaults(class_name: str, steps: int, lr: float) -> dict[str, Any]:
         "OneCycleLR": {"max_lr": lr, "total_steps": steps},
         "LambdaLR": {"lr_lambda": lambda t: max(0.0, 1 - t / max(1, steps))},  # linear decay to 0
         "MultiplicativeLR": {"lr_lambda": lambda t: _decay_to_one_percent(steps)},
-        "SequentialLR": {"schedulers": [f"linearlr(start_factor=0.1, total_iters={max(1, steps // 10)})",
-                                        f"cosineannealinglr(T_max={max(1, steps - max(1, steps // 10))})"],
-                         "milestones": [max(1, steps // 10)]},
-        "ChainedScheduler": {"schedulers": [f"constantlr(factor=0.5, total_iters={max(1, steps // 10)})",
-                                            "exponentiallr"]},
+        "SequentialLR": {
+            "schedulers": [
+                f"linearlr(start_factor=0.1, total_iters={max(1, steps // 10)})",
+                f"cosineannealinglr(T_max={max(1, steps - max(1, steps // 10))})",
+            ],
+            "milestones": [max(1, steps // 10)],
+        },
+        "ChainedScheduler": {
+            "schedulers": [f"constantlr(factor=0.5, total_iters={max(1, steps // 10)})", "exponentiallr"]
+        },
     }.get(class_name, {})
 
 
 _DERIVED_NOTES = {
-    "StepLR": "step_size=steps//4", "MultiStepLR": "milestones=[steps/2, 3steps/4]",
-    "ConstantLR": "total_iters=steps//4", "LinearLR": "total_iters=steps", "PolynomialLR": "total_iters=steps",
-    "ExponentialLR": "gamma=0.01^(1/steps)", "CosineAnnealingLR": "T_max=steps",
-    "CosineAnnealingWarmRestarts": "T_0=steps//4", "CyclicLR": "base_lr=lr/10, max_lr=lr, step_size_up=steps//4",
-    "OneCycleLR": "max_lr=lr, total_steps=steps", "LambdaLR": "lr_lambda=1-t/steps",
-    "MultiplicativeLR": "lr_lambda=0.01^(1/steps)", "SequentialLR": "linear warm-up steps//10, then cosine",
+    "StepLR": "step_size=steps//4",
+    "MultiStepLR": "milestones=[steps/2, 3steps/4]",
+    "ConstantLR": "total_iters=steps//4",
+    "LinearLR": "total_iters=steps",
+    "PolynomialLR": "total_iters=steps",
+    "ExponentialLR": "gamma=0.01^(1/steps)",
+    "CosineAnnealingLR": "T_max=steps",
+    "CosineAnnealingWarmRestarts": "T_0=steps//4",
+    "CyclicLR": "base_lr=lr/10, max_lr=lr, step_size_up=steps//4",
+    "OneCycleLR": "max_lr=lr, total_steps=steps",
+    "LambdaLR": "lr_lambda=1-t/steps",
+    "MultiplicativeLR": "lr_lambda=0.01^(1/steps)",
+    "SequentialLR": "linear warm-up steps//10, then cosine",
     "ChainedScheduler": "ConstantLR(0.5, steps//10) + ExponentialLR",
 }
 
@@ -117,12 +139,26 @@ def _summary(cls) -> str:
 schedulers.add("none", None, "constant lr (no scheduler)", kind="none")
 for _name, _cls in sorted(_torch_scheduler_classes().items()):
     note = f" [defaults: {_DERIVED_NOTES[_name]}]" if _name in _DERIVED_NOTES else ""
-    schedulers.add(_name.lower(), _cls, f"torch {_name}: {_summary(_cls)}{note}", aliases=ALIASES.get(_name, ()),
-                   kind="torch", class_name=_name)
-schedulers.add("step-halving", StepHalving, "custom: halves lr every N steps by editing param_groups (every=10)",
-               kind="custom")
-schedulers.add("warmup-cosine", warmup_cosine, "custom: SequentialLR of LinearLR warm-up (steps//10) and cosine",
-               kind="custom")
+    schedulers.add(
+        _name.lower(),
+        _cls,
+        f"torch {_name}: {_summary(_cls)}{note}",
+        aliases=ALIASES.get(_name, ()),
+        kind="torch",
+        class_name=_name,
+    )
+schedulers.add(
+    "step-halving",
+    StepHalving,
+    "custom: halves lr every N steps by editing param_groups (every=10)",
+    kind="custom",
+)
+schedulers.add(
+    "warmup-cosine",
+    warmup_cosine,
+    "custom: SequentialLR of LinearLR warm-up (steps//10) and cosine",
+    kind="custom",
+)
 
 
 # ------------------------------------------------------------------------------------------------- building
@@ -175,7 +211,8 @@ def _torch_kwargs(cls, spec: Spec, optimizer, steps: int, lr: float) -> dict[str
         kwargs["lr_lambda"] = _import(kwargs["lr_lambda"], "lr_lambda")
     if "schedulers" in kwargs:  # nested spec strings -> real scheduler objects on the same optimizer
         kwargs["schedulers"] = [
-            build_scheduler(s, optimizer, steps, lr).impl if isinstance(s, str) else s for s in kwargs["schedulers"]
+            build_scheduler(s, optimizer, steps, lr).impl if isinstance(s, str) else s
+            for s in kwargs["schedulers"]
         ]
     return kwargs
 

@@ -38,7 +38,12 @@ class BoundCheck:
     def sentence(self) -> str:
         lo = f"{self.largest_stable:.4g}" if self.largest_stable is not None else "none"
         hi = f"{self.smallest_unstable:.4g}" if self.smallest_unstable is not None else "none"
-        verdict = {True: "agrees", False: "DISAGREES", None: "not tested (the sweep does not bracket the bound)"}[
-            self.agrees]
-        return (f"analytic bound lr < {self.bound:.4g}; measured: largest stable {lo}, smallest unstable {hi} "
-                f"-> measurement {verdict}")
+        verdict = {
+            True: "agrees",
+            False: "DISAGREES",
+            None: "not tested (the sweep does not bracket the bound)",
+        }[self.agrees]
+        return (
+            f"analytic bound lr < {self.bound:.4g}; measured: largest stable {lo}, smallest unstable {hi} "
+            f"-> measurement {verdict}"
+        )

@@ -157,15 +157,17 @@ def commit_runs(out: Path, results: list, name: str | None = None) -> None:
     """
     import hashlib
 
-
     from optbench.spec import runs_schema, traces_schema
 
     out = Path(out)
     if name is None:
         ids = ",".join(sorted(r.run_id for r in results))
         name = "batch-" + hashlib.sha256(ids.encode()).hexdigest()[:16]
-    write_parquet_atomic(_traces_table(results, traces_schema()), out / TRACES_DIR / f"{name}.parquet",
-                         dictionary_columns=list(TRACE_DICTIONARY_COLUMNS))
+    write_parquet_atomic(
+        _traces_table(results, traces_schema()),
+        out / TRACES_DIR / f"{name}.parquet",
+        dictionary_columns=list(TRACE_DICTIONARY_COLUMNS),
+    )
     rows = table_from_rows([r.summary_row() for r in results], runs_schema())
     write_parquet_atomic(rows, out / COMMITS_DIR / f"{name}.parquet")
 
@@ -177,7 +179,9 @@ def _traces_table(results: list, schema):
     import pyarrow.compute as pc
 
     lengths = [len(r.trace["step"]) for r in results]
-    run_of_row = pa.array(np.repeat(np.arange(len(results)), lengths))  # a string per row made in C++, not numpy
+    run_of_row = pa.array(
+        np.repeat(np.arange(len(results)), lengths)
+    )  # a string per row made in C++, not numpy
     columns = {"run_id": pc.take(pa.array([r.run_id for r in results], pa.string()), run_of_row)}
     for name in schema.names[1:]:
         values = np.concatenate([np.asarray(r.trace[name]) for r in results]) if results else np.empty(0)
@@ -190,7 +194,9 @@ def _traces_table(results: list, schema):
 
 
 def _parquet_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.exists() else []
+    return (
+        sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.exists() else []
+    )
 
 
 def completed_run_ids(out: Path) -> set[str]:
@@ -256,7 +262,9 @@ def _drop_rows(folder: Path, run_ids: set[str], *, drop_listed: bool) -> None:
         kept = table.filter(pc.invert(dropped))
         if kept.num_rows:
             traces = folder.name == TRACES_DIR
-            write_parquet_atomic(kept, path, dictionary_columns=list(TRACE_DICTIONARY_COLUMNS) if traces else None)
+            write_parquet_atomic(
+                kept, path, dictionary_columns=list(TRACE_DICTIONARY_COLUMNS) if traces else None
+            )
         else:
             path.unlink()
 

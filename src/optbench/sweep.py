@@ -63,9 +63,17 @@ class SweepResult:
     figures: list[Path] = field(default_factory=list)
 
 
-def lr_sweep(lr_min: float = 0.01, lr_max: float = 0.5, num: int = 10, *, spacing: str = "linear",
-             base: RunConfig | None = None, out: Path | str | None = None, plots: bool = True,
-             command: str = "lr-sweep") -> SweepResult:
+def lr_sweep(
+    lr_min: float = 0.01,
+    lr_max: float = 0.5,
+    num: int = 10,
+    *,
+    spacing: str = "linear",
+    base: RunConfig | None = None,
+    out: Path | str | None = None,
+    plots: bool = True,
+    command: str = "lr-sweep",
+) -> SweepResult:
     """Run ``base`` at each lr of the grid, write the results folder and (optionally) the two figures."""
     from optbench import plots as figures
     from optbench import store
@@ -99,11 +107,28 @@ def lr_sweep(lr_min: float = 0.01, lr_max: float = 0.5, num: int = 10, *, spacin
     result = SweepResult(out, runs, check, largest_stable)
     if plots:
         traces = store.read_traces(out)
-        result.figures.append(figures.loss_vs_step(runs, traces, out / "loss_vs_step.png",
-                                                   title=f"{base.problem}, {base.optimizer}: loss vs step"))
-        result.figures.append(figures.final_loss_vs_lr(runs, out / "final_loss_vs_lr.png", bound=bound,
-                                                       logx=spacing == "log",
-                                                       title=f"{base.problem}, {base.optimizer}: final loss vs lr"))
-    store.finish_manifest(out, manifest, largest_stable_lr=largest_stable,
-                          analytic_bound=bound, bound_agrees=check.agrees if check else None)
+        result.figures.append(
+            figures.loss_vs_step(
+                runs,
+                traces,
+                out / "loss_vs_step.png",
+                title=f"{base.problem}, {base.optimizer}: loss vs step",
+            )
+        )
+        result.figures.append(
+            figures.final_loss_vs_lr(
+                runs,
+                out / "final_loss_vs_lr.png",
+                bound=bound,
+                logx=spacing == "log",
+                title=f"{base.problem}, {base.optimizer}: final loss vs lr",
+            )
+        )
+    store.finish_manifest(
+        out,
+        manifest,
+        largest_stable_lr=largest_stable,
+        analytic_bound=bound,
+        bound_agrees=check.agrees if check else None,
+    )
     return result

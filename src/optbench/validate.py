@@ -49,7 +49,9 @@ def _accepted_arguments(fn, skip) -> set[str] | None:
 def _check_names(what: str, spec, accepted: set[str] | None) -> None:
     unknown = sorted(set(spec.kw) - accepted) if accepted is not None else []
     if unknown:
-        raise OptbenchError(f"{what} {spec.name!r} has no argument {unknown[0]!r}; valid: {', '.join(sorted(accepted))}")
+        raise OptbenchError(
+            f"{what} {spec.name!r} has no argument {unknown[0]!r}; valid: {', '.join(sorted(accepted))}"
+        )
 
 
 @functools.cache
@@ -63,7 +65,11 @@ def check_problem_arguments(problem: str) -> None:
         build_problem(problem, device="cpu")  # a toy builds in microseconds and checks its own options
         return
     factory = problems.get(parsed.name).factory
-    _check_names("problem", parsed, _accepted_arguments(factory, ("device", "init", "loss", "seed", "steps", "batch_size")))
+    _check_names(
+        "problem",
+        parsed,
+        _accepted_arguments(factory, ("device", "init", "loss", "seed", "steps", "batch_size")),
+    )
     if "activation" in parsed.kw:
         activations.check_activation(parsed.kw["activation"])
 
@@ -112,22 +118,38 @@ def canonical_config(config: RunConfig) -> RunConfig:
     if config.freeze < 0:
         raise OptbenchError(f"--freeze must be >= 0, got {config.freeze}")
     problem, optimizer, scheduler, init, loss, device, precision = _canonical_strings(
-        config.problem, config.optimizer, config.scheduler, config.init, config.loss, config.device,
-        config.precision)
+        config.problem,
+        config.optimizer,
+        config.scheduler,
+        config.init,
+        config.loss,
+        config.device,
+        config.precision,
+    )
     if config.momentum is not None:
         knob = _momentum_argument(optimizer)
         if knob is not None:
-            raise OptbenchError(f"momentum given twice: --momentum {config.momentum} and {knob} in {optimizer!r}")
+            raise OptbenchError(
+                f"momentum given twice: --momentum {config.momentum} and {knob} in {optimizer!r}"
+            )
     return config.replace(
-        problem=problem, optimizer=optimizer, scheduler=scheduler, init=init, loss=loss, device=device,
-        precision=precision, lr=float(config.lr), momentum=None if config.momentum is None else float(config.momentum),
+        problem=problem,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        init=init,
+        loss=loss,
+        device=device,
+        precision=precision,
+        lr=float(config.lr),
+        momentum=None if config.momentum is None else float(config.momentum),
     )
 
 
 # A grid repeats the same few spec strings in thousands of cells: parse and check each string once.
 @functools.lru_cache(maxsize=4096)
-def _canonical_strings(problem: str, optimizer: str, scheduler: str, init: str, loss: str, device: str,
-                       precision: str) -> tuple[str, ...]:
+def _canonical_strings(
+    problem: str, optimizer: str, scheduler: str, init: str, loss: str, device: str, precision: str
+) -> tuple[str, ...]:
     from optbench.inits import canonical_init
     from optbench.losses import canonical_loss
     from optbench.optimizers import canonical_optimizer
@@ -144,8 +166,15 @@ def _canonical_strings(problem: str, optimizer: str, scheduler: str, init: str, 
     check_problem_arguments(problem)
     check_optimizer_arguments(optimizer)
     check_scheduler_arguments(scheduler)
-    return (problem, optimizer, scheduler, canonical_init(init), loss, check_device(device),
-            canonical_precision(precision))
+    return (
+        problem,
+        optimizer,
+        scheduler,
+        canonical_init(init),
+        loss,
+        check_device(device),
+        canonical_precision(precision),
+    )
 
 
 @functools.lru_cache(maxsize=1024)

@@ -24,49 +24,99 @@ def _axis(help_text: str, metavar: str = "VALUES"):
 
 @handle_errors
 def grid_cmd(
-    problem: Annotated[Axis, _axis("Problems, e.g. quadratic, mlp-classification. Default: quadratic.")] = None,
-    optimizer: Annotated[Axis, _axis("Optimizers, e.g. sgd,adamw or 'adamw(weight_decay=0.1)'. Default: sgd.")] = None,
-    lr: Annotated[Axis, _axis("Learning rates, e.g. 0.003,0.03 or linspace(0.01,0.5,50) or logspace(-4,0,9) "
-                              "(base-10 exponents). Default: 0.01.")] = None,
-    momentum: Annotated[Axis, _axis("Momentum values: SGD/RMSprop's momentum, beta1 for the Adam family, e.g. "
-                                    "0,0.9 or linspace(0,0.9,10); 'none' keeps the optimizer's default "
-                                    "(the default).")] = None,
-    scheduler: Annotated[Axis, _axis("LR schedulers, e.g. none, 'steplr(step_size=50, gamma=0.5)'. "
-                                     "Default: none.")] = None,
-    init: Annotated[Axis, _axis("Weight inits for MLP problems, e.g. default,kaiming_normal. Default: default.")] = None,
+    problem: Annotated[
+        Axis, _axis("Problems, e.g. quadratic, mlp-classification. Default: quadratic.")
+    ] = None,
+    optimizer: Annotated[
+        Axis, _axis("Optimizers, e.g. sgd,adamw or 'adamw(weight_decay=0.1)'. Default: sgd.")
+    ] = None,
+    lr: Annotated[
+        Axis,
+        _axis(
+            "Learning rates, e.g. 0.003,0.03 or linspace(0.01,0.5,50) or logspace(-4,0,9) "
+            "(base-10 exponents). Default: 0.01."
+        ),
+    ] = None,
+    momentum: Annotated[
+        Axis,
+        _axis(
+            "Momentum values: SGD/RMSprop's momentum, beta1 for the Adam family, e.g. "
+            "0,0.9 or linspace(0,0.9,10); 'none' keeps the optimizer's default "
+            "(the default)."
+        ),
+    ] = None,
+    scheduler: Annotated[
+        Axis, _axis("LR schedulers, e.g. none, 'steplr(step_size=50, gamma=0.5)'. Default: none.")
+    ] = None,
+    init: Annotated[
+        Axis, _axis("Weight inits for MLP problems, e.g. default,kaiming_normal. Default: default.")
+    ] = None,
     loss: Annotated[Axis, _axis("Losses for MLP problems; auto = the problem's own (the default).")] = None,
     precision: Annotated[Axis, _axis("Precisions: fp32, fp16, bf16. Default: fp32.")] = None,
     device: Annotated[Axis, _axis("Devices: cpu, cuda, cuda:N or auto. Default: cpu.")] = None,
     seed: Annotated[Axis, _axis("Seeds, e.g. 0,1,2. Default: 0.")] = None,
-    seeds: Annotated[int | None, typer.Option(help="Run seeds 0..N-1 (instead of --seed).",
-                                              show_default=False)] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Run seeds 0..N-1 (instead of --seed).", show_default=False)
+    ] = None,
     steps: Annotated[Axis, _axis("Optimizer steps per run. Default: 100.")] = None,
-    batch_size: Annotated[Axis, _axis("Minibatch sizes for MLP problems. Default: the problem's own.")] = None,
+    batch_size: Annotated[
+        Axis, _axis("Minibatch sizes for MLP problems. Default: the problem's own.")
+    ] = None,
     width: Annotated[Axis, _axis("MLP hidden widths (folded into the problem spec).")] = None,
     depth: Annotated[Axis, _axis("MLP hidden layer counts (folded into the problem spec).")] = None,
-    activation: Annotated[Axis, _axis("MLP activations, e.g. relu,tanh (folded into the problem spec).")] = None,
-    head_lr_scale: Annotated[Axis, _axis("MLP problems: the last layer's lr is lr x scale, in its own param "
-                                         "group. Default: 1.")] = None,
-    freeze: Annotated[Axis, _axis("MLP problems: the first k Linear layers get requires_grad=False. "
-                                  "Default: 0.")] = None,
-    spec: Annotated[Path | None, typer.Option(help="TOML file describing the grid (axes as lists, fixed "
-                                                   "settings as scalars); the options above override it.",
-                                              show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Results folder. Runs already in it are skipped (resume). "
-                                                  "Default: a new folder under results/.", show_default=False)] = None,
+    activation: Annotated[
+        Axis, _axis("MLP activations, e.g. relu,tanh (folded into the problem spec).")
+    ] = None,
+    head_lr_scale: Annotated[
+        Axis, _axis("MLP problems: the last layer's lr is lr x scale, in its own param group. Default: 1.")
+    ] = None,
+    freeze: Annotated[
+        Axis, _axis("MLP problems: the first k Linear layers get requires_grad=False. Default: 0.")
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML file describing the grid (axes as lists, fixed "
+            "settings as scalars); the options above override it.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results folder. Runs already in it are skipped (resume). "
+            "Default: a new folder under results/.",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Run every cell again, even those already in --out.")] = False,
-    workers: Annotated[int | None, typer.Option(help="Local worker processes. Default: the usable cores; 1 runs "
-                                                     "in this process.", show_default=False)] = None,
-    executor: Annotated[str, typer.Option(help="Where runs execute: local (a process pool) or ray.")] = "local",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local Ray).",
-                                                show_default=False)] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Local worker processes. Default: the usable cores; 1 runs in this process.",
+            show_default=False,
+        ),
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="Where runs execute: local (a process pool) or ray.")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray).", show_default=False)
+    ] = None,
     gpus_per_run: Annotated[float, typer.Option(help="GPU fraction a CUDA run requests from Ray.")] = 0.25,
-    engine: Annotated[str, typer.Option(help="auto: batch the cells the batched engine supports, the rest on the "
-                                             "reference engine; batched: batch every supported cell; reference: "
-                                             "run every cell through torch.optim one by one.")] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="auto: batch the cells the batched engine supports, the rest on the "
+            "reference engine; batched: batch every supported cell; reference: "
+            "run every cell through torch.optim one by one."
+        ),
+    ] = "auto",
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
-    max_cells: Annotated[int, typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can "
-                                                "ask for billions).")] = 1_000_000,
+    max_cells: Annotated[
+        int,
+        typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can ask for billions)."),
+    ] = 1_000_000,
 ) -> None:
     """Run the cartesian product of the given axes and print, per group of seeds, the final loss
     mean ± std, the diverged count and the best cell per optimizer.
@@ -78,10 +128,24 @@ def grid_cmd(
     from optbench.grid import expand, load_spec_toml, make_spec, run_grid
 
     given = {
-        "problem": problem, "optimizer": optimizer, "lr": lr, "momentum": momentum, "scheduler": scheduler,
-        "init": init, "loss": loss, "precision": precision, "device": device, "seed": seed, "seeds": seeds,
-        "steps": steps, "batch_size": batch_size, "width": width, "depth": depth, "activation": activation,
-        "head_lr_scale": head_lr_scale, "freeze": freeze,
+        "problem": problem,
+        "optimizer": optimizer,
+        "lr": lr,
+        "momentum": momentum,
+        "scheduler": scheduler,
+        "init": init,
+        "loss": loss,
+        "precision": precision,
+        "device": device,
+        "seed": seed,
+        "seeds": seeds,
+        "steps": steps,
+        "batch_size": batch_size,
+        "width": width,
+        "depth": depth,
+        "activation": activation,
+        "head_lr_scale": head_lr_scale,
+        "freeze": freeze,
     }
     given = {key: value for key, value in given.items() if value is not None}
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)
@@ -93,16 +157,32 @@ def grid_cmd(
     from rich.console import Console
 
     console = Console()
-    if not console.is_terminal:  # piped or captured: wide lines beat spec strings folded into 3-letter columns
+    if (
+        not console.is_terminal
+    ):  # piped or captured: wide lines beat spec strings folded into 3-letter columns
         console = Console(width=200)
     tracker = _live_progress(console, enabled=progress)
     try:
         with _sigterm_as_interrupt(), tracker:
-            runs = run_grid(configs, out=out, workers=workers, executor=executor, address=address,
-                            gpus_per_run=gpus_per_run, force=force, engine=engine, progress=tracker)
+            runs = run_grid(
+                configs,
+                out=out,
+                workers=workers,
+                executor=executor,
+                address=address,
+                gpus_per_run=gpus_per_run,
+                force=force,
+                engine=engine,
+                progress=tracker,
+            )
     except KeyboardInterrupt:  # run_grid has stopped the workers and rewritten runs.parquet
-        echo_err(_interrupted_message(out, configs, again=("" if out_given else f" with --out {out}")
-                                      + (" without --force" if force else "")))
+        echo_err(
+            _interrupted_message(
+                out,
+                configs,
+                again=("" if out_given else f" with --out {out}") + (" without --force" if force else ""),
+            )
+        )
         raise typer.Exit(130) from None
     _print_summary(console, runs, out, resumed=tracker.resumed or 0)
 
@@ -149,13 +229,23 @@ class _live_progress:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
-                TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]grid"),
+                BarColumn(),
+                MofNCompleteColumn(),
                 TextColumn("diverged {task.fields[diverged]}  invalid {task.fields[invalid]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
                 console=self.console,
             )
             self.bar.start()
@@ -168,7 +258,9 @@ class _live_progress:
             return
         invalid = state.counts.get("invalid", 0) + state.counts.get("failed", 0)
         if self.task is None:  # resumed runs start as done; the ETA follows this call's own pace
-            self.task = self.bar.add_task("grid", total=state.total, completed=state.done, diverged=0, invalid=0)
+            self.task = self.bar.add_task(
+                "grid", total=state.total, completed=state.done, diverged=0, invalid=0
+            )
         self.bar.update(self.task, completed=state.done, diverged=state.diverged, invalid=invalid)
 
     def __exit__(self, *exc):
@@ -191,8 +283,11 @@ def _print_summary(console, runs, out: Path, resumed: int = 0) -> None:
     seeds = int(runs["seed"].nunique())
     table = Table(title=f"grid: {len(runs)} runs, {len(summary)} groups x {seeds} seed{'s' * (seeds != 1)}")
     for column in varying:
-        table.add_column(column.replace("_", " "), justify="right" if summary[column].dtype.kind in "fi" else "left",
-                         overflow="fold")
+        table.add_column(
+            column.replace("_", " "),
+            justify="right" if summary[column].dtype.kind in "fi" else "left",
+            overflow="fold",
+        )
     table.add_column("final loss", justify="right", no_wrap=True)
     for column in ("diverged", "invalid", "best"):
         table.add_column(column, justify="right" if column != "best" else "left", no_wrap=True)
@@ -202,23 +297,35 @@ def _print_summary(console, runs, out: Path, resumed: int = 0) -> None:
             loss += f" ± {row['final_loss_std']:.2g}"
         cells = [_fmt(row[c]) if isinstance(row[c], float) else str(row[c]) for c in varying]
         bad = int(row["invalid"] + row["failed"])
-        table.add_row(*cells, loss, str(int(row["diverged"])), str(bad) if bad else "",
-                      "*" if row["best"] else "")
+        table.add_row(
+            *cells, loss, str(int(row["diverged"])), str(bad) if bad else "", "*" if row["best"] else ""
+        )
     console.print(table)
     if len(summary) > SUMMARY_ROWS:
-        console.print(f"... {len(summary) - SUMMARY_ROWS} more groups (optbench.grid.summarize(runs) has all)")
+        console.print(
+            f"... {len(summary) - SUMMARY_ROWS} more groups (optbench.grid.summarize(runs) has all)"
+        )
 
     best = summary[summary["best"]]
     if len(best):
-        console.print("[bold]best cell per optimizer[/bold] (per problem and loss; lowest mean final loss, no "
-                      "divergence):")
+        console.print(
+            "[bold]best cell per optimizer[/bold] (per problem and loss; lowest mean final loss, no "
+            "divergence):"
+        )
         for _, row in best.iterrows():
-            settings = ", ".join(f"{c}={_fmt(row[c]) if isinstance(row[c], float) else row[c]}"
-                                 for c in varying if c != "optimizer")
-            console.print(f"  {row['optimizer']}: {settings or '(single cell)'} -> final loss "
-                          f"{_fmt(row['final_loss_mean'])}")
+            settings = ", ".join(
+                f"{c}={_fmt(row[c]) if isinstance(row[c], float) else row[c]}"
+                for c in varying
+                if c != "optimizer"
+            )
+            console.print(
+                f"  {row['optimizer']}: {settings or '(single cell)'} -> final loss "
+                f"{_fmt(row['final_loss_mean'])}"
+            )
     counts = runs["status"].value_counts()
-    console.print("status: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "diverged", "invalid", "failed")))
+    console.print(
+        "status: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "diverged", "invalid", "failed"))
+    )
     reasons = runs[runs["status"].isin(["invalid", "failed"])]["reason"].value_counts()
     for reason, n in reasons.head(10).items():
         console.print(f"  {n} x {reason}", markup=False, highlight=False)
@@ -226,7 +333,9 @@ def _print_summary(console, runs, out: Path, resumed: int = 0) -> None:
     if warned:
         console.print(f"{warned} run(s) raised warnings (see the warnings column)")
     if resumed:
-        console.print(f"{resumed} of {len(runs)} runs were already in {out} and were not run again (--force reruns)")
+        console.print(
+            f"{resumed} of {len(runs)} runs were already in {out} and were not run again (--force reruns)"
+        )
     console.print(f"results: {out}")
 
 

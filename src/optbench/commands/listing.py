@@ -21,7 +21,9 @@ def list_entries(
         from optbench.activations import ACTIVATIONS
 
         for name, (cls_name, nonlinearity) in ACTIVATIONS.items():
-            typer.echo(f"{name:<28} nn.{cls_name or 'Identity'} (init gain: calculate_gain({nonlinearity!r}))")
+            typer.echo(
+                f"{name:<28} nn.{cls_name or 'Identity'} (init gain: calculate_gain({nonlinearity!r}))"
+            )
         return
     from optbench import registries
 

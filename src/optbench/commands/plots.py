@@ -26,26 +26,56 @@ def _results_folder(folder: Path) -> None:
 
 @handle_errors
 def plot_cmd(
-    folder: Annotated[Path, typer.Argument(help="Results folder (runs.parquet + traces/).", show_default=False)],
-    y: Annotated[str, typer.Option(help="What to plot: a trace column (loss, lr, grad_norm, val_acc, ...) or a "
-                                   "run column (final_loss, best_loss, wall_time_s, ...).")] = "loss",
-    x: Annotated[str, typer.Option(help="Horizontal axis: step for trace columns, e.g. lr for run columns.")] = "step",
-    hue: Annotated[str | None, typer.Option(help="Run column that colours the lines (lr, optimizer, momentum, "
-                                               "...); 'none' for one colour.")] = "lr",
+    folder: Annotated[
+        Path, typer.Argument(help="Results folder (runs.parquet + traces/).", show_default=False)
+    ],
+    y: Annotated[
+        str,
+        typer.Option(
+            help="What to plot: a trace column (loss, lr, grad_norm, val_acc, ...) or a "
+            "run column (final_loss, best_loss, wall_time_s, ...)."
+        ),
+    ] = "loss",
+    x: Annotated[
+        str, typer.Option(help="Horizontal axis: step for trace columns, e.g. lr for run columns.")
+    ] = "step",
+    hue: Annotated[
+        str | None,
+        typer.Option(
+            help="Run column that colours the lines (lr, optimizer, momentum, ...); 'none' for one colour."
+        ),
+    ] = "lr",
     col: Annotated[str | None, typer.Option(help="Run column with one panel column per value.")] = None,
     row: Annotated[str | None, typer.Option(help="Run column with one panel row per value.")] = None,
     logy: Annotated[bool, typer.Option("--logy", help="Log-scale y axis.")] = False,
     logx: Annotated[bool, typer.Option("--logx", help="Log-scale x axis.")] = False,
-    band: Annotated[str, typer.Option(help="Band around the mean over seeds: std (±1 std), ci95 (95% interval of "
-                                      "the mean, Student t) or none.")] = "std",
-    where: Annotated[list[str] | None, typer.Option(help="Keep only runs with COLUMN=VALUE (repeatable), e.g. "
-                                                       "--where momentum=0.9.")] = None,
-    figure: Annotated[str | None, typer.Option(help="Draw a standard figure instead: loss-vs-step, "
-                                                  "sensitivity, heatmap, trajectories, lr-schedules, schedules, "
-                                                  "lr-find, init-std, init-gains, amp, or all.")] = None,
+    band: Annotated[
+        str,
+        typer.Option(
+            help="Band around the mean over seeds: std (±1 std), ci95 (95% interval of "
+            "the mean, Student t) or none."
+        ),
+    ] = "std",
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep only runs with COLUMN=VALUE (repeatable), e.g. --where momentum=0.9."),
+    ] = None,
+    figure: Annotated[
+        str | None,
+        typer.Option(
+            help="Draw a standard figure instead: loss-vs-step, "
+            "sensitivity, heatmap, trajectories, lr-schedules, schedules, "
+            "lr-find, init-std, init-gains, amp, or all."
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
-    out: Annotated[Path | None, typer.Option(help="Output file (default: DIR/plot_<y>_vs_<x>_by_....<format>; "
-                                                "with --figure: the folder, default DIR).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output file (default: DIR/plot_<y>_vs_<x>_by_....<format>; "
+            "with --figure: the folder, default DIR)."
+        ),
+    ] = None,
 ) -> None:
     """Faceted comparison from any results folder: mean over seeds with a band, one panel per col x row value.
 
@@ -67,7 +97,9 @@ def plot_cmd(
     from optbench import facets, store
 
     if not (folder / store.RUNS_FILE).exists():
-        fail(f"no {store.RUNS_FILE} in {str(folder)!r}: bench plot draws run folders (lr-sweep, grid, lr-find)")
+        fail(
+            f"no {store.RUNS_FILE} in {str(folder)!r}: bench plot draws run folders (lr-sweep, grid, lr-find)"
+        )
     runs = store.read_runs(folder)
     if runs.empty:
         fail(f"{str(folder / store.RUNS_FILE)!r} has no runs")
@@ -77,22 +109,36 @@ def plot_cmd(
     path = out if out is not None else folder / f"{facets.default_name(y, x, hue, col, row)}.{fmt}"
     if not path.suffix:
         path = path.with_suffix(f".{fmt}")
-    result = facets.facet_plot(runs, traces, path, y=y, x=x, hue=hue, col=col, row=row, logy=logy, logx=logx,
-                               band=band, where=where)
-    typer.echo(f"figure: {result.path} ({len(result.rows)} x {len(result.cols)} panels, {result.lines} lines)")
+    result = facets.facet_plot(
+        runs, traces, path, y=y, x=x, hue=hue, col=col, row=row, logy=logy, logx=logx, band=band, where=where
+    )
+    typer.echo(
+        f"figure: {result.path} ({len(result.rows)} x {len(result.cols)} panels, {result.lines} lines)"
+    )
     if result.split_by:
-        typer.echo(f"note: lines are also split by {', '.join(result.split_by)} (not named by --hue/--col/--row)")
+        typer.echo(
+            f"note: lines are also split by {', '.join(result.split_by)} (not named by --hue/--col/--row)"
+        )
 
 
 @handle_errors
 def schedules_cmd(
-    steps: Annotated[int, typer.Option(help="Steps to draw (also the run length the defaults derive from).")] = 100,
+    steps: Annotated[
+        int, typer.Option(help="Steps to draw (also the run length the defaults derive from).")
+    ] = 100,
     lr: Annotated[float, typer.Option(help="Base learning rate.")] = 0.01,
-    schedulers: Annotated[str | None, typer.Option(help="Comma-separated scheduler specs, e.g. "
-                                                      "'steplr(step_size=5, gamma=0.8),cosine'. Default: every "
-                                                      "registered scheduler.")] = None,
+    schedulers: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated scheduler specs, e.g. "
+            "'steplr(step_size=5, gamma=0.8),cosine'. Default: every "
+            "registered scheduler."
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: a new results/schedules-<time>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: a new results/schedules-<time>).")
+    ] = None,
 ) -> None:
     """Draw the lr per step of every torch scheduler and our custom ones, from the real scheduler objects.
 
@@ -120,23 +166,33 @@ def schedules_cmd(
 
 @handle_errors
 def lr_find_cmd(
-    problem: Annotated[str, typer.Option(help="Problem spec (an MLP problem is the usual target).")] = "mlp-classification",
-    optimizer: Annotated[str, typer.Option(help="Optimizer spec, e.g. sgd, adam, 'adamw(weight_decay=0.01)'.")] = "sgd",
-    momentum: Annotated[float | None, typer.Option(help="Momentum (beta1 for the Adam family); default: the "
-                                                      "optimizer's own.")] = None,
+    problem: Annotated[
+        str, typer.Option(help="Problem spec (an MLP problem is the usual target).")
+    ] = "mlp-classification",
+    optimizer: Annotated[
+        str, typer.Option(help="Optimizer spec, e.g. sgd, adam, 'adamw(weight_decay=0.01)'.")
+    ] = "sgd",
+    momentum: Annotated[
+        float | None, typer.Option(help="Momentum (beta1 for the Adam family); default: the optimizer's own.")
+    ] = None,
     start: Annotated[float, typer.Option(help="First learning rate.")] = 1e-7,
     end: Annotated[float, typer.Option(help="Last learning rate (reached at the last step).")] = 10.0,
-    steps: Annotated[int, typer.Option(help="Steps; the lr grows by (end/start)^(1/(steps-1)) per step.")] = 100,
+    steps: Annotated[
+        int, typer.Option(help="Steps; the lr grows by (end/start)^(1/(steps-1)) per step.")
+    ] = 100,
     beta: Annotated[float, typer.Option(help="EMA smoothing factor of the loss (bias-corrected).")] = 0.98,
-    stop_factor: Annotated[float, typer.Option(help="Stop where the smoothed loss exceeds this times its "
-                                               "minimum.")] = 4.0,
+    stop_factor: Annotated[
+        float, typer.Option(help="Stop where the smoothed loss exceeds this times its minimum.")
+    ] = 4.0,
     init: Annotated[str, typer.Option(help="Init scheme for MLP problems (spec syntax).")] = "default",
     loss: Annotated[str, typer.Option(help="Loss for MLP problems; auto = the problem's own.")] = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Minibatch size (MLP problems).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: a new results/lr-find-<time>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: a new results/lr-find-<time>).")
+    ] = None,
 ) -> None:
     """Learning-rate range test: grow the lr exponentially, smooth the loss, suggest an lr.
 
@@ -149,15 +205,33 @@ def lr_find_cmd(
     plots.check_format(fmt)
     out = out or store.default_out("lr-find")
     with fresh_out_dir(out):
-        result = lrfind.lr_find(problem, optimizer, start=start, end=end, steps=steps, momentum=momentum,
-                                init=init, loss=loss, batch_size=batch_size, device=device, seed=seed, beta=beta,
-                                stop_factor=stop_factor, out=out, fmt=fmt)
+        result = lrfind.lr_find(
+            problem,
+            optimizer,
+            start=start,
+            end=end,
+            steps=steps,
+            momentum=momentum,
+            init=init,
+            loss=loss,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            beta=beta,
+            stop_factor=stop_factor,
+            out=out,
+            fmt=fmt,
+        )
     analysis = result.analysis
-    typer.echo(f"lr-find: {result.config.problem}, {result.config.optimizer}, lr {start:g} -> {end:g} over "
-               f"{steps} steps; stopped: {analysis.stopped_because} after {analysis.stop} steps")
+    typer.echo(
+        f"lr-find: {result.config.problem}, {result.config.optimizer}, lr {start:g} -> {end:g} over "
+        f"{steps} steps; stopped: {analysis.stopped_because} after {analysis.stop} steps"
+    )
     for label, (value, _) in analysis.suggestions().items():
         typer.echo(f"  {label:<11} lr = {value:.3g}" if value is not None else f"  {label:<11} none")
-    typer.echo(f"suggested lr (valley): {result.suggested_lr:.3g}" if result.suggested_lr else "no suggestion")
+    typer.echo(
+        f"suggested lr (valley): {result.suggested_lr:.3g}" if result.suggested_lr else "no suggestion"
+    )
     typer.echo(f"results: {result.out}")
     for figure in result.figures:
         typer.echo(f"figure:  {figure}")
@@ -166,13 +240,27 @@ def lr_find_cmd(
 @handle_errors
 def report_cmd(
     folder: Annotated[Path, typer.Argument(help="Results folder of any bench command.", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="html (one self-contained file) or md (Markdown with the "
-                                     "figure files beside it).")] = "html",
-    figure_format: Annotated[str, typer.Option(help="Figure format: png or svg (html); png, svg or pdf (md).")] = "png",
-    compare: Annotated[list[Path] | None, typer.Option(help="Another results folder to compare lr-find "
-                                                          "suggestions with (repeatable); folders beside DIR are "
-                                                          "searched too.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output file (default: DIR/report.html or DIR/report.md).")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="html (one self-contained file) or md (Markdown with the figure files beside it).",
+        ),
+    ] = "html",
+    figure_format: Annotated[
+        str, typer.Option(help="Figure format: png or svg (html); png, svg or pdf (md).")
+    ] = "png",
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Another results folder to compare lr-find "
+            "suggestions with (repeatable); folders beside DIR are "
+            "searched too."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (default: DIR/report.html or DIR/report.md).")
+    ] = None,
 ) -> None:
     """Write DIR/report.html: command, environment, summary tables and every figure that applies to DIR.
 
