@@ -25,9 +25,10 @@ import pytest
 import torch
 
 from loops import bare_sgd_loop
-from optbench import batched, engine
+from optbench import engine
+from optbench.engine import batched
+from optbench.registry.validate import canonical_config
 from optbench.spec import RunConfig
-from optbench.validate import canonical_config
 
 TOY_STEPS, MLP_STEPS = 200, 500
 MLP_PROBLEM = "mlp-classification(width=64, depth=3)"
@@ -121,9 +122,9 @@ _MEMORY_SCRIPT = """
 import json, resource, time
 import numpy as np, torch
 torch.set_num_threads(1)
-from optbench import batched
+from optbench.engine import batched
 from optbench.spec import RunConfig
-from optbench.validate import canonical_config
+from optbench.registry.validate import canonical_config
 cells = [canonical_config(RunConfig(problem="quadratic", optimizer="sgd", lr=float(lr), momentum=float(m),
                                     steps={steps}))
          for lr in np.linspace(0.001, 0.3, 100) for m in np.linspace(0.0, 0.99, 100)]

@@ -14,7 +14,7 @@ import time
 import torch
 
 from loops import bare_sgd_loop
-from optbench.engine import run
+from optbench.engine.reference import run
 from optbench.spec import RunConfig
 
 STEPS = 2000

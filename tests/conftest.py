@@ -13,7 +13,7 @@ def cli():
     """
     from typer.testing import CliRunner
 
-    from optbench.cli import app
+    from optbench.cli.app import app
 
     runner = CliRunner()
 

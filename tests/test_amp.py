@@ -9,8 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from optbench import amp
-from optbench.amp import (
+from optbench.cli.app import app
+from optbench.errors import NotApplicable, OptbenchError
+from optbench.experiments import amp
+from optbench.experiments.amp import (
     AUTOCAST_DTYPES,
     OVERHEAD_SHARE_LIMIT,
     _add_speedups_and_size_warnings,
@@ -19,9 +21,7 @@ from optbench.amp import (
     amp_schema,
     build_step,
 )
-from optbench.ampplots import plot_amp, plot_title
-from optbench.cli import app
-from optbench.errors import NotApplicable, OptbenchError
+from optbench.figures.amp import plot_amp, plot_title
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")

@@ -14,11 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optbench import batched, engine
-from optbench.batched_rules import RULES
-from optbench.schedulers import schedulers
+from optbench import engine
+from optbench.engine import batched
+from optbench.engine.batched.rules import RULES
+from optbench.registry.schedulers import schedulers
+from optbench.registry.validate import canonical_config
 from optbench.spec import TRACE_COLUMNS, RunConfig
-from optbench.validate import canonical_config
 
 RTOL, ATOL = 1e-6, 1e-30
 SUMMARY_EXACT = ("status", "diverged_step", "steps_completed", "momentum_knob", "warnings", "reason")
@@ -347,7 +348,7 @@ def test_mlp_divergence():
         ({"optimizer": "torch.optim:SGD"}, "user optimizer"),
         ({"optimizer": "sgd(foreach=True)"}, "proven subset"),
         ({"optimizer": "adam(fused=True)"}, "proven subset"),
-        ({"scheduler": "optbench.schedulers:StepHalving"}, "user scheduler"),
+        ({"scheduler": "optbench.registry.schedulers:StepHalving"}, "user scheduler"),
         ({"scheduler": "sequentiallr(schedulers=['plateau'], milestones=[])"}, "depends on the loss"),
         ({"precision": "fp16"}, "fp32 only"),
         (

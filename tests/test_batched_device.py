@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from optbench import batched, engine
+from optbench import engine
+from optbench.engine import batched
+from optbench.registry.validate import canonical_config
 from optbench.spec import RunConfig
-from optbench.validate import canonical_config
 
 CLASSIFICATION = "mlp-classification(width=16, depth=2, n_train=128, n_val=64, eval_every=5)"
 REGRESSION = "mlp-regression(width=8, activation='tanh', n_train=64, n_val=32, eval_every=4)"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from optbench.registries import by_kind
+from optbench.registry import by_kind
 from optbench.spec import runs_schema
 
 # ------------------------------------------------------------------------------------------------ lr-sweep
@@ -194,7 +194,7 @@ def test_device_cuda_without_cuda(cli, tmp_path, monkeypatch):
 _HELP_PROBE = """
 import sys, time
 start = time.perf_counter()
-import optbench.cli
+import optbench.cli.app
 after_import = [m for m in ("torch", "pandas", "matplotlib", "pyarrow") if m in sys.modules]
 for argv in (["--help"], ["lr-sweep", "--help"], ["list", "--help"]):
     sys.argv = ["bench", *argv]

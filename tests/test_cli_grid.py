@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from optbench.cli import app
+from optbench.cli.app import app
 from optbench.grid import GridSpec, run_grid
 
 runner = CliRunner()

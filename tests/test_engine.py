@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import optbench
-from optbench.engine import DIVERGENCE_FACTOR, run
-from optbench.problems import build_problem
+from optbench.engine.reference import DIVERGENCE_FACTOR, run
+from optbench.registry.problems import build_problem
 from optbench.spec import TRACE_COLUMNS, RunConfig
 
 # ---------------------------------------------------------------------------------------- closed forms
@@ -191,7 +191,7 @@ def test_a_clean_run_records_no_warnings():
 def test_python_api_is_exported_lazily():
     assert optbench.run is run
     assert optbench.RunConfig is RunConfig
-    from optbench.sweep import lr_sweep
+    from optbench.experiments.sweep import lr_sweep
 
     assert optbench.lr_sweep is lr_sweep
     with pytest.raises(AttributeError):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from optbench.engine import run
+from optbench.engine.reference import run
 from optbench.errors import OptbenchError
+from optbench.registry.validate import canonical_config
 from optbench.spec import RunConfig
-from optbench.validate import canonical_config
 
 MLP = dict(problem="mlp-regression", optimizer="sgd", lr=0.05, steps=30)
 

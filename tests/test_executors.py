@@ -9,8 +9,8 @@ import pytest
 
 from optbench import store
 from optbench.errors import OptbenchError
-from optbench.executors import RAY_MISSING, LocalExecutor, make_executor, usable_cores
 from optbench.grid import GridSpec, expand, run_grid
+from optbench.grid.executors import RAY_MISSING, LocalExecutor, make_executor, usable_cores
 
 # Small MLPs with minibatches, two seeds, a scheduler and a param-group axis: every source of randomness.
 MLP_GRID = GridSpec(
@@ -105,7 +105,7 @@ def test_an_interrupted_grid_keeps_its_commits_readable(tmp_path, monkeypatch):
 
 
 def test_a_cpu_batch_is_cut_for_the_workers_and_a_gpu_batch_stays_whole():
-    from optbench.executors import MIN_CHUNK, Task
+    from optbench.grid.executors import MIN_CHUNK, Task
     from optbench.spec import RunConfig
 
     cells = tuple(RunConfig(lr=0.001 * (i + 1)) for i in range(4 * MIN_CHUNK))

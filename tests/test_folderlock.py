@@ -13,10 +13,11 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from optbench import folderlock, store
-from optbench.cli import app
+from optbench import store
+from optbench.cli.app import app
 from optbench.errors import OptbenchError
 from optbench.grid import GridSpec, run_grid
+from optbench.store import lock as folderlock
 
 SMALL = GridSpec(lr="0.1,0.2", momentum="0,0.5", steps=10)
 
@@ -35,7 +36,7 @@ def test_a_second_grid_on_the_same_folder_is_refused_until_the_first_is_gone(tmp
     out.mkdir()
     holder = _holder(f"""
         import time
-        from optbench import folderlock
+        from optbench.store import lock as folderlock
         with folderlock.exclusive({str(out)!r}):
             print("held", flush=True)
             time.sleep(60)
@@ -61,7 +62,7 @@ def test_a_restarted_grid_waits_for_the_last_grids_workers(tmp_path):
     stray = tmp_path / store.TRACES_DIR / "late-writer.parquet"
     worker = _holder(f"""
         import shutil, time
-        from optbench import folderlock
+        from optbench.store import lock as folderlock
         folderlock.hold_as_writer({str(tmp_path)!r})
         print("held", flush=True)
         time.sleep(1.0)
@@ -98,7 +99,7 @@ def test_a_waiting_grid_gives_up_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(folderlock, "WRITERS_WAIT_S", 0.2)
     worker = _holder(f"""
         import time
-        from optbench import folderlock
+        from optbench.store import lock as folderlock
         folderlock.hold_as_writer({str(tmp_path)!r})
         print("held", flush=True)
         time.sleep(60)
@@ -117,7 +118,7 @@ def test_a_worker_whose_grid_died_before_it_started_exits_without_writing(tmp_pa
     """A pool worker still starting when its grid is killed would take init's pid for its parent and never
     see the death; it checks the grid's own pid instead, after taking its writer's lock."""
     parent = "os.getppid()" if parent_alive else "2**22 + 12345"  # beyond pid_max: no such process
-    code = f"import os; from optbench.executors import _init_worker; _init_worker({str(tmp_path)!r}, {parent}); print('working')"
+    code = f"import os; from optbench.grid.executors import _init_worker; _init_worker({str(tmp_path)!r}, {parent}); print('working')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout.strip()) == ((0, "working") if parent_alive else (1, ""))
 

@@ -20,8 +20,8 @@ from optbench.grid import (
     run_grid,
     summarize,
 )
+from optbench.registry.validate import canonical_config
 from optbench.spec import RunConfig
-from optbench.validate import canonical_config
 
 ISSUE_GRID = {
     "problem": "mlp-classification",
@@ -296,7 +296,7 @@ def test_an_interrupted_force_purge_is_finished_by_the_next_run(tmp_path):
     first = run_grid(grid, out=tmp_path, workers=1, engine="batched")
     purged = set(first["run_id"][:2])
     (tmp_path / store.PURGE_MARKER).touch()  # as purge_runs leaves it mid-way ...
-    store._drop_rows(tmp_path / store.COMMITS_DIR, purged, drop_listed=True)  # ... after its first half
+    store.runs._drop_rows(tmp_path / store.COMMITS_DIR, purged, drop_listed=True)  # ... after its first half
     run_grid(grid, out=tmp_path, workers=1, engine="reference")
     traces = store.read_traces(tmp_path)
     assert not traces.duplicated(["run_id", "step"]).any() and len(traces) == 4 * 20

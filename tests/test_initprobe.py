@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from optbench import initprobe
-from optbench.activations import ACTIVATIONS
-from optbench.cli import app
+from optbench.cli.app import app
 from optbench.errors import OptbenchError
-from optbench.inits import inits
+from optbench.experiments import initprobe
+from optbench.registry.activations import ACTIVATIONS
+from optbench.registry.inits import inits
 
 SEEDS = (0, 1)
 

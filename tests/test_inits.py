@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from optbench.engine import run
+from optbench.engine.reference import run
 from optbench.errors import NotApplicable, OptbenchError
-from optbench.inits import apply_init, canonical_init, init_weight, inits
-from optbench.problems import build_problem, is_toy, problems
+from optbench.registry.inits import apply_init, canonical_init, init_weight, inits
+from optbench.registry.problems import build_problem, is_toy, problems
 from optbench.spec import RunConfig
 
 MLP = "mlp-classification(width=16, depth=2, activation='tanh', n_train=64, n_val=32)"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from optbench.errors import NotApplicable, OptbenchError
-from optbench.losses import canonical_loss, losses, make_loss
-from optbench.problems import build_problem
+from optbench.registry.losses import canonical_loss, losses, make_loss
+from optbench.registry.problems import build_problem
 
 
 def _loss(spec: str):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from optbench.lrfind import analyse, longest_valley, smooth
+from optbench.experiments.lrfind import analyse, longest_valley, smooth
 
 
 def test_bias_corrected_ema_of_a_constant_is_the_constant():
@@ -65,7 +65,7 @@ def found(tmp_path_factory):
     """`bench lr-find` with Adam on mlp-classification: 100 steps, lr 1e-7 -> 10."""
     from typer.testing import CliRunner
 
-    from optbench.cli import app
+    from optbench.cli.app import app
 
     out = tmp_path_factory.mktemp("find") / "adam"
     result = CliRunner().invoke(

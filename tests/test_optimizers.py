@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from optbench.engine import run
+from optbench.engine.reference import run
 from optbench.errors import NotApplicable, OptbenchError
-from optbench.optimizers import (
+from optbench.registry.optimizers import (
     SGDL1L2,
     build_optimizer,
     canonical_optimizer,

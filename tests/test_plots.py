@@ -50,10 +50,10 @@ def assert_figure(path: Path, fmt: str = "png") -> None:
 
 @pytest.mark.parametrize("kind", ["optimizers", "schedulers", "problems", "inits", "losses"])
 def test_registry_names_of_one_kind_never_share_a_colour(kind):
-    from optbench import registries
-    from optbench.plots import name_color
+    from optbench import registry
+    from optbench.figures.style import name_color
 
-    names = registries.by_kind(kind).names()
+    names = registry.by_kind(kind).names()
     colours = {name_color(n) for n in names}
     assert len(colours) == len(names)
     assert all(name_color(n) == name_color(n) for n in names)  # stable
@@ -62,7 +62,7 @@ def test_registry_names_of_one_kind_never_share_a_colour(kind):
 def test_common_optimizers_get_distinct_tab10_colours():
     import matplotlib.pyplot as plt
 
-    from optbench.plots import name_color
+    from optbench.figures.style import name_color
 
     tab10 = plt.get_cmap("tab10").colors
     assert [name_color(n) for n in ("sgd", "adam", "adamw", "rmsprop")] == list(tab10[:4])
@@ -74,7 +74,7 @@ def test_common_optimizers_get_distinct_tab10_colours():
 def test_ci95_band_is_student_t_over_the_seeds():
     import pandas as pd
 
-    from optbench.facets import _aggregate
+    from optbench.figures.facets import _aggregate
 
     points = pd.DataFrame({"step": [0, 0, 0], "loss": [1.0, 2.0, 3.0]})
     xs, mean, half = _aggregate(points, "step", "loss", "ci95")
@@ -87,7 +87,8 @@ def test_ci95_band_is_student_t_over_the_seeds():
 
 
 def test_facet_layout_counts(quad_grid, tmp_path):
-    from optbench import facets, store
+    from optbench import store
+    from optbench.figures import facets
 
     runs, traces = store.read_runs(quad_grid), store.read_traces(quad_grid)
     result = facets.facet_plot(
@@ -110,7 +111,8 @@ def test_facet_layout_counts(quad_grid, tmp_path):
 
 
 def test_unnamed_varying_columns_split_lines_instead_of_being_averaged(quad_grid, tmp_path):
-    from optbench import facets, store
+    from optbench import store
+    from optbench.figures import facets
 
     runs, traces = store.read_runs(quad_grid), store.read_traces(quad_grid)
     result = facets.facet_plot(runs, traces, tmp_path / "f.png", y="loss", x="step", hue="lr")
@@ -120,7 +122,8 @@ def test_unnamed_varying_columns_split_lines_instead_of_being_averaged(quad_grid
 
 
 def test_per_run_y_against_lr(quad_grid, tmp_path):
-    from optbench import facets, store
+    from optbench import store
+    from optbench.figures import facets
 
     runs = store.read_runs(quad_grid)
     result = facets.facet_plot(
@@ -213,7 +216,8 @@ def test_standard_figures_one_by_one(cli, quad_grid, tmp_path):
 
 
 def test_trajectories_on_a_2d_toy(tmp_path):
-    from optbench import plots, store
+    from optbench import store
+    from optbench.figures import runs as plots
     from optbench.spec import RunConfig
 
     configs = [
@@ -229,7 +233,7 @@ def test_trajectories_on_a_2d_toy(tmp_path):
 
 
 def test_toy_surface_matches_the_problem():
-    from optbench.plots import toy_surface
+    from optbench.figures.runs import toy_surface
 
     values = toy_surface("rosenbrock", np.array([1.0, -1.2]), np.array([1.0]))
     np.testing.assert_allclose(values, [[0.0, 24.2]], atol=1e-9)  # minimum at (1, 1); f(-1.2, 1) = 24.2
@@ -239,7 +243,7 @@ def test_toy_surface_matches_the_problem():
 
 
 def test_schedule_curves_come_from_the_real_schedulers():
-    from optbench.plots import schedule_curves
+    from optbench.experiments.schedules import schedule_curves
 
     curves, notes = schedule_curves(
         100,
@@ -302,11 +306,11 @@ def test_bench_schedules_unknown_name_leaves_no_folder(cli, tmp_path):
 def test_plotting_never_imports_the_engine_and_commands_import_nothing_heavy():
     code = (
         "import sys\n"
-        "import optbench.commands.plots\n"
+        "import optbench.cli.plots\n"
         "heavy = {'torch', 'pandas', 'matplotlib'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
-        "import optbench.plots, optbench.facets, optbench.report, optbench.lrfind\n"
-        "assert 'optbench.engine' not in sys.modules\n"
+        "import optbench.figures.runs, optbench.figures.facets, optbench.report, optbench.experiments.lrfind\n"
+        "assert 'optbench.engine.reference' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -316,7 +320,8 @@ def test_long_panel_titles_never_overlap_and_every_column_keeps_its_x_labels(
 ):
     """8 panels (2 problems x 2 optimizers x 2 momenta) on a 3 x 3 grid: long titles wrap instead of running
     into their neighbours, and the panel above the hidden ninth shows the lr tick labels."""
-    from optbench import plots, store
+    from optbench import store
+    from optbench.figures import runs as plots
 
     runs = store.read_runs(quad_grid)
     runs["problem"] = np.where(

@@ -1,13 +1,13 @@
-"""optbench.precision: device strings, and that each precision really runs in its dtype."""
+"""optbench.registry.precision: device strings, and that each precision really runs in its dtype."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from optbench import precision as prec
 from optbench.errors import NotApplicable, OptbenchError
-from optbench.precision import (
+from optbench.registry import precision as prec
+from optbench.registry.precision import (
     AUTOCAST_DTYPES,
     autocast_context,
     check_precision,

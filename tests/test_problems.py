@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from optbench.errors import NotApplicable, OptbenchError
-from optbench.problems import build_problem, canonical_problem, default_loss, is_toy, problems
+from optbench.registry.problems import build_problem, canonical_problem, default_loss, is_toy, problems
 
 TOYS = [name for name in problems.names() if problems.get(name).meta["default_loss"] == "none"]
 MLPS = [name for name in problems.names() if name not in TOYS]

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from optbench import store
-from optbench.executors import RayExecutor
 from optbench.grid import GridSpec, run_grid
+from optbench.grid.executors import RayExecutor
 from optbench.spec import RunConfig
 
 pytestmark = pytest.mark.ray

@@ -7,8 +7,7 @@ import inspect
 import pytest
 
 from optbench.errors import OptbenchError
-from optbench.registries import by_kind
-from optbench.registry import Registry
+from optbench.registry import Registry, by_kind
 from optbench.spec import parse_spec
 
 KINDS = ("problems", "optimizers", "schedulers", "inits", "losses")

@@ -64,7 +64,7 @@ def sweep(tmp_path_factory) -> Path:
     """`bench lr-sweep` on the quadratic: 5 lrs from 0.05 to 0.45, 40 steps (0.25 is the bound)."""
     from typer.testing import CliRunner
 
-    from optbench.cli import app
+    from optbench.cli.app import app
 
     out = tmp_path_factory.mktemp("sweep") / "sweep"
     result = CliRunner().invoke(
@@ -124,7 +124,7 @@ def test_svg_figures_embed_in_html(cli, sweep, tmp_path):
 @pytest.fixture(scope="module")
 def grid_and_find(tmp_path_factory) -> tuple[Path, Path]:
     """Side by side: a grid (SGD on the quadratic, lr x momentum x 2 seeds) and an lr-find on the same problem."""
-    from optbench.lrfind import lr_find
+    from optbench.experiments.lrfind import lr_find
     from optbench.spec import RunConfig
 
     root = tmp_path_factory.mktemp("side")
@@ -190,10 +190,10 @@ def test_report_missing_or_empty_folder(cli, tmp_path):
 
 
 def test_report_draws_the_init_and_amp_figures_with_their_own_modules(cli, tmp_path):
-    initprobe = pytest.importorskip("optbench.initprobe")
-    amp = pytest.importorskip("optbench.amp")
-    pytest.importorskip("optbench.initplots")
-    pytest.importorskip("optbench.ampplots")
+    initprobe = pytest.importorskip("optbench.experiments.initprobe")
+    amp = pytest.importorskip("optbench.experiments.amp")
+    pytest.importorskip("optbench.figures.init")
+    pytest.importorskip("optbench.figures.amp")
     init_out = tmp_path / "init"
     initprobe.init_report(
         ["normal", "normal(std=0.25)"], ["none"], depth=12, width=16, batch=4, out=init_out, plots=False
@@ -229,7 +229,7 @@ def test_report_never_imports_the_engine(sweep, tmp_path):
         "import sys\n"
         "from optbench.report import build_report\n"
         f"build_report({str(sweep)!r}, out={str(tmp_path / 'r.html')!r})\n"
-        "assert 'optbench.engine' not in sys.modules\n"
+        "assert 'optbench.engine.reference' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

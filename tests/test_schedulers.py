@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from optbench.engine import run
+from optbench.engine.reference import run
 from optbench.errors import NotApplicable, OptbenchError
-from optbench.schedulers import build_scheduler, canonical_scheduler, schedulers
+from optbench.registry.schedulers import build_scheduler, canonical_scheduler, schedulers
 from optbench.spec import RunConfig
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from optbench import store
-from optbench.engine import run
+from optbench.engine.reference import run
 from optbench.spec import RunConfig, runs_schema, traces_schema
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from optbench.errors import OptbenchError
+from optbench.experiments.stability import BoundCheck, sgd_stability_bound
+from optbench.experiments.sweep import analytic_bound, lr_grid, lr_sweep
 from optbench.spec import RunConfig
-from optbench.stability import BoundCheck, sgd_stability_bound
-from optbench.sweep import analytic_bound, lr_grid, lr_sweep
 
 # --------------------------------------------------------------------------------------------------- grid
 

@@ -7,10 +7,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "RunConfig": "optbench.spec",
-    "run": "optbench.engine",
-    "lr_sweep": "optbench.sweep",
+    "run": "optbench.engine.reference",
+    "lr_sweep": "optbench.experiments.sweep",
     "run_grid": "optbench.grid",
-    "init_report": "optbench.initprobe",
+    "init_report": "optbench.experiments.initprobe",
 }
 
 

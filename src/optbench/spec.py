@@ -51,7 +51,7 @@ class Spec:
         return self.canonical()
 
 
-def parse_spec(text: str, *, what: str = "spec") -> Spec:
+def parse_spec(text: str, *, what: str = "spec") -> Spec:  # noqa: C901 - to split (#13)
     """Parse ``name(key=value, ...)``; raise OptbenchError naming the bad part."""
     text = text.strip()
     if not text:

@@ -1,0 +1,37 @@
+"""`bench list KIND`: the registries, one line per entry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from optbench.cli.common import fail
+
+KINDS = ("problems", "optimizers", "schedulers", "inits", "losses", "activations")
+
+
+def list_entries(
+    kind: Annotated[str, typer.Argument(help="What to list: " + ", ".join(KINDS) + ".")],
+) -> None:
+    """List the registered entries of one kind: its CLI name and a one-line description."""
+    if kind not in KINDS:
+        fail(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+    if kind == "activations":
+        from optbench.registry.activations import ACTIVATIONS
+
+        for name, (cls_name, nonlinearity) in ACTIVATIONS.items():
+            typer.echo(
+                f"{name:<28} nn.{cls_name or 'Identity'} (init gain: calculate_gain({nonlinearity!r}))"
+            )
+        return
+    from optbench import registry
+
+    registry = registry.by_kind(kind)
+    for entry in registry.entries():
+        aliases = registry.aliases_of(entry.name)
+        alias_text = f" (alias: {', '.join(aliases)})" if aliases else ""
+        typer.echo(f"{entry.name:<28} {entry.summary}{alias_text}")
+
+
+COMMANDS = {"list": list_entries}

@@ -1,0 +1,281 @@
+"""`bench plot`, `bench schedules`, `bench lr-find`, `bench report`: figures and the report from results folders.
+
+Nothing heavy is imported at module level; each command validates its input (one line on stderr, exit 2)
+and calls a plain function: ``facets.facet_plot``, ``report.standard_figures``,
+``experiments.schedules.schedules_experiment``, ``lrfind.lr_find``, ``report.build_report``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from optbench.cli.common import fail, fresh_out_dir, handle_errors
+
+_FORMAT_HELP = "Figure format: png, svg or pdf."
+
+
+def _results_folder(folder: Path) -> None:
+    if not folder.exists():
+        fail(f"results folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        fail(f"{str(folder)!r} is not a folder")
+
+
+@handle_errors
+def plot_cmd(
+    folder: Annotated[
+        Path, typer.Argument(help="Results folder (runs.parquet + traces/).", show_default=False)
+    ],
+    y: Annotated[
+        str,
+        typer.Option(
+            help="What to plot: a trace column (loss, lr, grad_norm, val_acc, ...) or a "
+            "run column (final_loss, best_loss, wall_time_s, ...)."
+        ),
+    ] = "loss",
+    x: Annotated[
+        str, typer.Option(help="Horizontal axis: step for trace columns, e.g. lr for run columns.")
+    ] = "step",
+    hue: Annotated[
+        str | None,
+        typer.Option(
+            help="Run column that colours the lines (lr, optimizer, momentum, ...); 'none' for one colour."
+        ),
+    ] = "lr",
+    col: Annotated[str | None, typer.Option(help="Run column with one panel column per value.")] = None,
+    row: Annotated[str | None, typer.Option(help="Run column with one panel row per value.")] = None,
+    logy: Annotated[bool, typer.Option("--logy", help="Log-scale y axis.")] = False,
+    logx: Annotated[bool, typer.Option("--logx", help="Log-scale x axis.")] = False,
+    band: Annotated[
+        str,
+        typer.Option(
+            help="Band around the mean over seeds: std (±1 std), ci95 (95% interval of "
+            "the mean, Student t) or none."
+        ),
+    ] = "std",
+    where: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep only runs with COLUMN=VALUE (repeatable), e.g. --where momentum=0.9."),
+    ] = None,
+    figure: Annotated[
+        str | None,
+        typer.Option(
+            help="Draw a standard figure instead: loss-vs-step, "
+            "sensitivity, heatmap, trajectories, lr-schedules, schedules, "
+            "lr-find, init-std, init-gains, amp, or all."
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output file (default: DIR/plot_<y>_vs_<x>_by_....<format>; "
+            "with --figure: the folder, default DIR)."
+        ),
+    ] = None,
+) -> None:
+    """Faceted comparison from any results folder: mean over seeds with a band, one panel per col x row value.
+
+    Example: bench plot results/grid --y loss --x step --hue lr --col optimizer --row scheduler --logy
+    """
+    from optbench import report
+    from optbench.figures.style import check_format
+
+    _results_folder(folder)
+    check_format(fmt)
+    if figure is not None:
+        only = None if figure == "all" else {figure}
+        figures = report.standard_figures(report.load(folder), out or folder, fmt, only=only)
+        if not figures:
+            fail(f"figure {figure!r} does not apply to the data in {str(folder)!r}")
+        for item in figures:
+            typer.echo(f"figure: {item.path}" if item.path is not None else f"skipped: {item.caption}")
+        return
+
+    from optbench import store
+    from optbench.figures import facets
+
+    if not (folder / store.RUNS_FILE).exists():
+        fail(
+            f"no {store.RUNS_FILE} in {str(folder)!r}: bench plot draws run folders (lr-sweep, grid, lr-find)"
+        )
+    runs = store.read_runs(folder)
+    if runs.empty:
+        fail(f"{str(folder / store.RUNS_FILE)!r} has no runs")
+    hue = None if hue in (None, "none") else hue
+    kind = facets.check_columns(runs, y=y, x=x, hue=hue, col=col, row=row)
+    traces = store.read_traces(folder) if kind == "trace" else None
+    path = out if out is not None else folder / f"{facets.default_name(y, x, hue, col, row)}.{fmt}"
+    if not path.suffix:
+        path = path.with_suffix(f".{fmt}")
+    result = facets.facet_plot(
+        runs, traces, path, y=y, x=x, hue=hue, col=col, row=row, logy=logy, logx=logx, band=band, where=where
+    )
+    typer.echo(
+        f"figure: {result.path} ({len(result.rows)} x {len(result.cols)} panels, {result.lines} lines)"
+    )
+    if result.split_by:
+        typer.echo(
+            f"note: lines are also split by {', '.join(result.split_by)} (not named by --hue/--col/--row)"
+        )
+
+
+@handle_errors
+def schedules_cmd(
+    steps: Annotated[
+        int, typer.Option(help="Steps to draw (also the run length the defaults derive from).")
+    ] = 100,
+    lr: Annotated[float, typer.Option(help="Base learning rate.")] = 0.01,
+    schedulers: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated scheduler specs, e.g. "
+            "'steplr(step_size=5, gamma=0.8),cosine'. Default: every "
+            "registered scheduler."
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: a new results/schedules-<time>).")
+    ] = None,
+) -> None:
+    """Draw the lr per step of every torch scheduler and our custom ones, from the real scheduler objects.
+
+    Writes schedules.parquet (scheduler, step, lr), schedules.<format> and manifest.json. ReduceLROnPlateau
+    is fed a constant loss (it needs a metric), so it cuts the lr every patience + 1 steps.
+    """
+    from optbench import store
+    from optbench.experiments.schedules import schedules_experiment
+    from optbench.spec import split_top_level
+
+    names = split_top_level(schedulers) if schedulers else None
+    if names:  # a misspelt name or argument is a user error; torch refusing a value gets an empty panel
+        from optbench.registry.schedulers import canonical_scheduler
+        from optbench.registry.validate import check_scheduler_arguments
+
+        for name in names:
+            check_scheduler_arguments(canonical_scheduler(name))
+    out = out or store.default_out("schedules")
+    with fresh_out_dir(out):
+        path = schedules_experiment(steps, lr, names, out=out, fmt=fmt)
+    typer.echo(f"figure: {path}")
+    notes = store.read_manifest(out).get("schedule_notes", {})
+    for name, note in notes.items():
+        typer.echo(f"note: {name}: {note}")
+
+
+@handle_errors
+def lr_find_cmd(
+    problem: Annotated[
+        str, typer.Option(help="Problem spec (an MLP problem is the usual target).")
+    ] = "mlp-classification",
+    optimizer: Annotated[
+        str, typer.Option(help="Optimizer spec, e.g. sgd, adam, 'adamw(weight_decay=0.01)'.")
+    ] = "sgd",
+    momentum: Annotated[
+        float | None, typer.Option(help="Momentum (beta1 for the Adam family); default: the optimizer's own.")
+    ] = None,
+    start: Annotated[float, typer.Option(help="First learning rate.")] = 1e-7,
+    end: Annotated[float, typer.Option(help="Last learning rate (reached at the last step).")] = 10.0,
+    steps: Annotated[
+        int, typer.Option(help="Steps; the lr grows by (end/start)^(1/(steps-1)) per step.")
+    ] = 100,
+    beta: Annotated[float, typer.Option(help="EMA smoothing factor of the loss (bias-corrected).")] = 0.98,
+    stop_factor: Annotated[
+        float, typer.Option(help="Stop where the smoothed loss exceeds this times its minimum.")
+    ] = 4.0,
+    init: Annotated[str, typer.Option(help="Init scheme for MLP problems (spec syntax).")] = "default",
+    loss: Annotated[str, typer.Option(help="Loss for MLP problems; auto = the problem's own.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size (MLP problems).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: a new results/lr-find-<time>).")
+    ] = None,
+) -> None:
+    """Learning-rate range test: grow the lr exponentially, smooth the loss, suggest an lr.
+
+    Prints three suggestions: valley (fastai's default rule), steepest descent, minimum/10; writes a
+    normal results folder plus lr_find.<format>.
+    """
+    from optbench import store
+    from optbench.experiments import lrfind
+    from optbench.figures.style import check_format
+
+    lrfind.check_range(start, end, steps)
+    check_format(fmt)
+    out = out or store.default_out("lr-find")
+    with fresh_out_dir(out):
+        result = lrfind.lr_find(
+            problem,
+            optimizer,
+            start=start,
+            end=end,
+            steps=steps,
+            momentum=momentum,
+            init=init,
+            loss=loss,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            beta=beta,
+            stop_factor=stop_factor,
+            out=out,
+            fmt=fmt,
+        )
+    analysis = result.analysis
+    typer.echo(
+        f"lr-find: {result.config.problem}, {result.config.optimizer}, lr {start:g} -> {end:g} over "
+        f"{steps} steps; stopped: {analysis.stopped_because} after {analysis.stop} steps"
+    )
+    for label, (value, _) in analysis.suggestions().items():
+        typer.echo(f"  {label:<11} lr = {value:.3g}" if value is not None else f"  {label:<11} none")
+    typer.echo(
+        f"suggested lr (valley): {result.suggested_lr:.3g}" if result.suggested_lr else "no suggestion"
+    )
+    typer.echo(f"results: {result.out}")
+    for figure in result.figures:
+        typer.echo(f"figure:  {figure}")
+
+
+@handle_errors
+def report_cmd(
+    folder: Annotated[Path, typer.Argument(help="Results folder of any bench command.", show_default=False)],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="html (one self-contained file) or md (Markdown with the figure files beside it).",
+        ),
+    ] = "html",
+    figure_format: Annotated[
+        str, typer.Option(help="Figure format: png or svg (html); png, svg or pdf (md).")
+    ] = "png",
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Another results folder to compare lr-find "
+            "suggestions with (repeatable); folders beside DIR are "
+            "searched too."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (default: DIR/report.html or DIR/report.md).")
+    ] = None,
+) -> None:
+    """Write DIR/report.html: command, environment, summary tables and every figure that applies to DIR.
+
+    Reads the Parquet only; never re-runs anything. The HTML embeds its figures and opens offline.
+    """
+    from optbench import report
+
+    _results_folder(folder)
+    path = report.build_report(folder, fmt=fmt, figure_format=figure_format, compare=compare or [], out=out)
+    typer.echo(f"report: {path}")
+
+
+COMMANDS = {"plot": plot_cmd, "schedules": schedules_cmd, "lr-find": lr_find_cmd, "report": report_cmd}

@@ -1,0 +1,96 @@
+"""`bench lr-sweep`: one config at many learning rates, the largest stable lr, the analytic bound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from optbench.cli.common import fresh_out_dir, handle_errors
+
+
+@handle_errors
+def lr_sweep_cmd(
+    lr_min: Annotated[float, typer.Option("--min", help="Smallest learning rate.")] = 0.01,
+    lr_max: Annotated[float, typer.Option("--max", help="Largest learning rate.")] = 0.5,
+    num: Annotated[int, typer.Option("--num", help="Number of learning rates.")] = 10,
+    spacing: Annotated[str, typer.Option(help="Spacing of the learning rates: linear or log.")] = "linear",
+    steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = 100,
+    problem: Annotated[
+        str, typer.Option(help="Problem spec, e.g. quadratic or 'rosenbrock(x0=(-1.5, 2))'.")
+    ] = "quadratic",
+    optimizer: Annotated[
+        str, typer.Option(help="Optimizer spec, e.g. sgd, 'adamw(weight_decay=0.1)'.")
+    ] = "sgd",
+    momentum: Annotated[
+        float | None, typer.Option(help="Momentum (beta1 for the Adam family); default: the optimizer's own.")
+    ] = None,
+    scheduler: Annotated[
+        str, typer.Option(help="Scheduler spec, e.g. none, 'steplr(step_size=5, gamma=0.8)'.")
+    ] = "none",
+    init: Annotated[str, typer.Option(help="Init scheme for MLP problems (spec syntax).")] = "default",
+    loss: Annotated[str, typer.Option(help="Loss for MLP problems; auto = the problem's own.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="fp32, fp16 (autocast + GradScaler) or bf16 (autocast); MLP problems.")
+    ] = "fp32",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: a new folder under results/).")
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Draw the two figures.")] = True,
+) -> None:
+    """Sweep the learning rate; print lr, final loss and status; find the largest stable lr and compare it
+    with the analytic bound where one exists (SGD on the quadratic: lr < 2(1+m)/L = 0.25)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from optbench import store
+    from optbench.experiments.sweep import lr_grid, lr_sweep
+    from optbench.registry.validate import canonical_config
+    from optbench.spec import RunConfig
+
+    lr_grid(lr_min, lr_max, num, spacing)  # validate before anything is written
+    base = canonical_config(
+        RunConfig(
+            problem=problem,
+            optimizer=optimizer,
+            momentum=momentum,
+            scheduler=scheduler,
+            init=init,
+            loss=loss,
+            precision=precision,
+            device=device,
+            seed=seed,
+            steps=steps,
+        )
+    )
+    out = out or store.default_out("lr-sweep")
+    with fresh_out_dir(out):
+        result = lr_sweep(lr_min, lr_max, num, spacing=spacing, base=base, out=out, plots=plots)
+
+    console = Console()
+    table = Table(title=f"lr sweep: {base.problem}, {base.optimizer}, {base.steps} steps")
+    for column in ("lr", "final loss", "status", "stable"):
+        table.add_column(column, justify="right" if column != "status" else "left")
+    for _, row in result.runs.iterrows():
+        status = row["status"] + (
+            f" at step {int(row['diverged_step'])}" if row["status"] == "diverged" else ""
+        )
+        if row["status"] in ("invalid", "failed"):
+            status += f": {row['reason']}"
+        table.add_row(
+            f"{row['lr']:.4g}", f"{row['final_loss']:.4g}", status, "yes" if row["stable"] else "no"
+        )
+    console.print(table)
+    largest = f"{result.largest_stable:.4g}" if result.largest_stable is not None else "none"
+    console.print(f"largest stable lr: {largest}")
+    if result.check is not None:
+        console.print(result.check.sentence())
+    console.print(f"results: {result.out}")
+    for figure in result.figures:
+        console.print(f"figure:  {figure}")
+
+
+COMMANDS = {"lr-sweep": lr_sweep_cmd}

@@ -1,0 +1,134 @@
+"""``lr_sweep``: the headline experiment. Runs one config at many learning rates, finds the largest stable
+one and, where the problem has one (plain or heavy-ball SGD on the quadratic), compares it with the
+analytic bound lr < 2(1 + m)/L.
+
+A run counts as *stable* when it did not diverge and its final loss is below its initial loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optbench.errors import OptbenchError
+from optbench.experiments.stability import BoundCheck, sgd_stability_bound
+from optbench.spec import RunConfig, parse_spec
+
+
+def lr_grid(lr_min: float, lr_max: float, num: int, spacing: str = "linear") -> list[float]:
+    """``num`` learning rates from lr_min to lr_max, linearly (default) or log spaced."""
+    if num < 1:
+        raise OptbenchError(f"--num must be >= 1, got {num}")
+    for name, value in (("--min", lr_min), ("--max", lr_max)):
+        if not (value > 0 and math.isfinite(value)):
+            raise OptbenchError(f"{name} must be a positive learning rate, got {value}")
+    if lr_min > lr_max:
+        raise OptbenchError(f"--min {lr_min} is larger than --max {lr_max}")
+    if spacing not in ("linear", "log"):
+        raise OptbenchError(f"unknown spacing {spacing!r}; valid: linear, log")
+    if num == 1:
+        return [lr_min]
+    if spacing == "log":
+        a, b = math.log10(lr_min), math.log10(lr_max)
+        return [10 ** (a + (b - a) * i / (num - 1)) for i in range(num)]
+    return [lr_min + (lr_max - lr_min) * i / (num - 1) for i in range(num)]
+
+
+def analytic_bound(config: RunConfig) -> float | None:
+    """2(1 + m)/L for plain/heavy-ball SGD with no scheduler on a problem of constant curvature L."""
+    from optbench.registry.problems import build_problem
+
+    spec = parse_spec(config.optimizer, what="optimizer")
+    if spec.name != "sgd" or spec.kwargs or config.scheduler != "none":
+        return None
+    curvature = build_problem(config.problem, device="cpu").curvature if _is_toy(config.problem) else None
+    if curvature is None:
+        return None
+    return sgd_stability_bound(curvature, config.momentum or 0.0)
+
+
+def _is_toy(problem: str) -> bool:
+    from optbench.registry.problems import is_toy
+
+    return is_toy(problem)
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    runs: object  # pandas DataFrame (runs.parquet plus `stable` and `initial_loss`)
+    check: BoundCheck | None
+    largest_stable: float | None
+    figures: list[Path] = field(default_factory=list)
+
+
+def lr_sweep(
+    lr_min: float = 0.01,
+    lr_max: float = 0.5,
+    num: int = 10,
+    *,
+    spacing: str = "linear",
+    base: RunConfig | None = None,
+    out: Path | str | None = None,
+    plots: bool = True,
+    command: str = "lr-sweep",
+) -> SweepResult:
+    """Run ``base`` at each lr of the grid, write the results folder and (optionally) the two figures."""
+    from optbench import store
+    from optbench.engine.reference import run
+    from optbench.figures import runs as figures
+    from optbench.registry.validate import canonical_config
+
+    lrs = lr_grid(lr_min, lr_max, num, spacing)
+    base = canonical_config(base or RunConfig())
+    configs = [base.replace(lr=lr) for lr in lrs]
+    out = Path(out) if out is not None else store.default_out("lr-sweep")
+    manifest = store.start_manifest(out, command, {"experiment": "lr-sweep", "lrs": lrs})
+
+    initial = {}
+    for config in configs:
+        result = run(config)
+        store.commit_run(out, result)
+        initial[result.run_id] = float(result.trace["loss"][0]) if len(result.trace["loss"]) else math.nan
+    store.consolidate_runs(out, order=[c.run_id() for c in configs])
+    runs = store.read_runs(out)
+    runs["initial_loss"] = runs["run_id"].map(initial)
+    runs["stable"] = (runs["status"] == "ok") & (runs["final_loss"] < runs["initial_loss"])
+
+    stable, unstable = runs[runs["stable"]], runs[~runs["stable"] & runs["status"].isin(["ok", "diverged"])]
+    largest_stable = float(stable["lr"].max()) if len(stable) else None
+    bound = analytic_bound(base)
+    check = None
+    if bound is not None:
+        above = unstable[unstable["lr"] > (largest_stable or 0)]
+        check = BoundCheck(bound, largest_stable, float(above["lr"].min()) if len(above) else None)
+
+    result = SweepResult(out, runs, check, largest_stable)
+    if plots:
+        traces = store.read_traces(out)
+        result.figures.append(
+            figures.loss_vs_step(
+                runs,
+                traces,
+                out / "loss_vs_step.png",
+                title=f"{base.problem}, {base.optimizer}: loss vs step",
+            )
+        )
+        result.figures.append(
+            figures.final_loss_vs_lr(
+                runs,
+                out / "final_loss_vs_lr.png",
+                bound=bound,
+                logx=spacing == "log",
+                title=f"{base.problem}, {base.optimizer}: final loss vs lr",
+            )
+        )
+    store.finish_manifest(
+        out,
+        manifest,
+        largest_stable_lr=largest_stable,
+        analytic_bound=bound,
+        bound_agrees=check.agrees if check else None,
+    )
+    return result

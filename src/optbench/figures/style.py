@@ -1,0 +1,285 @@
+"""The one style of optbench's figures: palette, stable colours per registry name, axis labels, layout
+helpers and ``save`` (the format from the path's suffix).
+
+Colours are stable per registry name (``name_color``) so one optimizer has one colour in every figure;
+continuous hues such as lr use a sequential colormap ordered by value (``value_colors``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from optbench.errors import OptbenchError  # noqa: E402
+
+FORMATS = ("png", "svg", "pdf")
+
+# 20 colours that stay distinguishable as lines on white: tab10, then ten darker, different hues.
+_PALETTE = tuple(plt.get_cmap("tab10").colors) + tuple(
+    matplotlib.colors.to_rgb(c)
+    for c in (
+        "#000075",
+        "#800000",
+        "#008080",
+        "#000000",
+        "#c9a400",
+        "#7570b3",
+        "#1b9e77",
+        "#f032e6",
+        "#6b4226",
+        "#4b8b3b",
+    )
+)
+# Names people compare most often come first, so they get the clearest tab10 colours; every other
+# registry name follows in sorted order (names of one kind never share a colour).
+_PREFERRED = {
+    "optimizers": (
+        "sgd",
+        "adam",
+        "adamw",
+        "rmsprop",
+        "adagrad",
+        "nadam",
+        "radam",
+        "adadelta",
+        "adamax",
+        "lbfgs",
+    ),
+    "schedulers": (
+        "none",
+        "steplr",
+        "cosineannealinglr",
+        "onecyclelr",
+        "exponentiallr",
+        "warmup-cosine",
+        "step-halving",
+        "linearlr",
+        "cycliclr",
+        "reducelronplateau",
+    ),
+    "problems": ("quadratic", "rosenbrock", "beale", "rastrigin", "mlp-classification", "mlp-regression"),
+    # the ten classic schemes in the order optbench.initplots gives them tab10, so both agree
+    "inits": (
+        "xavier_uniform",
+        "xavier_normal",
+        "kaiming_uniform",
+        "kaiming_normal",
+        "uniform",
+        "normal",
+        "constant",
+        "orthogonal",
+        "eye",
+        "sparse",
+    ),
+}
+# Precisions keep the colours of the AMP figure (optbench.ampplots.PRECISION_COLORS).
+_PRECISION_COLORS = {"fp32": "#9e9e9e", "fp16": "#1f77b4", "bf16": "#ff7f0e"}
+
+# Labels with units for the columns people plot.
+AXIS_LABELS = {
+    "step": "step (optimizer updates)",
+    "loss": "training loss (before the step's update)",
+    "lr": "learning rate",
+    "grad_norm": "gradient L2 norm",
+    "update_norm": "update L2 norm |Δθ|",
+    "param_norm": "parameter L2 norm |θ|",
+    "x0": "x0 (first coordinate)",
+    "x1": "x1 (second coordinate)",
+    "val_loss": "held-out loss",
+    "val_acc": "held-out accuracy (fraction)",
+    "loss_scale": "GradScaler loss scale",
+    "final_loss": "final training loss",
+    "best_loss": "best training loss",
+    "final_val_loss": "final held-out loss",
+    "final_val_acc": "final held-out accuracy (fraction)",
+    "wall_time_s": "wall time per run (s)",
+    "steps_completed": "steps completed",
+    "diverged_step": "step of divergence",
+    "momentum": "momentum",
+}
+
+
+def axis_label(column: str) -> str:
+    return AXIS_LABELS.get(column, column)
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise OptbenchError(f"unknown figure format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return fmt
+
+
+def figure_path(folder: Path, stem: str, fmt: str = "png") -> Path:
+    return Path(folder) / f"{stem}.{check_format(fmt)}"
+
+
+# ------------------------------------------------------------------------------------------------ colours
+
+
+@functools.cache
+def _registry_index() -> dict[str, int]:
+    """Position of each name in its (sorted) registry: names of one kind never share a colour."""
+    try:
+        from optbench import registry
+
+        index: dict[str, int] = {}
+        for kind in ("optimizers", "schedulers", "problems", "inits", "losses"):
+            names = registry.by_kind(kind).names()
+            preferred = [n for n in _PREFERRED.get(kind, ()) if n in names]
+            for i, name in enumerate(preferred + [n for n in names if n not in preferred]):
+                index.setdefault(name, i)
+        return index
+    except Exception:  # noqa: BLE001 - colours must never break a figure; fall back to hashing
+        return {}
+
+
+def name_color(name: str):
+    """The same colour for the same registry name in every figure.
+
+    Registry names take the colour of their position in their registry (common names first; 20 colours
+    and no registry has more entries, so two optimizers never share one); anything else (a spec with arguments, an import
+    path) is hashed into the same palette.
+    """
+    if str(name) in _PRECISION_COLORS:
+        return matplotlib.colors.to_rgb(_PRECISION_COLORS[str(name)])
+    index = _registry_index().get(str(name))
+    if index is None:
+        index = int(hashlib.md5(str(name).encode()).hexdigest(), 16)
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def value_colors(values) -> dict:
+    """Colour per value: registry names by ``name_color``; numbers by rank on the viridis colormap."""
+    unique = sorted(set(values), key=sort_key)
+    if unique and all(_is_number(v) for v in unique):
+        cmap = plt.get_cmap("viridis")
+        span = max(1, len(unique) - 1)
+        return {v: cmap(0.92 * i / span) for i, v in enumerate(unique)}
+    return {v: name_color(v) for v in unique}
+
+
+def sort_key(value):
+    """Sort numbers numerically, then everything else as text (None/NaN last)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return (2, 0.0, "")
+    if _is_number(value):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
+def fmt_value(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "default"
+    if _is_number(value):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix) and close it."""
+    path = Path(path)
+    if path.suffix.lstrip(".") not in FORMATS:
+        raise OptbenchError(f"unknown figure format {path.suffix!r} for {path}; valid: {', '.join(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight", metadata=_metadata(path))
+    plt.close(fig)
+    return path
+
+
+def _metadata(path: Path) -> dict:
+    # Reproducible files: no creation date in SVG/PDF output.
+    suffix = path.suffix.lstrip(".")
+    if suffix == "svg":
+        return {"Date": None}
+    if suffix == "pdf":
+        return {"CreationDate": None}
+    return {}
+
+
+def legend_outside(ax, **kwargs) -> None:
+    """Legend to the right of the axes, where it never covers data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            fontsize=8,
+            **kwargs,
+        )
+
+
+# -------------------------------------------------------------------------------------------------- layout
+
+
+def lr_ticks(ax, lrs, max_ticks: int = 7) -> None:
+    """Log-x ticks at the measured lrs (at most ``max_ticks``, evenly chosen) instead of crowded minors."""
+    from matplotlib.ticker import NullFormatter
+
+    lrs = [v for v in sorted(lrs) if v > 0]
+    if not lrs:
+        return
+    gap = max(math.log10(lrs[-1] / lrs[0]), 0.3) / max_ticks  # ticks at least this far apart in decades
+    ticks = [lrs[0]]
+    for v in lrs[1:]:
+        if math.log10(v / ticks[-1]) >= gap:
+            ticks.append(v)
+    if ticks[-1] != lrs[-1] and math.log10(lrs[-1] / ticks[-1]) < gap:
+        ticks[-1] = lrs[-1]  # keep the largest lr labelled rather than its neighbour
+    elif ticks[-1] != lrs[-1]:
+        ticks.append(lrs[-1])
+    ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def hide_unused(axes, used: int) -> None:
+    """Hide the panels past the first ``used``. With a shared x axis only the bottom row has tick labels,
+    so the panel above a hidden one gets its own back."""
+    n_cols = axes.shape[1]
+    for index in range(used, axes.size):
+        row, col = divmod(index, n_cols)
+        axes[row, col].set_visible(False)
+        if row > 0:
+            axes[row - 1, col].xaxis.set_tick_params(which="both", labelbottom=True)
+
+
+def grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
+    """(rows, cols) for n panels: one row up to max_cols panels, then about square (4 -> 2 x 2)."""
+    n = max(1, n)
+    cols = n if n <= max_cols else min(max_cols, math.ceil(math.sqrt(n)))
+    return math.ceil(n / cols), cols
+
+
+def figure_legend(
+    fig, axes, title: str | None = None, loc: str = "outside right upper", ncol: int = 1
+) -> None:
+    """One legend for all panels (of a constrained-layout figure), right of them; labels deduplicated."""
+    seen: dict[str, object] = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(
+            list(seen.values()),
+            list(seen.keys()),
+            loc=loc,
+            fontsize=8,
+            title=title,
+            ncol=ncol,
+            title_fontsize=8,
+            frameon=False,
+        )

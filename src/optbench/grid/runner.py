@@ -1,0 +1,190 @@
+"""Running a grid: every cell not yet committed in the results folder, planned into executor tasks
+(batches for the batched engine, single cells for the reference engine), resumably."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optbench.errors import OptbenchError
+from optbench.grid.axes import GridSpec
+from optbench.grid.expand import _as_configs
+from optbench.spec import RunConfig
+
+CONSOLIDATE_EVERY_S = 30.0
+
+
+@dataclass
+class GridProgress:
+    """What a progress callback sees: after the start (``last`` None) and after every finished run."""
+
+    total: int  # runs in the grid
+    done: int  # finished, including those already done before this call (resume)
+    resumed: int  # already done before this call, not run again
+    counts: dict[str, int] = field(default_factory=dict)  # status -> runs (ok, diverged, invalid, failed)
+    last: dict | None = None  # the summary row of the run that just finished
+
+    @property
+    def diverged(self) -> int:
+        return self.counts.get("diverged", 0)
+
+
+def run_grid(
+    spec: GridSpec | Mapping | str | Path | Sequence[RunConfig],
+    *,
+    out: str | Path | None = None,
+    workers: int | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    gpus_per_run: float = 0.25,
+    force: bool = False,
+    engine: str = "auto",
+    progress: Callable[[GridProgress], None] | None = None,
+    command: str = "grid",
+    max_cells: int | None = None,
+):
+    """Run every cell of a grid not yet committed in ``out``; return the runs table (a DataFrame, one row
+    per cell, in expansion order).
+
+    Args:
+        spec: a GridSpec, a dict of axes (``make_spec``), a TOML file (``load_spec_toml``) or RunConfigs.
+        out: results folder (default: a new ``results/grid-<time>``). Runs already committed there are
+            skipped; ``force=True`` runs everything again (each commit replaces the old one).
+        workers: local processes (default: the usable cores); 1 runs in this process.
+        executor: ``local`` or ``ray``; ``address``: a Ray cluster (default: start a local Ray).
+        gpus_per_run: GPU fraction each CUDA run requests from Ray (0.25: four runs share a GPU).
+        engine: ``auto`` (CPU cells the batched engine supports run batched, in groups of at least
+            ``MIN_BATCH``; the rest on the reference engine), ``batched`` (every supported cell batched, CUDA
+            included) or ``reference`` (every cell through ``engine.run``). The ``engine`` column records which ran.
+        progress: called with a ``GridProgress`` at the start and after every run.
+        max_cells: refuse a GridSpec of more cells than this (default ``MAX_CELLS``) before building any.
+    """
+    from optbench import store
+    from optbench.grid.executors import make_executor
+    from optbench.store import lock as folderlock
+
+    configs, description = _as_configs(spec, max_cells)
+    if out is not None:
+        store.require_folder(out)  # before drop_uncommitted or purge_runs look inside it
+    if engine not in ENGINES:
+        raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
+    out = Path(out) if out is not None else store.default_out("grid")
+    order = [c.run_id() for c in configs]
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)  # the lock file lives in it
+    with folderlock.exclusive(out):  # one grid per folder, and not before an earlier one's workers exit
+        try:
+            todo, done_ids, counts = _pending(out, configs, order, created, force)
+            tasks = plan_tasks(todo, engine, runner.workers or 1)
+            manifest = store.start_manifest(
+                out,
+                command,
+                {
+                    "experiment": "grid",
+                    "grid": description,
+                    "runs": len(configs),
+                    "already_done": len(done_ids),
+                    "executor": executor,
+                    "workers": runner.workers,
+                    "address": address,
+                    "force": force,
+                    "engine": engine,
+                },
+            )
+
+            state = GridProgress(total=len(configs), done=len(done_ids), resumed=len(done_ids), counts=counts)
+            last_consolidated = time.monotonic()
+
+            def on_result(row: dict) -> None:
+                nonlocal last_consolidated
+                state.done += 1
+                state.counts[row["status"]] = state.counts.get(row["status"], 0) + 1
+                state.last = row
+                if progress is not None:
+                    progress(state)
+                if (
+                    time.monotonic() - last_consolidated > CONSOLIDATE_EVERY_S
+                ):  # keep runs.parquet roughly current
+                    store.consolidate_runs(out, order)
+                    last_consolidated = time.monotonic()
+
+            if progress is not None:
+                progress(state)
+            runner.run(tasks, out, on_result)
+        except BaseException:
+            if created and not store.completed_run_ids(out):
+                shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-made folder
+            elif (out / store.COMMITS_DIR).exists():
+                store.consolidate_runs(out, order)  # keep what was committed readable; a re-run resumes
+            raise
+        table = store.consolidate_runs(out, order)
+        runs = table.to_pandas()
+        runs = runs[runs["run_id"].isin(set(order))].reset_index(drop=True)
+        # Counted from the runs table, so a resumed grid's earlier runs are included.
+        store.finish_manifest(
+            out,
+            manifest,
+            status_counts=runs["status"].value_counts().to_dict(),
+            engine_counts=runs["engine"].value_counts().to_dict(),
+        )
+        runs.attrs["out"] = str(out)
+        return runs
+
+
+def _pending(out: Path, configs: list[RunConfig], order: list[str], created: bool, force: bool):
+    """(cells to run, run ids already done, their status counts) in a folder this process holds."""
+    from optbench import store
+
+    counts: dict[str, int] = {}
+    done_ids: set[str] = set()
+    if not created:
+        store.drop_uncommitted(out)  # what a killed run left between its two writes
+    if not force and not created:
+        done_ids = store.completed_run_ids(out) & set(order)
+        if done_ids:
+            previous = store.consolidate_runs(out, order).to_pandas()
+            counts = previous[previous["run_id"].isin(done_ids)]["status"].value_counts().to_dict()
+    todo = [c for c, run_id in zip(configs, order, strict=True) if run_id not in done_ids]
+    if force and not created:
+        store.purge_runs(out, {c.run_id() for c in todo})  # no stale rows beside the new ones
+    return todo, done_ids, counts
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+ENGINES = ("auto", "batched", "reference")
+MIN_BATCH = 2  # auto: a group this small gains nothing from batching
+# auto batches only where the batched engine's equality with the reference is tested (tests/test_batched.py
+# on CPU); on CUDA it runs when asked for (--engine batched) until its CUDA tests have passed on a GPU.
+AUTO_BATCHED_DEVICES = ("cpu",)
+
+
+def plan_tasks(configs: list[RunConfig], engine: str, workers: int) -> list:
+    """Cut the cells into executor tasks: batches of cells the batched engine can run together (split in
+    up to ``workers`` contiguous chunks so every worker gets a share), then one task per remaining cell."""
+    from optbench.grid.executors import Task
+
+    if engine == "reference" or not configs:
+        return [Task((c,)) for c in configs]
+    from optbench.engine import batched
+
+    groups: dict[tuple, list[RunConfig]] = {}
+    singles: list[RunConfig] = []
+    for config in configs:
+        if engine == "auto" and config.device not in AUTO_BATCHED_DEVICES:
+            singles.append(config)
+        elif batched.unsupported_reason(config) is None:
+            groups.setdefault(batched.batch_key(config), []).append(config)
+        else:
+            singles.append(config)
+    tasks = []
+    for group in groups.values():
+        if engine == "auto" and len(group) < MIN_BATCH:
+            singles.extend(group)
+            continue
+        tasks += Task(tuple(group), batched=True).split(workers)
+    return tasks + [Task((c,)) for c in singles]

@@ -1,0 +1,184 @@
+"""Validate a RunConfig at the boundary and put every spec string into canonical form.
+
+Unknown names, malformed specs and impossible values are user errors (OptbenchError: the CLI prints one
+line, exit 2). Combinations that are valid in general but cannot run together (SparseAdam on dense
+weights, an init on a toy function) are left to the engine, which records them as ``invalid`` cells.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+
+from optbench.errors import OptbenchError
+from optbench.spec import PRECISIONS, RunConfig, parse_spec
+
+
+def check_device(device: str) -> str:
+    """``auto`` -> cuda if available else cpu; ``cuda``/``cuda:N`` must exist."""
+    from optbench.registry.precision import resolve_device
+
+    return resolve_device(device)
+
+
+SCALER_OPTIONS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval")
+
+
+def canonical_precision(text: str) -> str:
+    """``fp32``, ``fp16`` (autocast + GradScaler) or ``bf16`` (autocast); ``fp16(scaler=False)`` and
+    ``bf16(scaler=True)`` are accepted so that such cells can be recorded (the latter as invalid);
+    GradScaler options pass through: ``fp16(init_scale=1024.0, growth_interval=100)``."""
+    spec = parse_spec(text, what="precision")
+    if spec.name not in PRECISIONS:
+        raise OptbenchError(f"unknown precision {spec.name!r}; valid: {', '.join(PRECISIONS)}")
+    unknown = set(spec.kw) - {"scaler", *SCALER_OPTIONS}
+    if unknown or not isinstance(spec.kw.get("scaler", True), bool):
+        raise OptbenchError(f"precision {text!r}: options are scaler=True/False, {', '.join(SCALER_OPTIONS)}")
+    return spec.canonical()
+
+
+def _accepted_arguments(fn, skip) -> set[str] | None:
+    """Keyword names ``fn`` accepts (None: it takes **kwargs, so any name may be fine)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - set(skip)
+
+
+def _check_names(what: str, spec, accepted: set[str] | None) -> None:
+    unknown = sorted(set(spec.kw) - accepted) if accepted is not None else []
+    if unknown:
+        raise OptbenchError(
+            f"{what} {spec.name!r} has no argument {unknown[0]!r}; valid: {', '.join(sorted(accepted))}"
+        )
+
+
+@functools.cache
+def check_problem_arguments(problem: str) -> None:
+    """Option names (and a toy's values) of a problem spec: a typo is a user error, not an invalid cell."""
+    from optbench.registry import activations
+    from optbench.registry.problems import build_problem, is_toy, problems
+
+    parsed = parse_spec(problem, what="problem")
+    if is_toy(problem):
+        build_problem(problem, device="cpu")  # a toy builds in microseconds and checks its own options
+        return
+    factory = problems.get(parsed.name).factory
+    _check_names(
+        "problem",
+        parsed,
+        _accepted_arguments(factory, ("device", "init", "loss", "seed", "steps", "batch_size")),
+    )
+    if "activation" in parsed.kw:
+        activations.check_activation(parsed.kw["activation"])
+
+
+@functools.cache
+def check_optimizer_arguments(optimizer: str) -> None:
+    from optbench.registry.optimizers import resolve_optimizer_class
+
+    parsed = parse_spec(optimizer, what="optimizer")
+    if "lr" in parsed.kw:
+        raise OptbenchError(f"optimizer {optimizer!r}: give the learning rate with --lr, not in the spec")
+    cls = resolve_optimizer_class(parsed.name)
+    _check_names("optimizer", parsed, _accepted_arguments(cls.__init__, ("self", "params")))
+
+
+@functools.cache
+def check_scheduler_arguments(scheduler: str) -> None:
+    from optbench.registry.schedulers import schedulers, warmup_cosine
+
+    parsed = parse_spec(scheduler, what="scheduler")
+    if parsed.is_import_path:
+        return
+    entry = schedulers.get(parsed.name)
+    if entry.meta["kind"] == "none":
+        if parsed.kw:
+            raise OptbenchError("scheduler 'none' takes no arguments")
+        return
+    fn = entry.factory if entry.factory is warmup_cosine else entry.factory.__init__
+    _check_names("scheduler", parsed, _accepted_arguments(fn, ("self", "optimizer", "steps")))
+
+
+def canonical_config(config: RunConfig) -> RunConfig:
+    """The same config with canonical spec strings, the loss resolved and the device checked."""
+    if not (isinstance(config.lr, (int, float)) and config.lr > 0 and math.isfinite(config.lr)):
+        raise OptbenchError(f"learning rate must be positive and finite, got {config.lr}")
+    if config.momentum is not None and not (0 <= config.momentum < 1 or config.momentum == 1):
+        raise OptbenchError(f"momentum must be in [0, 1], got {config.momentum}")
+    if config.steps < 1:
+        raise OptbenchError(f"--steps must be >= 1, got {config.steps}")
+    if not -(2**63) <= config.seed < 2**63:  # the runs table stores it as int64
+        raise OptbenchError(f"seed must fit in 64 bits (-2**63..2**63-1), got {config.seed}")
+    if config.batch_size is not None and config.batch_size < 1:
+        raise OptbenchError(f"--batch-size must be >= 1, got {config.batch_size}")
+    if not config.head_lr_scale > 0:
+        raise OptbenchError(f"--head-lr-scale must be positive, got {config.head_lr_scale}")
+    if config.freeze < 0:
+        raise OptbenchError(f"--freeze must be >= 0, got {config.freeze}")
+    problem, optimizer, scheduler, init, loss, device, precision = _canonical_strings(
+        config.problem,
+        config.optimizer,
+        config.scheduler,
+        config.init,
+        config.loss,
+        config.device,
+        config.precision,
+    )
+    if config.momentum is not None:
+        knob = _momentum_argument(optimizer)
+        if knob is not None:
+            raise OptbenchError(
+                f"momentum given twice: --momentum {config.momentum} and {knob} in {optimizer!r}"
+            )
+    return config.replace(
+        problem=problem,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        init=init,
+        loss=loss,
+        device=device,
+        precision=precision,
+        lr=float(config.lr),
+        momentum=None if config.momentum is None else float(config.momentum),
+    )
+
+
+# A grid repeats the same few spec strings in thousands of cells: parse and check each string once.
+@functools.lru_cache(maxsize=4096)
+def _canonical_strings(
+    problem: str, optimizer: str, scheduler: str, init: str, loss: str, device: str, precision: str
+) -> tuple[str, ...]:
+    from optbench.registry.inits import canonical_init
+    from optbench.registry.losses import canonical_loss
+    from optbench.registry.optimizers import canonical_optimizer
+    from optbench.registry.problems import canonical_problem, default_loss
+    from optbench.registry.schedulers import canonical_scheduler
+
+    problem = canonical_problem(problem)
+    if loss == "auto":
+        loss = default_loss(problem)
+    elif loss != "none":
+        loss = canonical_loss(loss)
+    optimizer = canonical_optimizer(optimizer)
+    scheduler = canonical_scheduler(scheduler)
+    check_problem_arguments(problem)
+    check_optimizer_arguments(optimizer)
+    check_scheduler_arguments(scheduler)
+    return (
+        problem,
+        optimizer,
+        scheduler,
+        canonical_init(init),
+        loss,
+        check_device(device),
+        canonical_precision(precision),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _momentum_argument(optimizer: str) -> str | None:
+    """The optimizer spec's own momentum argument (``momentum`` or ``betas``), if it sets one."""
+    kwargs = parse_spec(optimizer, what="optimizer").kw
+    return next((knob for knob in ("momentum", "betas") if knob in kwargs), None)

@@ -1,0 +1,254 @@
+"""The report's sections: results (runs, stability, lr-find, other experiments) and the environment."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from optbench.errors import OptbenchError
+from optbench.report.document import Section, Table
+from optbench.report.figures import standard_figures
+from optbench.report.load import Results
+from optbench.report.render import fmt_cell
+from optbench.report.tables import (
+    best_cells,
+    lr_find_comparison,
+    reasons_table,
+    stability_table,
+    status_table,
+    varying,
+)
+
+ENV_KEYS = ("optbench", "torch", "python", "platform", "cpu", "cpu_count", "cuda_available", "cuda", "gpu")
+
+
+_NOT_PARAMS = {"command", "argv", "started_at", "ended_at", *ENV_KEYS}
+
+
+def _header(results: Results) -> Section:
+    import pandas as pd
+
+    manifest = results.manifest
+    section = Section("Command and environment")
+    if not manifest:
+        section.text.append("This folder has no manifest.json: command and environment unknown.")
+        return section
+    argv = manifest.get("argv") or []
+    argv = [str(a) for a in argv]
+    if argv and Path(argv[0]).name in ("bench", "__main__.py"):  # the CLI (or python -m optbench)
+        command = shlex.join(["bench", *argv[1:]])
+    else:  # the Python API from a script, or a test runner: show what really ran
+        command = shlex.join(argv) if argv else f"{manifest.get('command', '?')} (no argv recorded)"
+    section.text.append(f"Command: `{command}`")
+    when = f"started {manifest.get('started_at')}, ended {manifest.get('ended_at') or 'not recorded (interrupted?)'}"
+    section.text.append(f"Experiment: {results.experiment or 'unknown'}; {when}.")
+    env = [(k, manifest[k]) for k in ENV_KEYS if k in manifest]
+    section.tables.append(Table("Environment", pd.DataFrame(env, columns=["key", "value"])))
+    params = [(k, _compact(v)) for k, v in manifest.items() if k not in _NOT_PARAMS]
+    if params:
+        section.tables.append(
+            Table("Parameters recorded in the manifest", pd.DataFrame(params, columns=["key", "value"]))
+        )
+    return section
+
+
+def _compact(value, limit: int = 240) -> str:
+    """One line of JSON (floats to 6 significant digits), cut at ``limit`` characters."""
+
+    def shorten(v):
+        if isinstance(v, float):
+            return float(f"{v:.6g}")
+        if isinstance(v, dict):
+            return {k: shorten(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [shorten(x) for x in v]
+        return v
+
+    text = value if isinstance(value, str) else json.dumps(shorten(value), default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
+    runs = results.runs
+    sections = []
+    overview = Section("Runs")
+    counts = runs["status"].value_counts()
+    overview.text.append(
+        f"{len(runs)} runs: "
+        + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "diverged", "invalid", "failed"))
+        + ". Varying: "
+        + (", ".join(f"{c} ({runs[c].astype(str).nunique()})" for c in varying(runs, ("seed",))) or "nothing")
+        + f"; seeds per cell: {runs['seed'].nunique()}."
+    )
+    if results.experiment != "lr-find":
+        overview.tables.append(
+            Table(
+                "Best cell per optimizer (per problem and loss)",
+                best_cells(runs),
+                "Lowest mean final loss over seeds among cells where every seed finished ok.",
+            )
+        )
+    overview.tables.append(Table("Status per group", status_table(runs)))
+    reasons = reasons_table(runs)
+    if reasons is not None:
+        overview.tables.append(Table("Invalid and failed runs", reasons))
+    sections.append(overview)
+    if (runs["problem"].map(_is_toy)).any():
+        table = stability_table(results)
+        if len(table):
+            stability = Section("Stability bound vs measurement")
+            stability.text.append(
+                "SGD (heavy ball m) on a quadratic of curvature L is stable iff lr < 2(1+m)/L. "
+                "Measured: an lr is stable when every seed ends ok below its initial loss; the "
+                "bound agrees when largest stable < bound <= smallest unstable."
+            )
+            stability.tables.append(Table("Analytic bound vs measured bracket", table))
+            sections.append(stability)
+    if results.experiment == "lr-find":
+        sections.append(_lr_find_section(results, compare))
+    else:
+        comparison = lr_find_comparison(results, compare)
+        if len(comparison):
+            section = Section("lr-find suggestions vs this grid")
+            section.tables.append(Table("Range-test suggestion against the grid's best lr", comparison))
+            sections.append(section)
+    return sections
+
+
+def _is_toy(problem: str) -> bool:
+    try:
+        from optbench.registry.problems import is_toy
+
+        return is_toy(problem)
+    except OptbenchError:
+        return False
+
+
+def _lr_find_section(results: Results, compare: list[Path]) -> Section:
+    import pandas as pd
+
+    section = Section("Learning-rate range test")
+    info = results.manifest.get("lr_find", {})
+    params = results.manifest.get("lr_find_params", {})
+    run = results.runs.iloc[0]
+    section.text.append(
+        f"{run['problem']} with {run['optimizer']}: lr from {params.get('start')} to {params.get('end')} over "
+        f"{params.get('steps')} steps (ExponentialLR), loss smoothed by an EMA with beta {params.get('beta')}; "
+        f"stopped: {info.get('stopped_because', '?')} after {info.get('stop_step', '?')} steps. Suggested lr "
+        f"(valley rule): {fmt_cell(results.manifest.get('suggested_lr'))}."
+    )
+    rules = [
+        (
+            "valley",
+            info.get("valley_lr"),
+            "longest decreasing stretch of the smoothed loss, about half way down",
+        ),
+        ("steepest", info.get("steepest_lr"), "most negative slope of the smoothed loss against log lr"),
+        ("minimum/10", info.get("minimum_lr_div10"), "lr at the smallest smoothed loss, divided by 10"),
+    ]
+    section.tables.append(Table("Suggestions", pd.DataFrame(rules, columns=["rule", "lr", "meaning"])))
+    comparison = lr_find_comparison(results, compare)
+    if len(comparison):
+        section.tables.append(
+            Table(
+                "Against the best lr of grids over the same problem and optimizer",
+                comparison,
+                "Grids found beside this folder (or named with --compare); best = lowest mean "
+                "final loss over seeds.",
+            )
+        )
+    else:
+        section.text.append(
+            "No grid over the same problem and optimizer was found beside this folder "
+            "(name one with --compare) to compare the suggestion with."
+        )
+    return section
+
+
+def _other_sections(results: Results) -> list[Section]:
+    import pandas as pd
+
+    sections = []
+    if results.schedules is not None:
+        section = Section("LR schedulers")
+        notes = results.manifest.get("schedule_notes", {})
+        if notes:
+            section.tables.append(
+                Table("Notes", pd.DataFrame(sorted(notes.items()), columns=["scheduler", "note"]))
+            )
+        sections.append(section)
+    if results.layers is not None:
+        section = Section("Init report")
+        layers = results.layers
+        rows = []
+        for (init, act), group in layers.groupby(["init", "activation"], sort=False):
+            bad = group[~group["finite"].astype(bool)]["layer"]
+            last = group[group["layer"] == group["layer"].max()]["act_std"]
+            rows.append(
+                {
+                    "init": init,
+                    "activation": act,
+                    "first non-finite layer": int(bad.min()) if len(bad) else None,
+                    "std of the last layer": float(last.mean()) if len(last) else None,
+                }
+            )
+        section.tables.append(Table("Activation std per init", pd.DataFrame(rows)))
+        if results.gains is not None:
+            section.tables.append(Table("Gains", results.gains))
+        sections.append(section)
+    if results.amp is not None:
+        section = Section("Mixed precision (AMP)")
+        shown = [
+            c
+            for c in (
+                "width",
+                "depth",
+                "batch",
+                "precision",
+                "tf32",
+                "median_s",
+                "iqr_s",
+                "speedup",
+                "peak_mem_bytes",
+                "device",
+                "device_name",
+            )
+            if c in results.amp.columns
+        ]
+        section.tables.append(Table("Step time per width and precision", results.amp[shown]))
+        if "warning" in results.amp.columns:
+            warnings = list(
+                dict.fromkeys(w for text in results.amp["warning"].dropna() for w in str(text).split("\n"))
+            )
+            section.text += [f"Warning: {w}" for w in warnings[:10]]
+        sections.append(section)
+    return sections
+
+
+# Which section each figure belongs to.
+_FIGURE_SECTION = {
+    "loss-vs-step": "Runs",
+    "sensitivity": "Runs",
+    "heatmap": "Runs",
+    "trajectories": "Runs",
+    "lr-schedules": "Runs",
+    "lr-find": "Learning-rate range test",
+    "schedules": "LR schedulers",
+    "init-std": "Init report",
+    "init-gains": "Init report",
+    "amp": "Mixed precision (AMP)",
+}
+
+
+def build_sections(
+    results: Results, outdir: Path, fmt: str = "png", compare: list[Path] | None = None
+) -> list[Section]:
+    sections = [_header(results)]
+    if results.runs is not None and len(results.runs):
+        sections += _run_sections(results, list(compare or []))
+    sections += _other_sections(results)
+    by_title = {s.title: s for s in sections}
+    for figure in standard_figures(results, outdir, fmt):
+        by_title.get(_FIGURE_SECTION[figure.name], sections[-1]).figures.append(figure)
+    return sections

@@ -1,0 +1,209 @@
+"""The report's analysis tables: best cells, status per group, the stability bound against the measured
+bracket, invalid/failed reasons, lr-find suggestions against grids."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from optbench.errors import OptbenchError
+from optbench.grid.summary import summarize
+from optbench.report.load import Results, config_of
+from optbench.spec import CONFIG_FIELDS
+
+
+def varying(runs, exclude=("lr", "seed")) -> list[str]:
+    """Config columns (besides ``exclude``) that take more than one value."""
+    return [c for c in CONFIG_FIELDS if c not in exclude and runs[c].astype(str).nunique() > 1]
+
+
+def _groups(runs, by: list[str]):
+    return list(runs.groupby(by, dropna=False, sort=True)) if by else [((), runs)]
+
+
+def _key(key) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def analytic_bounds(runs, by: list[str]) -> dict[tuple, float]:
+    """Group key -> 2(1+m)/L where ``optbench.sweep.analytic_bound`` has one (SGD on the quadratic)."""
+    from optbench.experiments.sweep import analytic_bound
+
+    bounds = {}
+    for key, group in _groups(runs, by):
+        try:
+            bound = analytic_bound(config_of(group.iloc[0]))
+        except OptbenchError:
+            bound = None
+        if bound is not None:
+            bounds[_key(key)] = bound
+    return bounds
+
+
+def stability_table(results: Results):
+    """Analytic bound vs the measured bracket, per group (config minus lr and seed) that has a bound.
+
+    An lr is stable when every seed finished ok with its final loss below its initial loss (as in lr-sweep).
+    """
+    import pandas as pd
+
+    from optbench.experiments.stability import BoundCheck
+
+    runs = results.runs
+    by = [c for c in CONFIG_FIELDS if c not in ("lr", "seed")]
+    rows = []
+    initial = None
+    for key, group in _groups(runs, by):
+        bound = analytic_bounds(group, []).get(())
+        if bound is None or group["lr"].nunique() < 2:
+            continue
+        if initial is None:
+            first = results.traces[results.traces["step"] == 0]
+            initial = dict(zip(first["run_id"], first["loss"], strict=True))
+        group = group.assign(
+            stable=(group["status"] == "ok") & (group["final_loss"] < group["run_id"].map(initial))
+        )
+        per_lr = group[group["status"].isin(["ok", "diverged"])].groupby("lr")["stable"].all()
+        stable = per_lr[per_lr]
+        largest = float(stable.index.max()) if len(stable) else None
+        above = per_lr[~per_lr & (per_lr.index > (largest or 0))]
+        check = BoundCheck(bound, largest, float(above.index.min()) if len(above) else None)
+        row = dict(zip(by, _key(key), strict=True))
+        rows.append(
+            {
+                "problem": row["problem"],
+                "optimizer": row["optimizer"],
+                "momentum": row["momentum"],
+                "scheduler": row["scheduler"],
+                "analytic bound (lr <)": bound,
+                "largest stable lr": check.largest_stable,
+                "smallest unstable lr": check.smallest_unstable,
+                "agrees": {True: "yes", False: "NO", None: "not tested"}[check.agrees],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_cells(runs):
+    summary = summarize(runs)
+    best = summary[summary["best"]].sort_values(["problem", "final_loss_mean"])
+    shown = [
+        "problem",
+        "optimizer",
+        "lr",
+        "momentum",
+        *[c for c in varying(runs) if c not in ("problem", "optimizer", "momentum")],
+        "seeds",
+        "final_loss_mean",
+        "final_loss_std",
+    ]
+    if runs["final_val_acc"].notna().any():
+        acc = runs.groupby([c for c in CONFIG_FIELDS if c != "seed"], dropna=False)["final_val_acc"].mean()
+        best = best.merge(acc.rename("final_val_acc_mean").reset_index(), how="left")
+        shown.append("final_val_acc_mean")
+    return best[[c for c in dict.fromkeys(shown) if c in best.columns]]
+
+
+def status_table(runs):
+    """Runs per status and the lrs where divergence starts, per problem/optimizer (and what else varies)."""
+    import pandas as pd
+
+    by = ["problem", "optimizer", *[c for c in varying(runs) if c not in ("problem", "optimizer")]][:4]
+    rows = []
+    for key, group in _groups(runs, by):
+        row = dict(zip(by, _key(key), strict=True))
+        counts = group["status"].value_counts()
+        diverged = group[group["status"] == "diverged"]
+        row.update(
+            {
+                "runs": len(group),
+                **{s: int(counts.get(s, 0)) for s in ("ok", "diverged", "invalid", "failed")},
+                "smallest diverged lr": float(diverged["lr"].min()) if len(diverged) else None,
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def reasons_table(runs):
+    bad = runs[runs["status"].isin(["invalid", "failed"])]
+    if bad.empty:
+        return None
+    table = bad.groupby(["status", "optimizer", "reason"], dropna=False).size().rename("runs").reset_index()
+    return table.sort_values("runs", ascending=False).head(20)
+
+
+def _best_lr(runs, problem: str, optimizer: str, momentum) -> tuple[float, float, int] | None:
+    """(best lr, its mean final loss, number of lrs) over a grid's runs of problem + optimizer."""
+    part = runs[(runs["problem"] == problem) & (runs["optimizer"] == optimizer)]
+    if momentum is not None and not (isinstance(momentum, float) and math.isnan(momentum)):
+        same = part[part["momentum"] == momentum]
+        part = same if len(same) else part
+    if part["lr"].nunique() < 3:
+        return None
+    summary = summarize(part)
+    clean = summary[(summary["ok"] == summary["seeds"]) & summary["final_loss_mean"].notna()]
+    if clean.empty:
+        return None
+    best = clean.loc[clean["final_loss_mean"].idxmin()]
+    return float(best["lr"]), float(best["final_loss_mean"]), int(part["lr"].nunique())
+
+
+def _neighbours(folder: Path, compare: list[Path], limit: int = 200) -> list[Path]:
+    """The ``compare`` folders, then the folders beside ``folder`` that have a manifest (each once)."""
+    here = folder.resolve()
+    siblings = sorted(p for p in here.parent.iterdir() if p.is_dir() and p != here)[:limit]
+    found = [Path(c).resolve() for c in compare] + [p for p in siblings if (p / "manifest.json").exists()]
+    return [p for p in dict.fromkeys(found) if p != here]
+
+
+def lr_find_comparison(results: Results, compare: list[Path]):
+    """lr-find suggestion vs the best lr of each grid over the same problem and optimizer.
+
+    For an lr-find folder the grids are the folders in ``compare`` and beside DIR; for a grid folder, the
+    lr-find folders there. Returns a DataFrame (possibly empty).
+    """
+    import pandas as pd
+
+    from optbench import store
+    from optbench.experiments import lrfind
+
+    rows = []
+    own = lrfind.analyse_folder(results.folder) if results.experiment == "lr-find" else None
+    for other in _neighbours(results.folder, compare):
+        if not (other / store.RUNS_FILE).exists():
+            continue
+        other_is_find = store.read_manifest(other).get("experiment") == "lr-find"
+        if own is not None and not other_is_find:
+            analysis, run = own
+            finder, grid_runs, grid_name = results.folder, store.read_runs(other), other.name
+        elif own is None and other_is_find and results.runs is not None:
+            found = lrfind.analyse_folder(other)
+            if found is None:
+                continue
+            analysis, run = found
+            finder, grid_runs, grid_name = other, results.runs, results.folder.name
+        else:
+            continue
+        best = _best_lr(grid_runs, run["problem"], run["optimizer"], run["momentum"])
+        if best is None:
+            continue
+        best_lr, best_loss, n_lrs = best
+        valley, tenth = analysis.valley_lr, analysis.minimum_lr_div10
+        rows.append(
+            {
+                "lr-find folder": finder.name,
+                "grid folder": grid_name,
+                "problem": run["problem"],
+                "optimizer": run["optimizer"],
+                "grid lrs": n_lrs,
+                "grid best lr": best_lr,
+                "its final loss": best_loss,
+                "valley lr": valley,
+                "minimum/10 lr": tenth,
+                "steepest lr": analysis.steepest_lr,
+                "valley / best": valley / best_lr if valley else None,
+                "minimum/10 / best": tenth / best_lr if tenth else None,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,84 @@
+"""The manifest of a results folder (command line, versions, device, start/end time) and where new
+folders go."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from optbench.store.files import write_text_atomic
+from optbench.store.layout import MANIFEST_FILE
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device names: the evidence a result carries."""
+    import torch
+
+    from optbench import __version__
+
+    env = {
+        "optbench": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def require_folder(out: Path) -> None:
+    """A results folder may not exist yet, but it must not be a file (a one-line error, not a traceback)."""
+    from optbench.errors import OptbenchError
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise OptbenchError(f"--out {out} is a file, not a folder")
+
+
+def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the manifest at the start of a command (ended_at filled by ``finish_manifest``)."""
+    require_folder(out)
+    # The bench command line when run from the CLI; None from the Python API (argv is the host script's).
+    from_cli = Path(sys.argv[0]).name in ("bench", "__main__.py")
+    manifest = {
+        "command": command,
+        "command_line": shlex.join(["bench", *sys.argv[1:]]) if from_cli else None,
+        "argv": sys.argv,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ended_at": None,
+        **environment(),
+        **(extra or {}),
+    }
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), Path(out) / MANIFEST_FILE)
+    return manifest
+
+
+def finish_manifest(out: Path, manifest: dict[str, Any], **extra: Any) -> None:
+    manifest = {**manifest, **extra, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), Path(out) / MANIFEST_FILE)
+
+
+def read_manifest(out: Path) -> dict[str, Any]:
+    path = Path(out) / MANIFEST_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def default_out(kind: str, root: str | Path = "results") -> Path:
+    """A new folder under ``results/`` named after the command and the time, e.g. lr-sweep-20261122-101500."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(root) / f"{kind}-{stamp}"
+    n = 1
+    while out.exists():
+        n += 1
+        out = Path(root) / f"{kind}-{stamp}-{n}"
+    return out
