@@ -8,8 +8,8 @@ quadratic f(x) = 4x^2 it is 8 everywhere (bound 0.25); at Rosenbrock's start (-1
 (Cohen et al. 2022: Adam is stable while it stays below (2 + 2 beta1) / ((1 - beta1) lr) = 38/lr at
 beta1 = 0.9).
 
-H is never formed. A Hessian-vector product is forward-over-reverse differentiation of the loss
-(``torch.func.jvp`` of ``torch.func.grad``), about the cost of two gradients; the top eigenvalue comes from
+H is never formed. A Hessian-vector product is reverse-over-reverse differentiation of the loss
+(``torch.func.vjp`` of ``torch.func.grad``), about the cost of two gradients; the top eigenvalue comes from
 the Lanczos iteration on those products (with full reorthogonalisation: a few dozen products give
 lambda_max to 1e-4 relative on the problems here, where plain power iteration needs many more when the top
 two eigenvalues are close). The estimate records how many products it took and whether it met its
@@ -21,9 +21,7 @@ batch: sharpness is a property of one loss surface, not of a stream of minibatch
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -50,27 +48,16 @@ class SharpnessEstimate:
 def hessian_vector_product(
     loss_of: LossOf, params: Sequence[torch.Tensor], vector: Sequence[torch.Tensor]
 ) -> tuple[torch.Tensor, ...]:
-    """H·v at ``params`` by forward-over-reverse differentiation (``torch.func``); no graph is kept."""
-    _load_forward_ad()
+    """H·v at ``params``: the vector-Jacobian product of the gradient (``torch.func``, reverse over reverse).
+
+    H is symmetric, so v^T H = (H v)^T. Reverse over reverse works for every loss and activation here;
+    forward over reverse (``jvp`` of ``grad``) is not supported by some of torch's backward formulas (MSE's
+    raises "ZeroTensors are immutable").
+    """
     primals = tuple(p.detach() for p in params)
-    tangents = tuple(v.detach() for v in vector)
     gradient = torch.func.grad(lambda *ps: loss_of(ps), argnums=tuple(range(len(primals))))
-    _, product = torch.func.jvp(gradient, primals, tangents)
-    return tuple(product)
-
-
-@functools.cache
-def _load_forward_ad() -> None:
-    """Torch builds its forward-AD decompositions with torch.jit.script on first use, which warns that
-    torch.jit.script is deprecated: load them once here, so that the warning of torch's own machinery does
-    not land in a run's ``warnings`` column."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
-        try:
-            from torch.autograd.forward_ad import _maybe_load_decompositions
-        except ImportError:  # another torch version: its first jvp may warn, nothing worse
-            return
-        _maybe_load_decompositions()
+    _, vjp = torch.func.vjp(gradient, *primals)
+    return tuple(vjp(tuple(v.detach() for v in vector)))
 
 
 def _flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
