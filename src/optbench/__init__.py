@@ -11,6 +11,7 @@ _LAZY = {
     "lr_sweep": "optbench.experiments.sweep",
     "run_grid": "optbench.grid",
     "init_report": "optbench.experiments.initprobe",
+    "allow_imports": "optbench.registry.imports",
 }
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from optbench.cli.allow import AllowImports, allow
 from optbench.cli.common import echo_err, handle_errors
 
 SUMMARY_ROWS = 60  # groups shown in the summary table; all of them are in runs.parquet
@@ -24,6 +25,7 @@ def _axis(help_text: str, metavar: str = "VALUES"):
 
 @handle_errors
 def grid_cmd(
+    ctx: typer.Context,
     problem: Annotated[
         Axis, _axis("Problems, e.g. quadratic, mlp-classification. Default: quadratic.")
     ] = None,
@@ -117,6 +119,7 @@ def grid_cmd(
         int,
         typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can ask for billions)."),
     ] = 1_000_000,
+    allow_imports: AllowImports = None,
 ) -> None:
     """Run the cartesian product of the given axes and print, per group of seeds, the final loss
     mean ± std, the diverged count and the best cell per optimizer.
@@ -127,6 +130,7 @@ def grid_cmd(
     from optbench import store
     from optbench.grid import expand, load_spec_toml, make_spec, run_grid
 
+    allow(ctx, allow_imports)
     given = {
         "problem": problem,
         "optimizer": optimizer,

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from optbench.cli.allow import AllowImports, allow
 from optbench.cli.common import fail, fresh_out_dir, handle_errors
 
 _FORMAT_HELP = "Figure format: png, svg or pdf."
@@ -125,6 +126,7 @@ def plot_cmd(
 
 @handle_errors
 def schedules_cmd(
+    ctx: typer.Context,
     steps: Annotated[
         int, typer.Option(help="Steps to draw (also the run length the defaults derive from).")
     ] = 100,
@@ -141,6 +143,7 @@ def schedules_cmd(
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: a new results/schedules-<time>).")
     ] = None,
+    allow_imports: AllowImports = None,
 ) -> None:
     """Draw the lr per step of every torch scheduler and our custom ones, from the real scheduler objects.
 
@@ -151,6 +154,7 @@ def schedules_cmd(
     from optbench.experiments.schedules import schedules_experiment
     from optbench.spec import split_top_level
 
+    allow(ctx, allow_imports)
     names = split_top_level(schedulers) if schedulers else None
     if names:  # a misspelt name or argument is a user error; torch refusing a value gets an empty panel
         from optbench.registry.schedulers import canonical_scheduler
@@ -169,6 +173,7 @@ def schedules_cmd(
 
 @handle_errors
 def lr_find_cmd(
+    ctx: typer.Context,
     problem: Annotated[
         str, typer.Option(help="Problem spec (an MLP problem is the usual target).")
     ] = "mlp-classification",
@@ -196,6 +201,7 @@ def lr_find_cmd(
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: a new results/lr-find-<time>).")
     ] = None,
+    allow_imports: AllowImports = None,
 ) -> None:
     """Learning-rate range test: grow the lr exponentially, smooth the loss, suggest an lr.
 
@@ -206,6 +212,7 @@ def lr_find_cmd(
     from optbench.experiments import lrfind
     from optbench.figures.style import check_format
 
+    allow(ctx, allow_imports)
     lrfind.check_range(start, end, steps)
     check_format(fmt)
     out = out or store.default_out("lr-find")

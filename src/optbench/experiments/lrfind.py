@@ -193,7 +193,7 @@ def lr_find(
     """Run the range test with the real engine and ExponentialLR; write the folder, figure and manifest."""
     from optbench import store
     from optbench.engine.reference import run
-    from optbench.registry.validate import canonical_config
+    from optbench.registry.validate import canonical_config, check_buildable
     from optbench.spec import RunConfig
 
     gamma = check_range(start, end, steps)
@@ -220,6 +220,7 @@ def lr_find(
             batch_size=batch_size,
         )
     )
+    check_buildable([config])  # a value the run cannot accept stops here, before the folder is made
     out = Path(out) if out is not None else store.default_out("lr-find")
     params = {
         "start": start,

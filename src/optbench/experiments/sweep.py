@@ -78,11 +78,12 @@ def lr_sweep(
     from optbench import store
     from optbench.engine.reference import run
     from optbench.figures import runs as figures
-    from optbench.registry.validate import canonical_config
+    from optbench.registry.validate import canonical_config, check_buildable
 
     lrs = lr_grid(lr_min, lr_max, num, spacing)
     base = canonical_config(base or RunConfig())
     configs = [base.replace(lr=lr) for lr in lrs]
+    check_buildable(configs)  # a value no run accepts stops here, before the folder is made
     out = Path(out) if out is not None else store.default_out("lr-sweep")
     manifest = store.start_manifest(out, command, {"experiment": "lr-sweep", "lrs": lrs})
 
