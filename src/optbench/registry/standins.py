@@ -149,9 +149,23 @@ def _small(problem: str) -> str:
     return Spec(spec.name, tuple(sorted(kw.items()))).canonical()
 
 
+def problem_verdict(problem: str, init: str, loss: str, batch_size: int | None) -> dict[str, str | None]:
+    """Verdicts for the problem (built with PyTorch's init and its own loss), for the init and for the loss
+    (each built with it): ``{"problem": ..., "init": ..., "loss": ...}``, so the blame falls on the value
+    that was refused."""
+    alone = _built(problem, "default", "auto", batch_size)
+    if alone is not None:
+        return {"problem": alone, "init": SKIP, "loss": SKIP}
+    return {
+        "problem": None,
+        "init": None if init == "default" else _built(problem, init, "auto", batch_size),
+        "loss": None if loss in ("auto", "none") else _built(problem, "default", loss, batch_size),
+    }
+
+
 @functools.lru_cache(maxsize=4096)
-def problem_verdict(problem: str, init: str, loss: str, batch_size: int | None) -> str | None:
-    """The problem with this init and loss, built small on CPU; one minibatch's loss and backward."""
+def _built(problem: str, init: str, loss: str, batch_size: int | None) -> str | None:
+    """The problem built small on CPU with this init and loss; one minibatch's loss and its backward."""
     import torch
 
     from optbench.registry.problems import build_problem

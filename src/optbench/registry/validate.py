@@ -172,6 +172,18 @@ def canonical_config(config: RunConfig) -> RunConfig:
     )
 
 
+# (field, canonical spec) -> the text the user typed for it, last seen: what error messages quote.
+_TYPED: dict[tuple[str, str], str] = {}
+
+
+def _remember_typed(field: str, canonical: str, text: str) -> str:
+    if text.strip() != canonical:  # a canonical string canonicalised again keeps what the user typed
+        if len(_TYPED) > 4096:
+            _TYPED.clear()
+        _TYPED[(field, canonical)] = text
+    return canonical
+
+
 # A grid repeats the same few spec strings in thousands of cells: parse and check each string once (per set
 # of allowed packages: what an import path resolves to depends on it).
 @functools.lru_cache(maxsize=4096)
@@ -191,19 +203,19 @@ def _canonical_strings(
     from optbench.registry.problems import canonical_problem, default_loss
     from optbench.registry.schedulers import canonical_scheduler
 
-    problem = canonical_problem(problem)
+    problem = _remember_typed("problem", canonical_problem(problem), problem)
     if loss == "auto":
         loss = default_loss(problem)
     elif loss != "none":
-        loss = canonical_loss(loss)
+        loss = _remember_typed("loss", canonical_loss(loss), loss)
     check_problem_arguments(problem)
     check_optimizer_arguments(optimizer)  # the user's own text, so that errors quote what they typed
     check_scheduler_arguments(scheduler)
     return (
         problem,
-        canonical_optimizer(optimizer),
-        canonical_scheduler(scheduler),
-        canonical_init(init),
+        _remember_typed("optimizer", canonical_optimizer(optimizer), optimizer),
+        _remember_typed("scheduler", canonical_scheduler(scheduler), scheduler),
+        _remember_typed("init", canonical_init(init), init),
         loss,
         check_device(device),
         canonical_precision(precision),
@@ -251,28 +263,31 @@ _TRIED = {
 
 
 def _refuse(
-    contexts: list[tuple], fields: tuple[str, ...], verdict: Callable[..., str | None], typed: Typed
+    contexts: list[tuple], fields: tuple[str, ...], verdict: Callable[..., object], typed: Typed
 ) -> None:
     """``contexts``: distinct argument tuples of ``verdict`` whose first ``len(fields)`` items are the values
-    under test. A value is accepted by one accepting context; it is refused if every context that tests it
-    refused it. Contexts whose values are all accepted already are not built."""
+    under test; ``verdict`` returns one verdict for them all or a dict of one per field. A value is accepted
+    by one accepting context; it is refused if every context that tests it refused it. Contexts whose
+    values are all accepted already are not built."""
     from optbench.registry.standins import SKIP
 
     accepted: set[tuple[str, str]] = set()
     refused: dict[tuple[str, str], str] = {}
     for context in contexts:
-        values = list(zip(fields, context, strict=False))
-        if all(v in accepted for v in values):
+        values = dict(zip(fields, context, strict=False))
+        if all((field, value) in accepted for field, value in values.items()):
             continue
-        why = verdict(*context)
-        if why is None:
-            accepted.update(values)
-        elif why is not SKIP:
-            for value in values:
-                refused.setdefault(value, why)
+        verdicts = verdict(*context)
+        if not isinstance(verdicts, dict):
+            verdicts = dict.fromkeys(fields, verdicts)
+        for field, why in verdicts.items():
+            if why is None:
+                accepted.add((field, values[field]))
+            elif why is not SKIP:
+                refused.setdefault((field, values[field]), why)
     for (field, value), why in refused.items():
         if (field, value) not in accepted:
-            text = typed.get((field, value), value)
+            text = typed.get((field, value)) or _TYPED.get((field, value), value)
             raise OptbenchError(
                 f"{field} {text!r} cannot be built: {why} (tried {_TRIED[field]}; nothing was run)"
             )
