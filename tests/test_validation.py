@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from optbench.engine.reference import _last_finite, run
 from optbench.errors import OptbenchError
@@ -228,3 +229,30 @@ def test_the_runs_of_a_refused_grid_leave_no_rows(tmp_path):
     with pytest.raises(OptbenchError, match="cannot be built"):
         run_grid([RunConfig(optimizer="adam(eps='tiny')")], out=tmp_path / "g", workers=1)
     assert not (tmp_path / "g").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- CUDA
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_runs_are_capped_by_the_gpus_memory_too():
+    gpu = torch.cuda.get_device_properties(0).total_memory
+    assert limits.memory_bytes("cuda") == min(gpu, limits.host_memory_bytes())
+    assert limits.memory_bytes("cuda:0") == limits.memory_bytes("cuda")
+    with pytest.raises(OptbenchError, match=r"cuda \(or this machine\)"):
+        limits.check_steps(gpu // limits.RUN_BYTES_PER_STEP + 1, "cuda")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_optimizer_stand_ins_run_on_the_cells_device():
+    """capturable=True needs the parameters on a GPU: refused on CPU, accepted on CUDA, so a grid over both
+    devices runs (its CPU cells are invalid) and a CPU-only grid stops."""
+    assert standins.optimizer_verdict("adam(capturable=True)", 0.01, None, "cuda") is None
+    assert "capturable" in standins.optimizer_verdict("adam(capturable=True)", 0.01, None, "cpu")
+    assert expand(GridSpec(optimizer="adam(capturable=True)", device="cpu,cuda", steps=5))
+    with pytest.raises(OptbenchError, match="capturable"):
+        expand(GridSpec(optimizer="adam(capturable=True)", device="cpu", steps=5))
