@@ -141,6 +141,11 @@ def test_steps_are_capped_by_the_memory_a_run_would_need(cli, tmp_path):
     assert not (tmp_path / "g").exists()
     result = cli("lr-sweep", "--steps", "10000000000000", "--num", "2", "--no-plots", "--out", tmp_path / "s")
     _one_line_exit_2(result, "--steps 10000000000000")
+    result = cli("lr-find", "--steps", "10000000000000", "--out", tmp_path / "f")
+    _one_line_exit_2(result, "--steps 10000000000000")
+    result = cli("schedules", "--steps", "10000000000000", "--out", tmp_path / "c")
+    _one_line_exit_2(result, "--steps 10000000000000")
+    assert not any((tmp_path / name).exists() for name in ("s", "f", "c"))
 
 
 def test_the_steps_cap_follows_the_machines_memory(monkeypatch):
