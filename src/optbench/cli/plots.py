@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import fail, fresh_out_dir, handle_errors
+from optbench.cli.common import fail, handle_errors
 
 _FORMAT_HELP = "Figure format: png, svg or pdf."
 
@@ -139,7 +139,10 @@ def schedules_cmd(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new results/schedules-<time>).")
+        str | None,
+        typer.Option(
+            help="Output folder: new, empty or a schedules folder (default: a new results/schedules-<time>)."
+        ),
     ] = None,
 ) -> None:
     """Draw the lr per step of every torch scheduler and our custom ones, from the real scheduler objects.
@@ -158,9 +161,8 @@ def schedules_cmd(
 
         for name in names:
             check_scheduler_arguments(canonical_scheduler(name))
-    out = out or store.default_out("schedules")
-    with fresh_out_dir(out):
-        path = schedules_experiment(steps, lr, names, out=out, fmt=fmt)
+    out = store.default_out("schedules") if out is None else out
+    path = schedules_experiment(steps, lr, names, out=out, fmt=fmt)
     typer.echo(f"figure: {path}")
     notes = store.read_manifest(out).get("schedule_notes", {})
     for name, note in notes.items():
@@ -194,7 +196,10 @@ def lr_find_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new results/lr-find-<time>).")
+        str | None,
+        typer.Option(
+            help="Output folder: new, empty or this same run's (default: a new results/lr-find-<time>)."
+        ),
     ] = None,
 ) -> None:
     """Learning-rate range test: grow the lr exponentially, smooth the loss, suggest an lr.
@@ -208,25 +213,24 @@ def lr_find_cmd(
 
     lrfind.check_range(start, end, steps)
     check_format(fmt)
-    out = out or store.default_out("lr-find")
-    with fresh_out_dir(out):
-        result = lrfind.lr_find(
-            problem,
-            optimizer,
-            start=start,
-            end=end,
-            steps=steps,
-            momentum=momentum,
-            init=init,
-            loss=loss,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            beta=beta,
-            stop_factor=stop_factor,
-            out=out,
-            fmt=fmt,
-        )
+    out = store.default_out("lr-find") if out is None else out
+    result = lrfind.lr_find(
+        problem,
+        optimizer,
+        start=start,
+        end=end,
+        steps=steps,
+        momentum=momentum,
+        init=init,
+        loss=loss,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        beta=beta,
+        stop_factor=stop_factor,
+        out=out,
+        fmt=fmt,
+    )
     analysis = result.analysis
     typer.echo(
         f"lr-find: {result.config.problem}, {result.config.optimizer}, lr {start:g} -> {end:g} over "
