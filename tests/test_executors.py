@@ -114,3 +114,54 @@ def test_a_cpu_batch_is_cut_for_the_workers_and_a_gpu_batch_stays_whole():
     gpu = tuple(c.replace(device="cuda") for c in cells)
     assert Task(gpu, batched=True).split(3) == [Task(gpu, batched=True)]
     assert Task(cells[:1]).split(3) == [Task(cells[:1])]
+
+
+# ------------------------------------------------------------------------------ a worker killed mid-grid
+
+
+def _dies_at_lr_0_3(task, out):
+    """The task function a pool worker runs, as the OOM killer would see it: a worker given a cell with
+    lr 0.3 is killed by SIGKILL; every other task runs and commits as usual."""
+    import os
+    import signal
+
+    from optbench.grid import executors
+
+    if any(config.lr == 0.3 for config in task.configs):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return executors.run_and_commit(task, out)
+
+
+# Two optimizers: two batches for the batched engine, so the grid runs on a pool (one task runs in-process).
+KILL_SPEC = GridSpec(optimizer="sgd,adam", lr="0.1,0.2,0.3", steps=30)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_sigkill_costs_only_its_cell(tmp_path, monkeypatch):
+    """A real SIGKILL in a real pool worker: the other tasks in flight run again on a fresh pool; a batch
+    whose worker dies is cut in two until the culprit is one cell, which runs once more and is then a failed
+    run naming the signal; every other row equals an undisturbed grid's; nothing committed is lost or run
+    twice. (The batched engine: its path covers the reference engine's single cells too.)"""
+    from optbench.grid import executors
+
+    engine = "batched"
+
+    expected = run_grid(KILL_SPEC, out=tmp_path / "undisturbed", workers=1, engine=engine)
+    monkeypatch.setattr(executors, "run_and_commit", _dies_at_lr_0_3)  # pickled by name into the workers
+    runs = run_grid(KILL_SPEC, out=tmp_path / "killed", workers=2, engine=engine)
+    killed = runs["lr"] == 0.3
+    assert list(runs["run_id"]) == list(expected["run_id"])
+    assert (runs.loc[killed, "status"] == "failed").all()
+    assert runs.loc[~killed, "status"].tolist() == expected.loc[~killed, "status"].tolist()
+    assert set(runs.loc[killed, "reason"]) == {
+        "its worker process was killed by SIGKILL 2 times running this cell "
+        "(the OOM killer sends SIGKILL when memory runs out)"
+    }
+    assert runs.loc[~killed, "final_loss"].tolist() == expected.loc[~killed, "final_loss"].tolist()
+    assert set(runs["engine"]) == {engine}
+    traces = store.read_traces(tmp_path / "killed")
+    assert not traces.duplicated(["run_id", "step"]).any() and traces["run_id"].nunique() == 4
+    monkeypatch.undo()
+    again = []
+    run_grid(KILL_SPEC, out=tmp_path / "killed", workers=1, engine=engine, progress=again.append)
+    assert again[-1].resumed == 6  # the failed cells are data: committed, not run again
