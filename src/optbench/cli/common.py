@@ -52,7 +52,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except OptbenchError as err:
-            fail(str(err))
+            fail(str(err), getattr(err, "exit_code", 2))  # 1 where the run, not the input, failed
         except OSError as err:
             fail(os_error_line(err), os_error_code(err))
         finally:

@@ -151,7 +151,6 @@ def grid_cmd(
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)
     configs = expand(grid, max_cells)  # every user error surfaces here, before anything is written
     out_given = out is not None
-    # Checked here, before the progress bar starts and leaves a blank line above the error.
     out = store.check_out(out, "grid") if out_given else store.default_out("grid")
 
     from rich.console import Console
@@ -163,7 +162,8 @@ def grid_cmd(
         console = Console(width=200)
     tracker = _live_progress(console, enabled=progress)
     try:
-        with _sigterm_as_interrupt(), tracker:
+        # The folder is held before the progress bar starts: an error about it is one line, no blank above.
+        with _sigterm_as_interrupt(), store.results_folder(out, "grid"), tracker:
             runs = run_grid(
                 configs,
                 out=out,

@@ -161,6 +161,8 @@ def _run_tracked(fn: Callable, index: int, task: Task, out: str) -> list[dict]:
 class PoolBroken(OptbenchError):
     """Worker processes keep dying and no task can be blamed: the grid stops (what is committed stays)."""
 
+    exit_code = 1  # not bad input: the CLI exits 1
+
 
 class LocalExecutor:
     """``workers`` spawned processes (default: the usable cores); 1 = run in this process.

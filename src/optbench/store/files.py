@@ -8,6 +8,7 @@ disk, a read-only folder) removes its temp file before the error goes on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -37,6 +38,13 @@ def _temp_path(path: Path) -> Path:
     return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
 
 
+def _discard(tmp: Path) -> None:
+    """Remove a temp file if it is there; never raise (on a read-only file system even a missing file's
+    unlink fails, and that error would hide the one that matters)."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
 def write_parquet_atomic(table, path: Path, dictionary_columns: list[str] | None = None) -> FileFacts:
     """Write ``table`` to ``path`` via temp file + rename; the temp file is read back before the rename.
 
@@ -56,7 +64,7 @@ def write_parquet_atomic(table, path: Path, dictionary_columns: list[str] | None
         facts = FileFacts(metadata.num_rows, tmp.stat().st_size, sha256_of(tmp), *run_id_range(metadata))
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
     return facts
 
 
@@ -69,7 +77,24 @@ def write_text_atomic(text: str, path: Path) -> None:
         tmp.write_text(text)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
+
+
+def check_writable(folder: Path) -> None:
+    """OptbenchError (one line) unless a file can be created in ``folder`` (made if missing): asked before
+    a command that writes several files starts, rather than failing on each (a read-only file system
+    refuses even root, which permission bits do not)."""
+    from optbench.errors import OptbenchError
+
+    folder = Path(folder)
+    probe = _temp_path(folder / "write-probe")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+    except OSError as err:
+        raise OptbenchError(f"cannot write to {folder}: {err.strerror}") from None
+    finally:
+        _discard(probe)
 
 
 def sha256_of(path: Path) -> str:

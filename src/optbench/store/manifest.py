@@ -87,3 +87,10 @@ def default_out(kind: str, root: str | Path = "results") -> Path:
         n += 1
         out = Path(root) / f"{kind}-{stamp}-{n}"
     return out
+
+
+def append_to_manifest(out: Path, key: str, entry: dict[str, Any]) -> None:
+    """Add ``entry`` to the list ``key`` of the manifest (e.g. the repairs ``bench verify --repair`` made)."""
+    manifest = read_manifest(out)
+    manifest.setdefault(key, []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), Path(out) / MANIFEST_FILE)

@@ -441,6 +441,23 @@ def purge_runs(out: Path, run_ids: set[str]) -> None:
 # ------------------------------------------------------------------------------------------- read back
 
 
+def config_of(row):
+    """The RunConfig of a runs row (a dict or a pandas row; nulls and NaN back to None)."""
+    import math
+
+    from optbench.spec import CONFIG_FIELDS, RunConfig
+
+    values = {}
+    for name in CONFIG_FIELDS:
+        value = row[name]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = None  # momentum / batch_size: the default
+        elif hasattr(value, "item"):
+            value = value.item()
+        values[name] = value
+    return RunConfig(**values)
+
+
 def conform(table, schema):
     """``table`` with exactly ``schema``'s columns: a column added to the schema since it was written is
     null, its metadata is dropped."""
