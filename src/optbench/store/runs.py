@@ -13,8 +13,10 @@ before the facts existed are checked for what they can show (readable, schema, t
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +107,7 @@ class Record:
     name: str
     run_ids: list[str]
     facts: dict | None  # None: written before commit records described their trace file
-    rows: object = None  # the record's table (pyarrow), when scanned with rows=True
+    rows: object = None  # the record's table (pyarrow, with the runs schema), when scanned with rows=True
 
 
 @dataclass
@@ -176,8 +178,7 @@ def scan(out: Path, *, full: bool = False, rows: bool = False) -> Scan:
     owners: dict[str, str] = {}  # run id -> the record that holds it
     for path in records:
         try:
-            record = _read_record(path, full or rows)
-            _check_trace(out / TRACES_DIR / path.name, record, full)
+            record = _checked_record(path, out / TRACES_DIR / path.name, full, rows)
             _check_unique(record, owners)
         except _Damaged as err:
             trace = out / TRACES_DIR / path.name
@@ -192,6 +193,37 @@ def scan(out: Path, *, full: bool = False, rows: bool = False) -> Scan:
         if path.name not in recorded:
             _sort_orphan(path, found)
     return found
+
+
+# Records that passed the cheap check in this process, by path: (the two files' identities, the record). A
+# grid consolidates runs.parquet every 30 s and a plot reads runs and traces: each pair is read once. A file
+# changed less than RACY_NS ago is not cached: a change within the file system's clock tick (a few ms) can
+# leave size and mtime as they were (git's "racily clean" rule).
+_checked: dict[Path, tuple[tuple, Record]] = {}
+RACY_NS = 2_000_000_000
+
+
+def _identity(path: Path) -> tuple | None:
+    """What changes when a file is replaced or rewritten: inode, size, modification time (ns)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _checked_record(path: Path, trace: Path, full: bool, rows: bool) -> Record:
+    """The record at ``path`` once its check passed (``_Damaged`` otherwise); the cheap check is cached
+    for files that did not change since (``full`` reads every byte, every time)."""
+    key = (_identity(path), _identity(trace))
+    cached = _checked.get(path)
+    if not full and cached is not None and cached[0] == key and (cached[1].rows is not None or not rows):
+        return cached[1]
+    record = _read_record(path, full or rows)
+    _check_trace(trace, record, full)
+    if None not in key and time.time_ns() - max(key[0][2], key[1][2]) > RACY_NS:
+        _checked[path] = (key, record)
+    return record
 
 
 def _read_record(path: Path, with_rows: bool) -> Record:
@@ -216,17 +248,23 @@ def _read_record(path: Path, with_rows: bool) -> Record:
         if metadata.num_rows != 1 or run_id_range(metadata) != (path.stem, path.stem):
             raise _Damaged(f"{where}: does not hold run {path.stem}")
     facts = json.loads(schema.metadata[TRACE_FACTS]) if TRACE_FACTS in (schema.metadata or {}) else None
-    return Record(path.stem, run_ids, facts, table)
+    return Record(path.stem, run_ids, facts, None if table is None else conform(table, _runs_schema()))
 
 
 def _check_schema(schema, expected, where: str, required: tuple[str, ...]) -> None:
     """Our columns with our types (a column added to the schema later may be absent)."""
-    missing = [name for name in required if name not in schema.names]
-    wrong = [
-        f.name for f in schema if f.name in expected.names and not f.type.equals(expected.field(f.name).type)
-    ]
-    if missing or wrong or any(name not in expected.names for name in schema.names):
+    if schema.equals(expected):  # the usual case, without a loop
+        return
+    types = _types_of(expected)
+    if any(name not in schema.names for name in required) or any(
+        types.get(f.name) is None or not f.type.equals(types[f.name]) for f in schema
+    ):
         raise _Damaged(f"{where}: not an optbench file (columns differ)")
+
+
+@functools.cache
+def _types_of(schema) -> dict:
+    return {f.name: f.type for f in schema}
 
 
 def _check_trace(path: Path, record: Record, full: bool) -> None:
@@ -331,12 +369,14 @@ def _unreadable(err: Exception) -> str:
     return f"unreadable ({type(err).__name__})"
 
 
+@functools.cache
 def _runs_schema():
     from optbench.spec import runs_schema
 
     return runs_schema()
 
 
+@functools.cache
 def _traces_schema():
     from optbench.spec import traces_schema
 
@@ -479,7 +519,7 @@ def consolidate_runs(out: Path, order: list[str] | None = None):
 
     out = Path(out)
     schema = _runs_schema()
-    tables = [conform(r.rows, schema) for r in scan(out, rows=True).records.values()]
+    tables = [record.rows for record in scan(out, rows=True).records.values()]  # conformed when read
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     if order is not None:
         rank = {run_id: i for i, run_id in enumerate(order)}
