@@ -165,3 +165,39 @@ def test_a_worker_killed_by_sigkill_costs_only_its_cell(tmp_path, monkeypatch):
     again = []
     run_grid(KILL_SPEC, out=tmp_path / "killed", workers=1, engine=engine, progress=again.append)
     assert again[-1].resumed == 6  # the failed cells are data: committed, not run again
+
+
+def test_pool_breaks_no_cell_can_be_blamed_for_stop_the_grid_with_one_line(tmp_path, monkeypatch):
+    """A worker killed between tasks, or by SIGTERM from outside, blames no task: the tasks run again on a
+    fresh pool, and after three such breaks the grid stops (exit 1: not the input's fault)."""
+    from typer.testing import CliRunner
+
+    from optbench.cli.app import app
+    from optbench.grid import executors
+
+    breaks = []
+
+    def broken_pool(tasks, workers, out, on_result):
+        breaks.append(len(tasks))
+        return list(tasks), {}  # nothing finished, nobody to blame
+
+    monkeypatch.setattr(executors, "_run_pool", broken_pool)
+    args = [
+        "grid",
+        "--lr",
+        "0.1,0.2",
+        "--steps",
+        "5",
+        "--workers",
+        "2",
+        "--engine",
+        "reference",
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "g")])
+    assert breaks == [2, 2, 2] and result.exit_code == 1
+    assert result.stderr == (
+        "error: worker processes keep dying (3 times) and no run can be blamed; the runs committed so far "
+        "are kept: run the same command again to resume\n"
+    )
+    assert not (tmp_path / "g").exists()  # nothing was committed: the folder it made is gone
