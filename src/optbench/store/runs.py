@@ -227,28 +227,29 @@ def _checked_record(path: Path, trace: Path, full: bool, rows: bool) -> Record:
 
 
 def _read_record(path: Path, with_rows: bool) -> Record:
+    """A commit record: its rows (``with_rows``, or a batch's run ids) or, for one run, its footer only."""
     import pyarrow.parquet as pq
 
     where = f"{COMMITS_DIR}/{path.name}"
+    batch = path.stem.startswith("batch-")
     try:
         with pq.ParquetFile(path) as file:
             schema, metadata = file.schema_arrow, file.metadata
-            table = file.read() if with_rows else None
-            if table is None and path.stem.startswith("batch-"):
-                table_ids = file.read(columns=["run_id"]) if "run_id" in schema.names else None
+            _check_schema(schema, _runs_schema(), where, ("run_id", "status"))
+            table = file.read(columns=None if with_rows else ["run_id"]) if with_rows or batch else None
+    except _Damaged:
+        raise
     except Exception as err:  # noqa: BLE001 - any unreadable file is damage, named with its reason
         raise _Damaged(f"{where}: {_unreadable(err)}") from None
-    _check_schema(schema, _runs_schema(), where, ("run_id", "status"))
     if table is not None:
         run_ids = table.column("run_id").to_pylist()
-    elif path.stem.startswith("batch-"):
-        run_ids = table_ids.column("run_id").to_pylist()
     else:  # one run, named by its run id: the footer's statistics say whether that is what it holds
         run_ids = [path.stem]
         if metadata.num_rows != 1 or run_id_range(metadata) != (path.stem, path.stem):
             raise _Damaged(f"{where}: does not hold run {path.stem}")
     facts = json.loads(schema.metadata[TRACE_FACTS]) if TRACE_FACTS in (schema.metadata or {}) else None
-    return Record(path.stem, run_ids, facts, None if table is None else conform(table, _runs_schema()))
+    rows = conform(table, _runs_schema()) if with_rows else None
+    return Record(path.stem, run_ids, facts, rows)
 
 
 def _check_schema(schema, expected, where: str, required: tuple[str, ...]) -> None:
