@@ -166,3 +166,23 @@ def test_default_out_never_reuses_a_folder(tmp_path):
     first.mkdir()
     second = store.default_out("lr-sweep", root=tmp_path)
     assert second != first and not second.exists()
+
+
+def test_the_cheap_check_is_cached_until_a_file_changes(tmp_path, results, monkeypatch):
+    """A grid consolidates every 30 s, a plot reads runs then traces: each record is read once per process,
+    and read again as soon as its record or trace file changes (files changed in the last 2 s are not
+    cached: a change within one clock tick can keep size and mtime)."""
+    import os
+
+    store.commit_runs(tmp_path, results)
+    for path in tmp_path.rglob("*.parquet"):
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # long ago
+    reads = []
+    real = store.runs._read_record
+    monkeypatch.setattr(store.runs, "_read_record", lambda *a: reads.append(a) or real(*a))
+    assert store.scan(tmp_path).run_ids == {r.run_id for r in results}
+    assert store.scan(tmp_path).run_ids == {r.run_id for r in results}
+    assert len(reads) == 1  # the second scan read nothing
+    (trace,) = (tmp_path / store.TRACES_DIR).glob("*.parquet")
+    trace.write_bytes(trace.read_bytes()[:-10])
+    assert [d.reason.split(":")[0] for d in store.scan(tmp_path).damaged] == [f"traces/{trace.name}"]

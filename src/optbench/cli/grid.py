@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import echo_err, handle_errors
+from optbench.cli.common import echo_err, fail, handle_errors, os_error_code, os_error_line
 
 SUMMARY_ROWS = 60  # groups shown in the summary table; all of them are in runs.parquet
 
@@ -82,9 +82,9 @@ def grid_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="Results folder. Runs already in it are skipped (resume). "
+            help="Results folder: new, empty, or a grid's. Runs already in it are skipped (resume). "
             "Default: a new folder under results/.",
             show_default=False,
         ),
@@ -151,8 +151,7 @@ def grid_cmd(
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)
     configs = expand(grid, max_cells)  # every user error surfaces here, before anything is written
     out_given = out is not None
-    out = out or store.default_out("grid")
-    store.require_folder(out)  # here, before the progress bar starts and leaves a blank line above the error
+    out = store.check_out(out, "grid") if out_given else store.default_out("grid")
 
     from rich.console import Console
 
@@ -163,7 +162,8 @@ def grid_cmd(
         console = Console(width=200)
     tracker = _live_progress(console, enabled=progress)
     try:
-        with _sigterm_as_interrupt(), tracker:
+        # The folder is held before the progress bar starts: an error about it is one line, no blank above.
+        with _sigterm_as_interrupt(), store.results_folder(out, "grid"), tracker:
             runs = run_grid(
                 configs,
                 out=out,
@@ -176,24 +176,33 @@ def grid_cmd(
                 progress=tracker,
             )
     except KeyboardInterrupt:  # run_grid has stopped the workers and rewritten runs.parquet
-        echo_err(
-            _interrupted_message(
-                out,
-                configs,
-                again=("" if out_given else f" with --out {out}") + (" without --force" if force else ""),
-            )
-        )
+        echo_err(_interrupted_message(out, configs, _again(out, out_given, force)))
         raise typer.Exit(130) from None
+    except OSError as err:  # a full disk, a folder made read-only meanwhile: what was committed stays
+        fail(
+            f"{os_error_line(err)}; {_kept(out, configs, _again(out, out_given, force))}", os_error_code(err)
+        )
     _print_summary(console, runs, out, resumed=tracker.resumed or 0)
 
 
+def _again(out: Path, out_given: bool, force: bool) -> str:
+    return ("" if out_given else f" with --out {out}") + (" without --force" if force else "")
+
+
 def _interrupted_message(out: Path, configs, again: str) -> str:
+    if not out.is_dir():
+        return "interrupted before any run was committed; nothing was kept"
+    return f"interrupted: {_kept(out, configs, again)}"
+
+
+def _kept(out: Path, configs, again: str) -> str:
+    """What a grid that stopped early left: how many runs are committed, how to resume."""
     from optbench import store
 
     if not out.is_dir():
-        return "interrupted before any run was committed; nothing was kept"
+        return "no run was committed; nothing was kept"
     done = len(store.completed_run_ids(out) & {c.run_id() for c in configs})
-    return f"interrupted: {done} of {len(configs)} runs are in {out}; run the same command again{again} to resume"
+    return f"{done} of {len(configs)} runs are in {out}; run the same command again{again} to resume"
 
 
 class _sigterm_as_interrupt:

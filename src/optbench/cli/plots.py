@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import fail, fresh_out_dir, handle_errors
+from optbench.cli.common import fail, handle_errors
 
 _FORMAT_HELP = "Figure format: png, svg or pdf."
 
@@ -68,7 +68,10 @@ def plot_cmd(
             "lr-find, init-std, init-gains, amp, or all."
         ),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="Figure format: png, svg or pdf. Default: --out's suffix, else png."),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -81,18 +84,10 @@ def plot_cmd(
 
     Example: bench plot results/grid --y loss --x step --hue lr --col optimizer --row scheduler --logy
     """
-    from optbench import report
-    from optbench.figures.style import check_format
-
     _results_folder(folder)
-    check_format(fmt)
+    fmt = _format_of(fmt, out if figure is None else None)
     if figure is not None:
-        only = None if figure == "all" else {figure}
-        figures = report.standard_figures(report.load(folder), out or folder, fmt, only=only)
-        if not figures:
-            fail(f"figure {figure!r} does not apply to the data in {str(folder)!r}")
-        for item in figures:
-            typer.echo(f"figure: {item.path}" if item.path is not None else f"skipped: {item.caption}")
+        _standard_figures(folder, figure, out or folder, fmt)
         return
 
     from optbench import store
@@ -123,6 +118,33 @@ def plot_cmd(
         )
 
 
+def _format_of(fmt: str | None, out: Path | None) -> str:
+    """The figure format: --format, else --out's suffix, else png; an --out whose suffix says another
+    format than --format is refused (one line), never written in the wrong format."""
+    from optbench.figures.style import check_format
+
+    suffix = out.suffix.lstrip(".").lower() if out is not None else ""
+    if fmt is not None and suffix and suffix != fmt:
+        fail(f"--out {out} ends in .{suffix} but --format is {fmt}; give one of them, or both alike")
+    return check_format(fmt or suffix or "png")
+
+
+def _standard_figures(folder: Path, figure: str, target: Path, fmt: str) -> None:
+    """``--figure NAME|all``: draw into ``target``; a figure that fails is named and the exit is 1."""
+    from optbench import report, store
+
+    store.files.check_writable(target)  # one line for a read-only folder, not one skipped line per figure
+    only = None if figure == "all" else {figure}
+    figures = report.standard_figures(report.load(folder), target, fmt, only=only)
+    if not figures:
+        fail(f"figure {figure!r} does not apply to the data in {str(folder)!r}")
+    for item in figures:
+        typer.echo(f"figure: {item.path}" if item.path is not None else f"skipped: {item.caption}")
+    failed = [item for item in figures if item.path is None]
+    if failed:
+        fail(f"{len(failed)} of {len(figures)} figure(s) could not be drawn (skipped above)", 1)
+
+
 @handle_errors
 def schedules_cmd(
     steps: Annotated[
@@ -139,7 +161,10 @@ def schedules_cmd(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new results/schedules-<time>).")
+        str | None,
+        typer.Option(
+            help="Output folder: new, empty or a schedules folder (default: a new results/schedules-<time>)."
+        ),
     ] = None,
 ) -> None:
     """Draw the lr per step of every torch scheduler and our custom ones, from the real scheduler objects.
@@ -158,9 +183,8 @@ def schedules_cmd(
 
         for name in names:
             check_scheduler_arguments(canonical_scheduler(name))
-    out = out or store.default_out("schedules")
-    with fresh_out_dir(out):
-        path = schedules_experiment(steps, lr, names, out=out, fmt=fmt)
+    out = store.default_out("schedules") if out is None else out
+    path = schedules_experiment(steps, lr, names, out=out, fmt=fmt)
     typer.echo(f"figure: {path}")
     notes = store.read_manifest(out).get("schedule_notes", {})
     for name, note in notes.items():
@@ -194,7 +218,10 @@ def lr_find_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new results/lr-find-<time>).")
+        str | None,
+        typer.Option(
+            help="Output folder: new, empty or this same run's (default: a new results/lr-find-<time>)."
+        ),
     ] = None,
 ) -> None:
     """Learning-rate range test: grow the lr exponentially, smooth the loss, suggest an lr.
@@ -208,25 +235,24 @@ def lr_find_cmd(
 
     lrfind.check_range(start, end, steps)
     check_format(fmt)
-    out = out or store.default_out("lr-find")
-    with fresh_out_dir(out):
-        result = lrfind.lr_find(
-            problem,
-            optimizer,
-            start=start,
-            end=end,
-            steps=steps,
-            momentum=momentum,
-            init=init,
-            loss=loss,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            beta=beta,
-            stop_factor=stop_factor,
-            out=out,
-            fmt=fmt,
-        )
+    out = store.default_out("lr-find") if out is None else out
+    result = lrfind.lr_find(
+        problem,
+        optimizer,
+        start=start,
+        end=end,
+        steps=steps,
+        momentum=momentum,
+        init=init,
+        loss=loss,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        beta=beta,
+        stop_factor=stop_factor,
+        out=out,
+        fmt=fmt,
+    )
     analysis = result.analysis
     typer.echo(
         f"lr-find: {result.config.problem}, {result.config.optimizer}, lr {start:g} -> {end:g} over "
@@ -274,6 +300,8 @@ def report_cmd(
     from optbench import report
 
     _results_folder(folder)
+    if out is not None and out.is_dir():
+        fail(f"--out {out} is a folder; give the report's file name, e.g. {out / 'report.html'}")
     path = report.build_report(folder, fmt=fmt, figure_format=figure_format, compare=compare or [], out=out)
     typer.echo(f"report: {path}")
 

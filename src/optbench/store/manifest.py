@@ -37,17 +37,15 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def require_folder(out: Path) -> None:
-    """A results folder may not exist yet, but it must not be a file (a one-line error, not a traceback)."""
-    from optbench.errors import OptbenchError
-
-    if Path(out).exists() and not Path(out).is_dir():
-        raise OptbenchError(f"--out {out} is a file, not a folder")
-
-
 def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the manifest at the start of a command (ended_at filled by ``finish_manifest``)."""
-    require_folder(out)
+    """Write the manifest at the start of a command (ended_at filled by ``finish_manifest``).
+
+    Refuses (``store.folder.check_out``) a folder that is not ours or holds another kind of results: the
+    last line of defence for Python callers that did not go through ``store.results_folder``.
+    """
+    from optbench.store.folder import check_out
+
+    check_out(out, (extra or {}).get("experiment") or command)
     # The bench command line when run from the CLI; None from the Python API (argv is the host script's).
     from_cli = Path(sys.argv[0]).name in ("bench", "__main__.py")
     manifest = {
@@ -69,8 +67,15 @@ def finish_manifest(out: Path, manifest: dict[str, Any], **extra: Any) -> None:
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
+    """The manifest of a results folder; {} if it has none or it is unreadable (``folder.our_manifest``
+    says why)."""
+    from optbench.store.folder import our_manifest
+
     path = Path(out) / MANIFEST_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    manifest, _ = our_manifest(out)
+    return manifest or {}
 
 
 def default_out(kind: str, root: str | Path = "results") -> Path:
@@ -82,3 +87,10 @@ def default_out(kind: str, root: str | Path = "results") -> Path:
         n += 1
         out = Path(root) / f"{kind}-{stamp}-{n}"
     return out
+
+
+def append_to_manifest(out: Path, key: str, entry: dict[str, Any]) -> None:
+    """Add ``entry`` to the list ``key`` of the manifest (e.g. the repairs ``bench verify --repair`` made)."""
+    manifest = read_manifest(out)
+    manifest.setdefault(key, []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), Path(out) / MANIFEST_FILE)
