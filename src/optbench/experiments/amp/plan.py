@@ -278,8 +278,8 @@ def fit_to_memory(plan: AmpPlan) -> tuple[AmpPlan, list[str]]:
             kept.append((width, batch))
             continue
         text = (
-            f"width {width} (batch {batch}, depth {plan.depth}) needs ~{_gib(need)} GiB (weights, "
-            f"{plan.optimizer} state, activations), more than {MEMORY_SHARE:.0%} of the {_gib(free)} GiB "
+            f"width {width} (batch {batch}, depth {plan.depth}) needs ~{_size(need)} (weights, "
+            f"{plan.optimizer} state, activations), more than {MEMORY_SHARE:.0%} of the {_size(free)} "
             f"free on {plan.device}"
         )
         if not plan.auto_sizes:
@@ -290,8 +290,9 @@ def fit_to_memory(plan: AmpPlan) -> tuple[AmpPlan, list[str]]:
     return _replace_sizes(plan, kept), notes
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g}"
+def _size(n: float) -> str:
+    """Bytes in GiB below 1 TiB, else in TiB: ``4.43 TiB``, ``19.5 GiB``."""
+    return f"{n / 2**40:.3g} TiB" if n >= 2**40 else f"{n / 2**30:.3g} GiB"
 
 
 def _replace_sizes(plan: AmpPlan, sizes) -> AmpPlan:

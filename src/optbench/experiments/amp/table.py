@@ -68,9 +68,9 @@ def amp_schema():
 
 
 def row_label(row: dict[str, Any]) -> str:
-    """``width 256, fp16`` or ``width 256, fp32 (TF32 on)``: how warnings name their row."""
+    """``width 256, fp16`` or ``width 256, fp32 (TF32 on)`` (plain fp32 on CPU): how warnings name their row."""
     what = row["precision"]
-    if what == "fp32":
+    if what == "fp32" and str(row.get("device", "cuda")).startswith("cuda"):
         what += f" (TF32 {'on' if row['tf32'] else 'off'})"
     return f"width {row['width']}, {what}"
 
