@@ -142,7 +142,7 @@ def print_result(result) -> None:
     """The device header, the ceiling, one table row per timed configuration, the answer, the warnings."""
     from rich.console import Console
 
-    console = Console(highlight=False, width=max(Console().width, 120))
+    console = Console(highlight=False)
     on_gpu = result.device.startswith("cuda")
     console.print(f"[bold]{'GPU' if on_gpu else 'CPU'}:[/bold] {result.device_name} ({result.device})")
     console.print(
@@ -150,7 +150,9 @@ def print_result(result) -> None:
         f"{result.num_threads} torch thread(s)"
     )
     _print_ceiling(console, result)
-    console.print(_table(result))
+    for table in _tables(result):
+        console.print(table)
+    console.print(RATIO_NOTE)
     if not on_gpu:
         console.print("peak memory: n/a on CPU (torch keeps no CPU allocator statistics)")
     for line in result.summary:
@@ -179,41 +181,59 @@ def _fmt(value, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     return "-" if value is None or value != value else f"{value * scale:{spec}}{suffix}"
 
 
-def _table(result):
+def _config(row) -> str:
+    return "tf32" if row["precision"] == "fp32" and row["tf32"] else row["precision"]
+
+
+TIME_COLUMNS = (  # (header, column, format, scale): times in ms
+    ("ms", "median_s", ".4g", 1e3),
+    ("IQR", "iqr_s", ".2g", 1e3),
+    ("blocks", "n_blocks", ".0f", 1),
+    ("device ms", "device_s", ".4g", 1e3),
+    ("graph ms", "graph_median_s", ".4g", 1e3),
+    ("peak MiB", "peak_mem_bytes", ".0f", 2**-20),
+)
+RATIO_COLUMNS = (  # (header, column, format, suffix)
+    ("vs fp32", "speedup", ".2f", "x"),
+    ("vs TF32", "speedup_tf32", ".2f", "x"),
+    ("ceiling", "ceiling_share", ".0%", ""),
+    ("ceil. TF32", "ceiling_share_tf32", ".0%", ""),
+    ("device", "device_speedup", ".2f", "x"),
+    ("graph", "graph_over_eager", ".2f", "x"),
+    ("memory", "peak_mem_ratio", ".2f", "x"),
+)
+RATIO_NOTE = (
+    "vs fp32 / vs TF32: speed-up of the wall time over fp32 with TF32 off / on; ceiling: share of the "
+    "matmul ceiling reached; device: speed-up of the device time over fp32; graph: eager / graph replay; "
+    "memory: peak memory over fp32's. tf32 = fp32 with TF32 matmuls."
+)
+
+
+def _tables(result):
+    """Two tables that each fit 80 columns: times per step, then the ratios; only columns with data."""
     from rich import box
     from rich.table import Table
 
-    rows = result.rows
-    first = rows[0]
-    has = {name: any(r.get(name) is not None for r in rows) for name in rows[0]}
-    table = Table(
-        title=f"Training step, MLP depth {first['depth']}, {first['optimizer']} (times per step)",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    columns = [
-        ("width", lambda r: str(r["width"]), True),
-        ("batch", lambda r: str(r["batch"]), True),
-        ("config", lambda r: "fp32+TF32" if r["precision"] == "fp32" and r["tf32"] else r["precision"], True),
-        ("ms", lambda r: _fmt(r["median_s"], ".3f", 1e3), True),
-        ("IQR", lambda r: _fmt(r["iqr_s"], ".3f", 1e3), True),
-        ("blocks", lambda r: _fmt(r["n_blocks"], ".0f"), True),
-        ("device ms", lambda r: _fmt(r["device_s"], ".3f", 1e3), has["device_s"]),
-        ("graph ms", lambda r: _fmt(r["graph_median_s"], ".3f", 1e3), has["graph_median_s"]),
-        ("vs fp32", lambda r: _fmt(r["speedup"], ".2f", suffix="x"), has["speedup"]),
-        ("vs TF32", lambda r: _fmt(r["speedup_tf32"], ".2f", suffix="x"), has["speedup_tf32"]),
-        ("of ceiling", lambda r: _fmt(r["ceiling_share"], ".0%"), has["ceiling_share"]),
-        ("of ceil. TF32", lambda r: _fmt(r["ceiling_share_tf32"], ".0%"), has["ceiling_share_tf32"]),
-        ("graph x", lambda r: _fmt(r["graph_over_eager"], ".2f", suffix="x"), has["graph_over_eager"]),
-        ("peak MiB", lambda r: _fmt(r["peak_mem_bytes"], ".0f", 2**-20), has["peak_mem_bytes"]),
-        ("mem vs fp32", lambda r: _fmt(r["peak_mem_ratio"], ".2f", suffix="x"), has["peak_mem_ratio"]),
+    rows, first = result.rows, result.rows[0]
+    has = {name for name in first if any(r.get(name) is not None for r in rows)}
+    times = [(h, lambda r, c=c, f=f, k=k: _fmt(r[c], f, k)) for h, c, f, k in TIME_COLUMNS if c in has]
+    ratios = [
+        (h, lambda r, c=c, f=f, x=x: _fmt(r[c], f, suffix=x)) for h, c, f, x in RATIO_COLUMNS if c in has
     ]
-    shown = [(name, cell) for name, cell, show in columns if show]
-    for name, _ in shown:
-        table.add_column(name, justify="left" if name == "config" else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*(cell(row) for _, cell in shown))
-    return table
+    width = ("width", lambda r: str(r["width"]))
+    config = ("config", _config)
+    out = []
+    for name, cells in (
+        (f"Training step (MLP depth {first['depth']}, {first['optimizer']}): times", [width, ("batch", lambda r: str(r["batch"])), config, *times]),
+        ("Speed-ups", [width, config, *ratios]),
+    ):  # fmt: skip
+        table = Table(title=name, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for header, _ in cells:
+            table.add_column(header, justify="left" if header == "config" else "right", no_wrap=True)
+        for row in rows:
+            table.add_row(*(cell(row) for _, cell in cells))
+        out.append(table)
+    return out
 
 
 COMMANDS = {"amp": amp_cmd}

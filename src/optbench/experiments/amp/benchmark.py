@@ -222,12 +222,27 @@ def _measure(
         row["notes"].append(f"{err}; not measured")
         return row
     except torch.OutOfMemoryError:
-        torch.cuda.empty_cache()
         row["notes"].append(f"out of memory on {plan.device}; not measured")
-        return row
+        return _after_failure(row, plan)
+    except RuntimeError as err:  # a configuration that fails is data, not the end of the benchmark
+        first = (str(err).splitlines() or [""])[0][:200]
+        row["notes"].append(f"failed ({type(err).__name__}: {first}); not measured")
+        return _after_failure(row, plan)
     row["notes"] += timing.pop("notes")
     row.update(timing)
     row["achieved_tflops"] = row["flops_per_step"] / row["median_s"] / 1e12
+    return row
+
+
+def _after_failure(row: dict[str, Any], plan: AmpPlan) -> dict[str, Any]:
+    """Free what the failed configuration held (its frames are gone once the exception is handled)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if plan.on_cuda:
+        torch.cuda.empty_cache()
     return row
 
 

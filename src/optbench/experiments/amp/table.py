@@ -96,7 +96,9 @@ def add_ratios(rows: list[dict[str, Any]], rates: dict[str, float]) -> None:
             for prefix, time in TIMES.items():
                 row[f"{prefix}speedup{suffix}"] = _ratio(base.get(time), row.get(time))
             row[f"speedup{suffix}_err"] = _speedup_err(row, base, row[f"speedup{suffix}"])
-            ceiling = _ratio(rates.get(key), rates.get("tf32" if tf32 else "fp32"))
+            # fp32 rows: only TF32's gain over strict fp32 has a ceiling (the others are 1 or inverse)
+            gains = row["precision"] != "fp32" or (row["tf32"] and not tf32)
+            ceiling = _ratio(rates.get(key), rates.get("tf32" if tf32 else "fp32")) if gains else None
             row[f"ceiling_speedup{suffix}"] = ceiling
             row[f"ceiling_share{suffix}"] = _ratio(row[f"speedup{suffix}"], ceiling)
         mem_base = bases.get((row["width"], False)) or bases.get((row["width"], True)) or {}

@@ -128,30 +128,40 @@ def measure(plan: AmpPlan, width: int, batch: int, config: Config) -> dict[str, 
 def _graph_times(plan: AmpPlan, step: TrainingStep, wall_s: float) -> dict[str, Any]:
     """Capture the step; device time of its replays, and with --cuda-graphs the replays' wall time.
 
-    A step that cannot be captured is timed eagerly only; the row says why (``graph_status``).
+    A step that cannot be captured or replayed keeps its eager timing; the row says why (``graph_status``).
     """
     try:
         graph = step.capture()
     except Exception as err:  # noqa: BLE001 - any capture failure falls back to the eager timing
-        _recover(plan.device)
-        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        return {
-            "graph_status": f"capture failed: {type(err).__name__}: {reason}",
-            "notes": [f"CUDA graph capture failed ({type(err).__name__}: {reason}); eager timing only"],
+        return _graph_failure("capture", err, plan.device)
+    try:
+        count = max(1, min(100, round(DEVICE_RUN_S / max(wall_s, 1e-9))))
+        out: dict[str, Any] = {
+            "graph_status": "captured",
+            "device_s": device_time_s(graph, plan.device, count),
         }
-    count = max(1, min(100, round(DEVICE_RUN_S / max(wall_s, 1e-9))))
-    out: dict[str, Any] = {"graph_status": "captured", "device_s": device_time_s(graph, plan.device, count)}
-    if plan.cuda_graphs:
-        _, estimate = _timed_once(graph.replay, plan.device)
-        replay = time_blocks(graph.replay, plan.device, plan.min_run_time_s, estimate)
-        out.update(
-            graph_median_s=replay.median_s,
-            graph_iqr_s=replay.iqr_s,
-            graph_n_blocks=replay.n_blocks,
-        )
-    step.opt.zero_grad(set_to_none=True)  # the gradients live in the graph's memory pool
-    del graph
-    return out
+        if plan.cuda_graphs:
+            _, estimate = _timed_once(graph.replay, plan.device)
+            replay = time_blocks(graph.replay, plan.device, plan.min_run_time_s, estimate)
+            out.update(
+                graph_median_s=replay.median_s, graph_iqr_s=replay.iqr_s, graph_n_blocks=replay.n_blocks
+            )
+        return out
+    except Exception as err:  # noqa: BLE001 - as above: the eager timing stands
+        return _graph_failure("replay", err, plan.device)
+    finally:
+        step.opt.zero_grad(set_to_none=True)  # the gradients live in the graph's memory pool
+        del graph
+
+
+def _graph_failure(what: str, err: Exception, device: str) -> dict[str, Any]:
+    """The row's graph columns after a failed capture or replay: the reason, and a note."""
+    _recover(device)
+    reason = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+    return {
+        "graph_status": f"{what} failed: {reason}",
+        "notes": [f"CUDA graph {what} failed ({reason}); eager timing only, no device time"],
+    }
 
 
 def device_time_s(graph, device: str, count: int) -> float:
