@@ -64,7 +64,7 @@ def test_parquet_has_the_explicit_schema_and_one_row_per_width_and_precision(cpu
 def test_every_row_is_timed_in_enough_blocks_for_an_iqr(cpu_run):
     """The issue's 'IQR 0.000' came from rows timed in one block; now every row has >= 5 blocks."""
     _, frame = cpu_run
-    assert (frame["n_blocks"] >= plan.MIN_BLOCKS).all()
+    assert (frame["n_blocks"] >= table.MIN_BLOCKS).all()
     assert (frame["iqr_s"] > 0).all()
 
 
@@ -615,7 +615,7 @@ def test_cuda_run_records_device_time_graphs_memory_and_the_dtypes(tmp_path):
     assert sorted(frame["tf32"].unique()) == [False, True]
     assert (frame["graph_status"] == "captured").all(), frame["graph_status"].tolist()
     assert (frame["device_s"] > 0).all() and (frame["graph_median_s"] > 0).all()
-    assert (frame["peak_mem_bytes"] > 0).all() and (frame["n_blocks"] >= plan.MIN_BLOCKS).all()
+    assert (frame["peak_mem_bytes"] > 0).all() and (frame["n_blocks"] >= table.MIN_BLOCKS).all()
     assert (frame["device_name"] == torch.cuda.get_device_name(0)).all()
     for precision, dtype in zip(frame["precision"], frame["compute_dtype"], strict=True):
         assert dtype == (AUTOCAST_DTYPES[precision] or "float32")

@@ -39,7 +39,6 @@ CPU_DEPTH = 3
 CPU_BATCH = 512
 BUDGET_S = {"cuda": 60.0, "cpu": 30.0}  # the default sweep's predicted timing cost
 
-MIN_BLOCKS = 5  # a row timed in fewer blocks has no meaningful IQR and is flagged
 TARGET_BLOCKS = 7  # blocks per timing; each block runs enough steps to fill min_run_time / TARGET_BLOCKS
 MAX_RUN_TIME_FACTOR = 20  # a timing stops after 20 x min_run_time even with fewer blocks (then flagged)
 MAX_MIN_RUN_TIME_S = 60.0

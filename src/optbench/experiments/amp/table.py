@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 NOISY_IQR_SHARE = 0.10  # IQR > 10 % of the median: noisy (torch.utils.benchmark's own threshold)
-MIN_BLOCKS = 5  # = plan.MIN_BLOCKS (kept here too: this module imports nothing of the benchmark)
+MIN_BLOCKS = 5  # a row timed in fewer blocks has no meaningful IQR and is flagged
 LAUNCH_BOUND_SHARE = 0.5  # device time < 50 % of the wall time: the host, not the GPU, sets the pace
 OVERHEAD_SHARE_LIMIT = 0.5  # no device time: warn when the width-8 step is >= 50 % of the fp32 step
 FLOOR_WIDTH = 8
