@@ -152,7 +152,9 @@ def print_result(result) -> None:
     _print_ceiling(console, result)
     for table in _tables(result):
         console.print(table)
-    console.print(RATIO_NOTE)
+    has = {name for name in result.rows[0] if any(r.get(name) is not None for r in result.rows)}
+    meanings = [f"{h}: {m}" for h, c, _, _, m in RATIO_COLUMNS if c in has]
+    console.print("; ".join(meanings) + (". tf32 = fp32 with TF32 matmuls." if on_gpu else "."))
     if not on_gpu:
         console.print("peak memory: n/a on CPU (torch keeps no CPU allocator statistics)")
     for line in result.summary:
@@ -193,19 +195,14 @@ TIME_COLUMNS = (  # (header, column, format, scale): times in ms
     ("graph ms", "graph_median_s", ".4g", 1e3),
     ("peak MiB", "peak_mem_bytes", ".0f", 2**-20),
 )
-RATIO_COLUMNS = (  # (header, column, format, suffix)
-    ("vs fp32", "speedup", ".2f", "x"),
-    ("vs TF32", "speedup_tf32", ".2f", "x"),
-    ("ceiling", "ceiling_share", ".0%", ""),
-    ("ceil. TF32", "ceiling_share_tf32", ".0%", ""),
-    ("device", "device_speedup", ".2f", "x"),
-    ("graph", "graph_over_eager", ".2f", "x"),
-    ("memory", "peak_mem_ratio", ".2f", "x"),
-)
-RATIO_NOTE = (
-    "vs fp32 / vs TF32: speed-up of the wall time over fp32 with TF32 off / on; ceiling: share of the "
-    "matmul ceiling reached; device: speed-up of the device time over fp32; graph: eager / graph replay; "
-    "memory: peak memory over fp32's. tf32 = fp32 with TF32 matmuls."
+RATIO_COLUMNS = (  # (header, column, format, suffix, meaning)
+    ("vs fp32", "speedup", ".2f", "x", "wall-time speed-up over fp32 (TF32 off)"),
+    ("vs TF32", "speedup_tf32", ".2f", "x", "over fp32 with TF32"),
+    ("ceiling", "ceiling_share", ".0%", "", "share of the matmul ceiling reached (over fp32)"),
+    ("ceil. TF32", "ceiling_share_tf32", ".0%", "", "the same over fp32 with TF32"),
+    ("device", "device_speedup", ".2f", "x", "device-time speed-up over fp32"),
+    ("graph", "graph_over_eager", ".2f", "x", "eager step time / graph replay time"),
+    ("memory", "peak_mem_ratio", ".2f", "x", "peak memory / fp32's"),
 )
 
 

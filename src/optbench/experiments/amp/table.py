@@ -222,10 +222,7 @@ def _precision_notes(row: dict[str, Any], facts: dict[str, Any]) -> tuple[list[s
 def _ceiling_words(precision: str, ceiling: float) -> str:
     """What a ceiling below ``NO_GAIN_CEILING`` means, in words."""
     if ceiling < 1 / NO_GAIN_CEILING:
-        return (
-            f"{precision} matmuls run at {ceiling:.2f}x the fp32 rate (the ceiling): a step in this "
-            "precision cannot be faster than fp32 here"
-        )
+        return f"{precision} matmuls run at {ceiling:.2f}x the fp32 rate (the ceiling): expect a slowdown, not a speed-up"
     return (
         f"{precision} matmuls run at about the fp32 rate ({ceiling:.2f}x, the ceiling): expect no speed-up "
         "from this precision here"
