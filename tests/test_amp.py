@@ -639,3 +639,29 @@ def _plan(**changes) -> AmpPlan:
         "budget_s": 60.0,
     }
     return AmpPlan(**(base | changes))
+
+
+def test_printed_gpu_tables_fit_80_columns_without_truncation(capsys, tmp_path):
+    from optbench.cli.amp import print_result
+    from optbench.experiments.amp.benchmark import AmpResult
+
+    rows = _gpu_rows() + [_row(w, "bf16", 1e-3, device_s=1e-3) for w in (256, 2048, 8192)]
+    table.add_ratios(rows, H200_RATES)
+    for row in rows:
+        row.update(depth=4, device="cuda", optimizer="adamw", peak_mem_bytes=50 * 2**30)
+    table.add_ratios(rows, H200_RATES)  # again: the peak-memory ratios
+    finished, warnings = table.finish_rows(rows)
+    result = AmpResult(
+        out=tmp_path, rows=finished, device="cuda", device_name="NVIDIA H200", torch_version="2.11.0",
+        cuda_version="13.0", num_threads=16, tf32_modes=(False, True), ceiling_n=8192,
+        ceiling_tflops={k: v / 1e12 for k, v in H200_RATES.items()}, summary=["a line"], warnings=warnings,
+    )  # fmt: skip
+    print_result(result)
+    printed = capsys.readouterr().out
+    table_lines = [
+        line for line in printed.splitlines() if line.split()[:1] in (["256"], ["2048"], ["8192"], ["width"])
+    ]
+    assert len(table_lines) == 2 * (1 + 4 * 3)  # two tables: header + 12 rows each
+    assert all(len(line) <= 80 and "…" not in line for line in table_lines)
+    assert "10.80x" in printed and "87%" in printed and "graph ms" in printed and "6.00x" in printed
+    assert "memory: peak memory / fp32's" in printed

@@ -215,7 +215,7 @@ def _tables(result):
     has = {name for name in first if any(r.get(name) is not None for r in rows)}
     times = [(h, lambda r, c=c, f=f, k=k: _fmt(r[c], f, k)) for h, c, f, k in TIME_COLUMNS if c in has]
     ratios = [
-        (h, lambda r, c=c, f=f, x=x: _fmt(r[c], f, suffix=x)) for h, c, f, x in RATIO_COLUMNS if c in has
+        (h, lambda r, c=c, f=f, x=x: _fmt(r[c], f, suffix=x)) for h, c, f, x, _ in RATIO_COLUMNS if c in has
     ]
     width = ("width", lambda r: str(r["width"]))
     config = ("config", _config)
