@@ -221,7 +221,7 @@ def test_report_draws_the_init_and_amp_figures_with_their_own_modules(cli, tmp_p
     assert result.exit_code == 0, result.output
     text, images = parse(amp_out / "report.html")
     assert_offline(text, images)
-    assert images.alts == ["amp"]
+    assert images.alts == ["amp-scaling", "amp"]
 
 
 def test_report_never_imports_the_engine(sweep, tmp_path):

@@ -21,6 +21,7 @@ FIGURE_NAMES = (
     "init-std",
     "init-gains",
     "amp",
+    "amp-scaling",
 )
 
 
@@ -239,6 +240,13 @@ def standard_figures(
             "nn.init.calculate_gain against the measured gain per activation (drawn by "
             "optbench.figures.init).",
             lambda: initplots.plot_gain_table(results.gains, outdir / f"gain_table.{fmt}"),
+        )
+    if results.amp is not None and len(results.amp) and wanted("amp-scaling"):
+        figures.draw(
+            "amp-scaling",
+            "Speed-up over fp32 against width, with each precision's ceiling dashed and IQR error bars "
+            "(drawn by optbench.figures.amp).",
+            lambda: ampplots.plot_scaling(results.amp, outdir / f"amp_scaling.{fmt}"),
         )
     if results.amp is not None and len(results.amp) and wanted("amp"):
         figures.draw(

@@ -198,32 +198,48 @@ def _other_sections(results: Results) -> list[Section]:
             section.tables.append(Table("Gains", results.gains))
         sections.append(section)
     if results.amp is not None:
-        section = Section("Mixed precision (AMP)")
-        shown = [
-            c
-            for c in (
-                "width",
-                "depth",
-                "batch",
-                "precision",
-                "tf32",
-                "median_s",
-                "iqr_s",
-                "speedup",
-                "peak_mem_bytes",
-                "device",
-                "device_name",
-            )
-            if c in results.amp.columns
-        ]
-        section.tables.append(Table("Step time per width and precision", results.amp[shown]))
-        if "warning" in results.amp.columns:
-            warnings = list(
-                dict.fromkeys(w for text in results.amp["warning"].dropna() for w in str(text).split("\n"))
-            )
-            section.text += [f"Warning: {w}" for w in warnings[:10]]
-        sections.append(section)
+        sections.append(_amp_section(results))
     return sections
+
+
+# amp.parquet columns the report's table shows (times in ms), when a folder has them.
+_AMP_COLUMNS = {
+    "width": "width", "batch": "batch", "precision": "precision", "tf32": "TF32",
+    "median_s": "step ms", "iqr_s": "IQR ms", "n_blocks": "blocks", "device_s": "device ms",
+    "graph_median_s": "graph ms", "speedup": "vs fp32", "speedup_tf32": "vs fp32+TF32",
+    "ceiling_share": "of ceiling", "ceiling_share_tf32": "of ceiling (TF32)",
+    "graph_over_eager": "graph vs eager", "peak_mem_bytes": "peak MiB", "peak_mem_ratio": "peak vs fp32",
+}  # fmt: skip
+
+
+def _amp_section(results: Results) -> Section:
+    """The answer (summary lines), the ceiling, the step table and every warning naming its rows."""
+    import pandas as pd
+
+    amp, manifest = results.amp, results.manifest
+    section = Section("Mixed precision (AMP)")
+    section.text += [f"Answer: {line}" for line in manifest.get("amp_summary", {}).get("lines", [])]
+    ceiling = manifest.get("amp_ceiling", {})
+    if ceiling.get("tflops"):
+        rates = ", ".join(f"{k} {fmt_cell(v)}" for k, v in ceiling["tflops"].items())
+        section.text.append(
+            f"Ceiling ({ceiling.get('n')}^3 matmul, torch.utils.benchmark), TFLOP/s: {rates}. A step's "
+            "speed-up can approach the ratio of these rates."
+        )
+    shown = {c: name for c, name in _AMP_COLUMNS.items() if c in amp.columns and amp[c].notna().any()}
+    table = amp[list(shown)].copy()
+    for column in ("median_s", "iqr_s", "device_s", "graph_median_s"):
+        if column in table:
+            table[column] = table[column] * 1e3
+    if "peak_mem_bytes" in table:
+        table["peak_mem_bytes"] = table["peak_mem_bytes"] / 2**20
+    section.tables.append(Table("Step time per size and configuration", table.rename(columns=shown)))
+    warnings = manifest.get("warnings") if "amp_summary" in manifest else None
+    if warnings is None and "warning" in amp.columns:  # a folder written before the summary existed
+        warnings = list(dict.fromkeys(w for text in amp["warning"].dropna() for w in str(text).split("\n")))
+    if warnings:
+        section.tables.append(Table("Warnings", pd.DataFrame({"warning": warnings})))
+    return section
 
 
 # Which section each figure belongs to.
@@ -238,6 +254,7 @@ _FIGURE_SECTION = {
     "init-std": "Init report",
     "init-gains": "Init report",
     "amp": "Mixed precision (AMP)",
+    "amp-scaling": "Mixed precision (AMP)",
 }
 
 

@@ -27,7 +27,7 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cuda_available": torch.cuda.is_available(),
     }
@@ -35,6 +35,17 @@ def environment() -> dict[str, Any]:
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
+
+
+def cpu_model() -> str:
+    """The CPU model ("AMD EPYC 9554 64-Core Processor"); ``platform.processor()`` is often empty on Linux."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
