@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from optbench.cli import amp, grid, init_report, listing, plots, sweep
+from optbench.cli import amp, grid, init_report, listing, plots, summary, sweep
 
 app = typer.Typer(
     name="bench",
@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 # Each command module defines COMMANDS = {"cli-name": function}: one module per command.
-for _module in (listing, sweep, grid, init_report, amp, plots):
+for _module in (listing, sweep, grid, summary, init_report, amp, plots):
     for _cli_name, _fn in _module.COMMANDS.items():
         app.command(_cli_name)(_fn)
 
