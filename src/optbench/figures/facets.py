@@ -113,6 +113,8 @@ class FacetResult:
     highlighted: int = 0  # lines drawn in colour
     split_by: list[str] = field(default_factory=list)  # varying axes that set the line style
     spec: FacetSpec | None = None
+    panels: list = field(default_factory=list)  # (row value, col value) of each drawn axes, in fig.axes order
+    colours: dict = field(default_factory=dict)  # hue value -> colour of the highlighted lines
 
     @property
     def n_axes(self) -> int:
@@ -469,12 +471,13 @@ def _draw_panel(ax, frame, curves, lines, spec: FacetSpec, styles, top: float) -
     return drawn, crossed
 
 
-def _panel_lines(lines, spec: FacetSpec, row_value, col_value):
-    mask = np.ones(len(lines), dtype=bool)
+def select_panel(frame, spec: FacetSpec, row_value, col_value):
+    """The rows of ``frame`` (runs or lines) that belong to the panel (row value, col value)."""
+    mask = np.ones(len(frame), dtype=bool)
     for column, value in ((spec.row, row_value), (spec.col, col_value)):
         if column:
-            mask &= np.array([v == value for v in lines[column]], dtype=bool)
-    return lines[mask]
+            mask &= np.array([v == value for v in _key_values(frame[column])], dtype=bool)
+    return frame[mask]
 
 
 def _figure(n_rows: int, n_cols: int):
@@ -547,7 +550,7 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
     x_values = np.unique(curves[spec.x].to_numpy(dtype=float))
     drawn, crossed = 0, False
     for ax, (row_value, col_value) in zip(axes.flat, panels, strict=False):
-        panel = _panel_lines(lines, spec, row_value, col_value)
+        panel = select_panel(lines, spec, row_value, col_value)
         n, cut = _draw_panel(ax, frame, curves, panel, spec, styles, limits[1])
         drawn, crossed = drawn + n, crossed or cut
         _format_axes(ax, spec, x_values, limits)
@@ -557,6 +560,7 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
     result = FacetResult(
         None, row_values, col_values, drawn, int(lines["highlight"].sum()), spec.style_by, spec
     )
+    result.panels, result.colours = panels, styles[0]
     return fig, result
 
 
@@ -613,7 +617,13 @@ def _decorate(fig, axes, spec: FacetSpec, lines, styles, top_k: int, crossed: bo
     fig.suptitle(lines_text, fontsize=10, x=0.5 * panels_w / fig.get_figwidth())  # centred over the panels
     fig.supxlabel(style.axis_label(spec.x) + (" (log scale)" if spec.logx else ""), fontsize=9)
     fig.supylabel(style.axis_label(spec.y) + (" (log scale)" if spec.logy else ""), fontsize=9)
-    handles = _legend_handles(spec, lines, styles, crossed)
+    legend(fig, _legend_handles(spec, lines, styles, crossed))
+
+
+def legend(fig, handles: list) -> None:
+    """The figure's one legend, right of the panels (replacing one drawn before)."""
+    for old in list(fig.legends):
+        old.remove()
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, handlelength=2.6)
 

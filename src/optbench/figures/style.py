@@ -294,8 +294,8 @@ def lr_ticks(ax, lrs, max_ticks: int = 7) -> None:
     from matplotlib.ticker import NullFormatter
 
     lrs = [v for v in sorted(lrs) if v > 0]
-    if not lrs:
-        return
+    if not lrs or (len(lrs) > 2 * max_ticks and lrs[-1] / lrs[0] >= 100):
+        return  # a dense grid over 2+ decades: the default ticks at 0.001, 0.01, ... read better
     gap = max(math.log10(lrs[-1] / lrs[0]), 0.3) / max_ticks  # ticks at least this far apart in decades
     ticks = [lrs[0]]
     for v in lrs[1:]:
