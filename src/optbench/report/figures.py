@@ -81,7 +81,7 @@ def _loss_vs_step(ctx: _RunFigures):
     if not ctx.by:
         title = ctx.titled("loss vs step per learning rate")
         return plots.loss_vs_step(ctx.done, ctx.results.traces, ctx.path("loss_vs_step"), title=title)
-    title = f"training loss vs step, the best {LOSS_LINES_PER_PANEL} settings per panel"
+    title = "training loss vs step"
     return facets.facet_plot(
         ctx.done, ctx.results.traces, ctx.path("loss_vs_step"), top=LOSS_LINES_PER_PANEL, title=title
     ).path
