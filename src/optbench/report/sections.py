@@ -92,7 +92,7 @@ def _answer(results: Results) -> Section:
         ),
         (
             top_table(table, ANSWER_TOP, "final_loss"),
-            f"All {len(table)} settings: `bench summary {results.folder} --top {len(table)}`.",
+            f"All {len(table)} settings: bench summary {results.folder} --top {len(table)}",
         ),
     ):
         if text.rows:
