@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRECISION_COLORS = {"fp32": "#9e9e9e", "fp16": "#1f77b4", "bf16": "#ff7f0e"}
+from optbench.figures.style import PRECISION_COLORS  # the one palette
+
 PRECISION_ORDER = ("fp32", "fp16", "bf16")
 
 
