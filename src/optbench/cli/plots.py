@@ -141,7 +141,7 @@ def plot_cmd(
     result = facets.facet_plot(
         runs,
         traces,
-        _plot_path(folder, out, fmt, y, x),
+        _plot_path(folder, out, fmt, y, x, names),
         y=y,
         x=x,
         **names,
@@ -164,11 +164,12 @@ def plot_cmd(
     )
 
 
-def _plot_path(folder: Path, out: str | None, fmt: str, y: str, x: str | None) -> Path:
+def _plot_path(folder: Path, out: str | None, fmt: str, y: str, x: str | None, names: dict) -> Path:
     """``--out``: a file, or a folder (existing, or written with a trailing /) that gets the default name."""
     from optbench.figures import facets
 
-    name = f"{facets.default_name(y, x or ('step' if y in facets.TRACE_COLUMNS else 'lr'), None, None, None)}.{fmt}"
+    x = x or ("step" if y in facets.TRACE_COLUMNS else "lr")
+    name = f"{facets.default_name(y, x, names['hue'], names['col'], names['row'])}.{fmt}"
     if out is None:
         return folder / name
     if out.endswith(("/", "\\")) or Path(out).is_dir():

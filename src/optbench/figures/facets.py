@@ -254,9 +254,17 @@ def _values(frame, column: str | None) -> list:
     return sorted(dict.fromkeys(_key_values(frame[column])), key=sort_key)
 
 
+def _key(value):
+    """A value as a hashable key: NaN and None both become None."""
+    return None if value is None or (isinstance(value, float) and value != value) else value
+
+
 def _key_values(column) -> list:
-    """Values as hashable keys: NaN and None both become None."""
-    return [None if v is None or (isinstance(v, float) and v != v) else v for v in column.astype(object)]
+    return [_key(v) for v in column.astype(object)]
+
+
+def _style_key(line, columns: list[str]) -> tuple:
+    return tuple(_key(line[c]) for c in columns)
 
 
 def aggregate(points, keys: list[str], x: str, y: str, band: str, log: bool):
@@ -321,6 +329,18 @@ def _curves(frame, traces, spec: FacetSpec):
     return aggregate(points, ["line"], spec.x, spec.y, spec.band, spec.logy)
 
 
+def _zeros(frame, spec: FacetSpec):
+    """Per-run y on a log axis: the (line, x) whose every finished run has y <= 0 (a final loss that
+    underflowed to 0), drawn as a triangle on the floor instead of being left out."""
+    if spec.kind != "run" or not spec.logy:
+        import pandas as pd
+
+        return pd.DataFrame({"line": [], spec.x: []})
+    ok = frame[frame["status"] == "ok"]
+    at_zero = ok.groupby(["line", spec.x])[spec.y].agg(lambda v: bool((v <= 0).all()))
+    return at_zero[at_zero].reset_index()[["line", spec.x]]
+
+
 # ---------------------------------------------------------------------------------------- the styles
 
 
@@ -347,7 +367,7 @@ def _styles(lines, spec: FacetSpec):
     if None in hue_values:  # the optimizer's default (momentum none): dark grey, apart from the context
         colours[None] = (0.25, 0.25, 0.25)
     combos = sorted(
-        dict.fromkeys(tuple(row) for row in shown[spec.style_by].astype(object).itertuples(index=False)),
+        dict.fromkeys(_style_key(row, spec.style_by) for _, row in shown.iterrows()),
         key=lambda key: [style.sort_key(v) for v in key],
     )
     dashes = style.line_styles(combos) if spec.style_by else {(): ("-", None)}
@@ -441,34 +461,38 @@ def _diverged_marks(ax, frame, panel_lines, spec: FacetSpec, colours, top: float
         all_div = runs.groupby(spec.x)["status"].agg(lambda s: bool((s == "diverged").all()))
         at = all_div[all_div].index.to_numpy(dtype=float)
         if len(at):
-            colour = colours.get(line[spec.hue], "tab:blue") if spec.hue else "tab:blue"
+            colour = colours.get(_key(line[spec.hue]), "tab:blue") if spec.hue else "tab:blue"
             ax.plot(at, [top] * len(at), "x", color=colour, ms=7, mew=2, clip_on=False, zorder=5)
             drawn = True
     return drawn
 
 
-def _draw_panel(ax, frame, curves, lines, spec: FacetSpec, styles, top: float) -> tuple[int, bool]:
-    colours, dashes = styles
+def _draw_panel(ax, frame, curves, lines, spec: FacetSpec, styles, limits, zeros) -> tuple[int, set]:
+    """Every line of one panel, grey ones first; returns (lines drawn, the marks used: diverged, zero)."""
     from optbench.figures.style import GREY
 
-    drawn, crossed = 0, False
+    colours, dashes = styles
+    drawn, marks = 0, set()
     order = lines.sort_values("highlight", kind="stable")  # grey first, under the coloured lines
     for line_id, line in order.iterrows():
         points = curves[curves["line"] == line_id]
-        if points.empty:
-            continue
+        colour, dash = GREY, ("-", None)
         if line["highlight"]:
-            colour = colours.get(line[spec.hue], "tab:blue") if spec.hue else "tab:blue"
-            dash = dashes[tuple(line[c] for c in spec.style_by)] if spec.style_by else ("-", None)
-        else:
-            colour, dash = GREY, ("-", None)
-        crossed |= _draw_line(ax, points, line, colour, dash, spec, top)
-        drawn += 1
-    if spec.kind == "run":
-        crossed |= _diverged_marks(ax, frame, lines, spec, colours, top)
+            colour = colours.get(_key(line[spec.hue]), "tab:blue") if spec.hue else "tab:blue"
+            dash = dashes[_style_key(line, spec.style_by)] if spec.style_by else ("-", None)
+            floor = zeros[zeros["line"] == line_id][spec.x].to_numpy(dtype=float)
+            if len(floor):
+                ax.plot(floor, [limits[0]] * len(floor), "v", color=colour, ms=6, clip_on=False, zorder=5)
+                marks.add("zero")
+        if not points.empty:
+            if _draw_line(ax, points, line, colour, dash, spec, limits[1]):
+                marks.add("diverged")
+            drawn += 1
+    if spec.kind == "run" and _diverged_marks(ax, frame, lines, spec, colours, limits[1]):
+        marks.add("diverged")
     if not drawn:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
-    return drawn, crossed
+    return drawn, marks
 
 
 def select_panel(frame, spec: FacetSpec, row_value, col_value):
@@ -534,7 +558,7 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
             + (
                 " (val_loss and val_acc are recorded for MLP problems only)"
                 if spec.y.startswith("val_")
-                else ""
+                else (" (every value is 0 or less: --no-logy draws them)" if spec.logy else "")
             )
         )
     limits = _y_limits(curves, lines, spec)
@@ -548,15 +572,16 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
     shape = (len(row_values), len(col_values)) if spec.row else style.grid_shape(len(panels), 3)
     fig, axes = _figure(*shape)
     x_values = np.unique(curves[spec.x].to_numpy(dtype=float))
-    drawn, crossed = 0, False
+    zeros = _zeros(frame, spec)
+    drawn, marks = 0, set()
     for ax, (row_value, col_value) in zip(axes.flat, panels, strict=False):
         panel = select_panel(lines, spec, row_value, col_value)
-        n, cut = _draw_panel(ax, frame, curves, panel, spec, styles, limits[1])
-        drawn, crossed = drawn + n, crossed or cut
+        n, used = _draw_panel(ax, frame, curves, panel, spec, styles, limits, zeros)
+        drawn, marks = drawn + n, marks | used
         _format_axes(ax, spec, x_values, limits)
         ax.set_title(_panel_title(spec, row_value, col_value, fig.get_figwidth() / shape[1]), fontsize=9)
     style.hide_unused(axes, len(panels))
-    _decorate(fig, axes, spec, lines, styles, top_k, crossed, title)
+    _decorate(fig, axes, spec, lines, styles, top_k, marks, title)
     result = FacetResult(
         None, row_values, col_values, drawn, int(lines["highlight"].sum()), spec.style_by, spec
     )
@@ -567,7 +592,7 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
 # ------------------------------------------------------------------------------------------- legend
 
 
-def _legend_handles(spec: FacetSpec, lines, styles, crossed: bool) -> list:
+def _legend_handles(spec: FacetSpec, lines, styles, marks: set) -> list:
     from optbench.figures.style import GREY, fmt_value, plt
 
     colours, dashes = styles
@@ -584,8 +609,12 @@ def _legend_handles(spec: FacetSpec, lines, styles, crossed: bool) -> list:
     grey = int((~lines["highlight"]).sum())
     if grey:
         handles.append(plt.Line2D([], [], color=GREY, lw=0.8, label=f"{grey} other settings"))
-    if crossed:
+    if "diverged" in marks:
         handles.append(plt.Line2D([], [], color="0.25", ls="none", marker="x", mew=2, label="diverged"))
+    if "zero" in marks:
+        handles.append(
+            plt.Line2D([], [], color="0.25", ls="none", marker="v", label="0 (underflow), on the floor")
+        )
     return handles
 
 
@@ -607,7 +636,7 @@ def _subtitle(spec: FacetSpec, lines, runs_seeds: int, top_k: int) -> str:
     return text
 
 
-def _decorate(fig, axes, spec: FacetSpec, lines, styles, top_k: int, crossed: bool, title) -> None:
+def _decorate(fig, axes, spec: FacetSpec, lines, styles, top_k: int, marks: set, title) -> None:
     from optbench.figures import style
 
     seeds = int(lines.attrs.get("seeds", 1))
@@ -617,7 +646,7 @@ def _decorate(fig, axes, spec: FacetSpec, lines, styles, top_k: int, crossed: bo
     fig.suptitle(lines_text, fontsize=10, x=0.5 * panels_w / fig.get_figwidth())  # centred over the panels
     fig.supxlabel(style.axis_label(spec.x) + (" (log scale)" if spec.logx else ""), fontsize=9)
     fig.supylabel(style.axis_label(spec.y) + (" (log scale)" if spec.logy else ""), fontsize=9)
-    legend(fig, _legend_handles(spec, lines, styles, crossed))
+    legend(fig, _legend_handles(spec, lines, styles, marks))
 
 
 def legend(fig, handles: list) -> None:
