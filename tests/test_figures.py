@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import LineCollection
 
 from optbench.figures import facets, style
 
@@ -93,12 +94,14 @@ def check_figure(fig, max_legend: int = facets.MAX_LEGEND) -> None:
     assert width <= style.MAX_FIGSIZE[0] + 1e-6 and height <= style.MAX_FIGSIZE[1] + 1e-6
     assert legend_entries(fig) <= max_legend
     for ax in fig.axes:
-        if not ax.get_visible() or not ax.lines:
+        if not ax.get_visible() or not (ax.lines or ax.collections):
             continue
         if ax.get_yscale() == "log":
             low, high = ax.get_ylim()
-            for line in ax.lines:
-                ys = np.asarray(line.get_ydata(), dtype=float)
+            grey = [
+                seg[:, 1] for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()
+            ]
+            for ys in [np.asarray(line.get_ydata(), dtype=float) for line in ax.lines] + grey:
                 ys = ys[np.isfinite(ys) & (ys > 0)]
                 assert not len(ys) or (ys.min() >= low * (1 - 1e-9) and ys.max() <= high * (1 + 1e-9)), (
                     ax.get_title(),

@@ -423,11 +423,16 @@ def _cut(xs, ys, top: float):
     return xs[: over[0]], ys[: over[0]], True
 
 
+def _grey_segment(points, spec: FacetSpec, top: float):
+    """A context line's points (cut at ``top``), for the panel's one grey LineCollection."""
+    xs, ys, _ = _cut(points[spec.x].to_numpy(dtype=float), points["centre"].to_numpy(dtype=float), top)
+    return np.column_stack([xs, ys])
+
+
 def _draw_line(ax, points, line, colour, dash, spec: FacetSpec, top: float) -> bool:
-    """One line (and its band); an x where it was cut or where every seed diverged. True: an x drawn."""
+    """One highlighted line and its band; an x where it was cut or where every seed diverged. True: x drawn."""
     xs, ys = points[spec.x].to_numpy(dtype=float), points["centre"].to_numpy(dtype=float)
     xs, ys, cut = _cut(xs, ys, top)
-    grey = not line["highlight"]
     linestyle, marker = dash
     kwargs = {
         "color": colour,
@@ -438,17 +443,15 @@ def _draw_line(ax, points, line, colour, dash, spec: FacetSpec, top: float) -> b
     }
     if spec.kind == "run" and marker is None:
         kwargs.update(marker="o", ms=3.0, markevery=1)
-    if grey:
-        kwargs = {"color": colour, "lw": 0.6, "alpha": 0.55, "zorder": 1}
-    ax.plot(xs, ys, lw=kwargs.pop("lw", 1.6), **kwargs)
-    if not grey and spec.band != "none":
+    ax.plot(xs, ys, lw=1.6, **kwargs)
+    if spec.band != "none":
         lo, hi = points["lo"].to_numpy(dtype=float)[: len(xs)], points["hi"].to_numpy(dtype=float)[: len(xs)]
         if np.isfinite(lo).any():
             ax.fill_between(xs, lo, np.minimum(hi, top), color=colour, alpha=0.15, lw=0)
-    ends = cut or (line["diverged"] and spec.kind == "trace")
-    if ends and len(xs) and not grey:
+    ends = (cut or (line["diverged"] and spec.kind == "trace")) and len(xs)
+    if ends:
         ax.plot(xs[-1], top if cut else ys[-1], "x", color=colour, ms=7, mew=2, clip_on=False, zorder=5)
-    return bool(ends and len(xs) and not grey)
+    return bool(ends)
 
 
 def _diverged_marks(ax, frame, panel_lines, spec: FacetSpec, colours, top: float) -> bool:
@@ -468,26 +471,32 @@ def _diverged_marks(ax, frame, panel_lines, spec: FacetSpec, colours, top: float
 
 
 def _draw_panel(ax, frame, curves, lines, spec: FacetSpec, styles, limits, zeros) -> tuple[int, set]:
-    """Every line of one panel, grey ones first; returns (lines drawn, the marks used: diverged, zero)."""
+    """Every line of one panel: the grey context as one LineCollection under the highlighted lines; returns
+    (lines drawn, the marks used: diverged, zero)."""
+    from matplotlib.collections import LineCollection
+
     from optbench.figures.style import GREY
 
     colours, dashes = styles
-    drawn, marks = 0, set()
-    order = lines.sort_values("highlight", kind="stable")  # grey first, under the coloured lines
-    for line_id, line in order.iterrows():
+    drawn, marks, grey = 0, set(), []
+    for line_id, line in lines.iterrows():
         points = curves[curves["line"] == line_id]
-        colour, dash = GREY, ("-", None)
-        if line["highlight"]:
-            colour = colours.get(_key(line[spec.hue]), "tab:blue") if spec.hue else "tab:blue"
-            dash = dashes[_style_key(line, spec.style_by)] if spec.style_by else ("-", None)
-            floor = zeros[zeros["line"] == line_id][spec.x].to_numpy(dtype=float)
-            if len(floor):
-                ax.plot(floor, [limits[0]] * len(floor), "v", color=colour, ms=6, clip_on=False, zorder=5)
-                marks.add("zero")
-        if not points.empty:
-            if _draw_line(ax, points, line, colour, dash, spec, limits[1]):
-                marks.add("diverged")
-            drawn += 1
+        if not line["highlight"]:
+            if not points.empty:
+                grey.append(_grey_segment(points, spec, limits[1]))
+            continue
+        colour = colours.get(_key(line[spec.hue]), "tab:blue") if spec.hue else "tab:blue"
+        dash = dashes[_style_key(line, spec.style_by)] if spec.style_by else ("-", None)
+        floor = zeros[zeros["line"] == line_id][spec.x].to_numpy(dtype=float)
+        if len(floor):
+            ax.plot(floor, [limits[0]] * len(floor), "v", color=colour, ms=6, clip_on=False, zorder=5)
+            marks.add("zero")
+        if not points.empty and _draw_line(ax, points, line, colour, dash, spec, limits[1]):
+            marks.add("diverged")
+    if grey:
+        ax.add_collection(LineCollection(grey, colors=[GREY], linewidths=0.6, alpha=0.55, zorder=1))
+        ax.autoscale_view()
+    drawn = len(grey) + int((lines["highlight"] & lines.index.isin(curves["line"])).sum())
     if spec.kind == "run" and _diverged_marks(ax, frame, lines, spec, colours, limits[1]):
         marks.add("diverged")
     if not drawn:

@@ -51,7 +51,7 @@ def shape_line(runs, table) -> str:
     statuses = ", ".join(
         f"{int(counts[s])} {s}" for s in ("ok", "diverged", "invalid", "failed") if s in counts
     )
-    return f"{len(runs)} runs: {sizes}, {seeds} seed{'s' * (seeds != 1)}; {statuses}"
+    return f"{len(runs)} run{'s' * (len(runs) != 1)}: {sizes}, {seeds} seed{'s' * (seeds != 1)}; {statuses}"
 
 
 def _varying(table) -> list[str]:
