@@ -50,8 +50,8 @@ def test_grid_writes_the_results_folder_and_prints_the_summary(tmp_path):
     assert pd.read_parquet(out / "traces")["run_id"].nunique() == 12  # an invalid cell has no steps
     assert (out / "manifest.json").exists()
     text = result.stdout
-    assert "grid: 16 runs, 8 groups x 2 seeds" in text
-    assert "best cell per optimizer" in text and "status: 10 ok, 2 diverged, 4 invalid, 0 failed" in text
+    assert "16 runs: 2 optimizer x 2 lr x 2 momentum, 2 seeds; 10 ok, 2 diverged, 4 invalid" in text
+    assert "best per optimizer" in text and f"bench report {out}" in text
     assert "4 x optimizer 'adagrad' has no momentum knob (momentum=0.9)" in text
 
     again = bench(

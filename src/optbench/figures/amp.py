@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRECISION_COLORS = {"fp32": "#9e9e9e", "fp16": "#1f77b4", "bf16": "#ff7f0e"}
+from optbench.figures.style import PRECISION_COLORS  # the one palette
+
 PRECISION_ORDER = ("fp32", "fp16", "bf16")
 BASELINES = {"": "fp32 (TF32 off)", "_tf32": "fp32 with TF32"}  # column suffix -> what the panel is over
 NICE_TICKS = (1 / 16, 1 / 8, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32)

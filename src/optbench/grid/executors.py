@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -164,6 +165,25 @@ class PoolBroken(OptbenchError):
     exit_code = 1  # not bad input: the CLI exits 1
 
 
+MAIN_GUARD = (
+    "run_grid was called while a worker process imported your script: a grid's workers start by "
+    'importing the script that runs it, so put the call under `if __name__ == "__main__":` '
+    "(or pass workers=1)"
+)
+
+
+def _refuse_in_worker_bootstrap() -> None:
+    """A spawned worker re-imports the ``__main__`` script; if that script calls run_grid at top level, the
+    worker would start a grid of its own and die on the folder lock with a misleading message. Say what is
+    wrong in one line and end the worker instead."""
+    import multiprocessing
+
+    # multiprocessing sets _inheriting while a child imports __main__ (spawn._check_not_importing_main).
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        print(f"error: {MAIN_GUARD}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 class LocalExecutor:
     """``workers`` spawned processes (default: the usable cores); 1 = run in this process.
 
@@ -177,6 +197,7 @@ class LocalExecutor:
         if workers is not None and workers < 1:
             raise OptbenchError(f"--workers must be >= 1, got {workers}")
         self.workers = workers or usable_cores()
+        _refuse_in_worker_bootstrap()
 
     def run(self, tasks: Sequence[Task], out: Path, on_result: OnResult) -> None:
         if min(self.workers, len(tasks)) <= 1:

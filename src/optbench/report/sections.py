@@ -1,4 +1,5 @@
-"""The report's sections: results (runs, stability, lr-find, other experiments) and the environment."""
+"""The report's sections, results first: the answer (best settings, top settings, figures), details (status,
+stability bound, lr-find), the other experiments, and last the command and environment."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from optbench.report.figures import standard_figures
 from optbench.report.load import Results
 from optbench.report.render import fmt_cell
 from optbench.report.tables import (
-    best_cells,
     lr_find_comparison,
     reasons_table,
     stability_table,
@@ -26,7 +26,8 @@ ENV_KEYS = ("optbench", "torch", "python", "platform", "cpu", "cpu_count", "cuda
 _NOT_PARAMS = {"command", "argv", "started_at", "ended_at", *ENV_KEYS}
 
 
-def _header(results: Results) -> Section:
+def _environment(results: Results) -> Section:
+    """The command line, when it ran, the versions and device, the parameters: last, after the results."""
     import pandas as pd
 
     manifest = results.manifest
@@ -69,44 +70,58 @@ def _compact(value, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
+ANSWER_TOP = 10
+
+
+def _answer(results: Results) -> Section:
+    """The results first: the grid's shape, the best setting per optimizer, the top settings."""
+    from optbench.grid.summary import summary
+    from optbench.report.answer import best_table, shape_line, top_table
+
     runs = results.runs
-    sections = []
-    overview = Section("Runs")
+    section = Section("Results")
+    table = summary(runs)
+    section.text.append(shape_line(runs, table) + ".")
+    if results.experiment == "lr-find":
+        return section
+    for text, note in (
+        (
+            best_table(table),
+            "Stable lr: the lrs around the best one (other axes fixed) where every seed "
+            "finished without diverging; a range at the grid's edge may go on beyond it.",
+        ),
+        (
+            top_table(table, ANSWER_TOP, "final_loss"),
+            f"All {len(table)} settings: bench summary {results.folder} --top {len(table)}",
+        ),
+    ):
+        if text.rows:
+            section.tables.append(Table(text.title, text.frame(), note, [n for _, n in text.columns]))
+    return section
+
+
+def _details(results: Results, compare: list[Path]) -> list[Section]:
+    """Status per group, invalid/failed reasons, the stability bound, lr-find comparisons."""
+    runs = results.runs
+    details = Section("Runs in detail")
     counts = runs["status"].value_counts()
-    overview.text.append(
+    details.text.append(
         f"{len(runs)} runs: "
         + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "diverged", "invalid", "failed"))
         + ". Varying: "
         + (", ".join(f"{c} ({runs[c].astype(str).nunique()})" for c in varying(runs, ("seed",))) or "nothing")
         + f"; seeds per cell: {runs['seed'].nunique()}."
     )
-    if results.experiment != "lr-find":
-        overview.tables.append(
-            Table(
-                "Best cell per optimizer (per problem and loss)",
-                best_cells(runs),
-                "Lowest mean final loss over seeds among cells where every seed finished ok.",
-            )
-        )
-    overview.tables.append(Table("Status per group", status_table(runs)))
+    details.tables.append(Table("Status per group", status_table(runs)))
     reasons = reasons_table(runs)
     if reasons is not None:
-        overview.tables.append(Table("Invalid and failed runs", reasons))
-    sections.append(overview)
-    if (runs["problem"].map(_is_toy)).any():
-        table = stability_table(results)
-        if len(table):
-            stability = Section("Stability bound vs measurement")
-            stability.text.append(
-                "SGD (heavy ball m) on a quadratic of curvature L is stable iff lr < 2(1+m)/L. "
-                "Measured: an lr is stable when every seed ends ok below its initial loss; the "
-                "bound agrees when largest stable < bound <= smallest unstable."
-            )
-            stability.tables.append(Table("Analytic bound vs measured bracket", table))
-            sections.append(stability)
+        details.tables.append(Table("Invalid and failed runs", reasons))
+    sections = [details]
+    stability = _stability_section(results)
+    if stability is not None:
+        sections.append(stability)
     if results.experiment == "lr-find":
-        sections.append(_lr_find_section(results, compare))
+        sections.insert(0, _lr_find_section(results, compare))
     else:
         comparison = lr_find_comparison(results, compare)
         if len(comparison):
@@ -114,6 +129,22 @@ def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
             section.tables.append(Table("Range-test suggestion against the grid's best lr", comparison))
             sections.append(section)
     return sections
+
+
+def _stability_section(results: Results) -> Section | None:
+    if not results.runs["problem"].map(_is_toy).any():
+        return None
+    table = stability_table(results)
+    if not len(table):
+        return None
+    section = Section("Stability bound vs measurement")
+    section.text.append(
+        "SGD (heavy ball m) on a quadratic of curvature L is stable iff lr < 2(1+m)/L. "
+        "Measured: an lr is stable when every seed ends ok below its initial loss; the "
+        "bound agrees when largest stable < bound <= smallest unstable."
+    )
+    section.tables.append(Table("Analytic bound vs measured bracket", table))
+    return section
 
 
 def _is_toy(problem: str) -> bool:
@@ -244,11 +275,11 @@ def _amp_section(results: Results) -> Section:
 
 # Which section each figure belongs to.
 _FIGURE_SECTION = {
-    "loss-vs-step": "Runs",
-    "sensitivity": "Runs",
-    "heatmap": "Runs",
-    "trajectories": "Runs",
-    "lr-schedules": "Runs",
+    "loss-vs-step": "Results",
+    "sensitivity": "Results",
+    "heatmap": "Results",
+    "trajectories": "Results",
+    "lr-schedules": "Results",
     "lr-find": "Learning-rate range test",
     "schedules": "LR schedulers",
     "init-std": "Init report",
@@ -261,11 +292,15 @@ _FIGURE_SECTION = {
 def build_sections(
     results: Results, outdir: Path, fmt: str = "png", compare: list[Path] | None = None
 ) -> list[Section]:
-    sections = [_header(results)]
+    """Results first (the answer, then its figures with one-line captions), details next, environment last."""
+    sections = []
     if results.runs is not None and len(results.runs):
-        sections += _run_sections(results, list(compare or []))
+        sections += [_answer(results), *_details(results, list(compare or []))]
     sections += _other_sections(results)
+    environment = _environment(results)
     by_title = {s.title: s for s in sections}
     for figure in standard_figures(results, outdir, fmt):
-        by_title.get(_FIGURE_SECTION[figure.name], sections[-1]).figures.append(figure)
-    return sections
+        by_title.get(_FIGURE_SECTION[figure.name], sections[0] if sections else environment).figures.append(
+            figure
+        )
+    return [*sections, environment]
