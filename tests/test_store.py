@@ -160,6 +160,20 @@ def test_manifest_carries_command_versions_and_times(tmp_path):
     assert store.read_manifest(tmp_path / "nowhere") == {}
 
 
+def test_a_resumed_grid_manifest_keeps_the_whole_grids_time(tmp_path):
+    """After a resume the manifest says when the folder's first invocation started and how long all of
+    them took, not only the last invocation's time."""
+    from optbench.grid import GridSpec, run_grid
+
+    run_grid(GridSpec(lr="0.1", steps=20), out=tmp_path, workers=1)
+    first = store.read_manifest(tmp_path)
+    assert first["invocations"] == 1 and first["total_elapsed_s"] == first["elapsed_s"] > 0
+    run_grid(GridSpec(lr="0.1,0.2", steps=20), out=tmp_path, workers=1)
+    second = store.read_manifest(tmp_path)
+    assert second["invocations"] == 2 and second["first_started_at"] == first["started_at"]
+    assert second["total_elapsed_s"] == pytest.approx(first["total_elapsed_s"] + second["elapsed_s"])
+
+
 def test_default_out_never_reuses_a_folder(tmp_path):
     first = store.default_out("lr-sweep", root=tmp_path)
     assert first.parent == tmp_path and first.name.startswith("lr-sweep-")

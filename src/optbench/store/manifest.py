@@ -59,21 +59,52 @@ def start_manifest(out: Path, command: str, extra: dict[str, Any] | None = None)
     check_out(out, (extra or {}).get("experiment") or command)
     # The bench command line when run from the CLI; None from the Python API (argv is the host script's).
     from_cli = Path(sys.argv[0]).name in ("bench", "__main__.py")
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest = {
         "command": command,
         "command_line": shlex.join(["bench", *sys.argv[1:]]) if from_cli else None,
         "argv": sys.argv,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started_at": started_at,
         "ended_at": None,
+        **_resumed_totals(out, command, started_at),
         **environment(),
         **(extra or {}),
     }
     write_text_atomic(json.dumps(manifest, indent=2, default=str), Path(out) / MANIFEST_FILE)
+    _clock[id(manifest)] = time.monotonic()
     return manifest
 
 
+# When each manifest's invocation started (monotonic clock), for its elapsed time; not written to the file.
+_clock: dict[int, float] = {}
+
+
+def _resumed_totals(out: Path, command: str, started_at: str) -> dict[str, Any]:
+    """Times across invocations: a resumed grid's manifest keeps when its folder's first invocation started
+    and how long the earlier ones took, so ``total_elapsed_s`` is the whole grid's time, not the last
+    invocation's."""
+    previous = read_manifest(out) if (Path(out) / MANIFEST_FILE).exists() else {}
+    if previous.get("command") != command:
+        return {"first_started_at": started_at, "invocations": 1, "earlier_elapsed_s": 0.0}
+    return {
+        "first_started_at": previous.get("first_started_at") or previous.get("started_at") or started_at,
+        "invocations": int(previous.get("invocations") or 1) + 1,
+        "earlier_elapsed_s": float(previous.get("total_elapsed_s") or 0.0),
+    }
+
+
 def finish_manifest(out: Path, manifest: dict[str, Any], **extra: Any) -> None:
-    manifest = {**manifest, **extra, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    """The manifest at the end of a command: ended_at, this invocation's ``elapsed_s`` and, over every
+    invocation into this folder (a resumed grid), ``total_elapsed_s``."""
+    started = _clock.pop(id(manifest), None)
+    timing = {}
+    if started is not None:
+        elapsed = time.monotonic() - started
+        timing = {
+            "elapsed_s": elapsed,
+            "total_elapsed_s": float(manifest.get("earlier_elapsed_s", 0.0)) + elapsed,
+        }
+    manifest = {**manifest, **timing, **extra, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_text_atomic(json.dumps(manifest, indent=2, default=str), Path(out) / MANIFEST_FILE)
 
 
