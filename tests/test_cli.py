@@ -143,10 +143,17 @@ BAD_INPUTS = {
     "positional argument": (["--scheduler", "steplr(5)"], ["steplr(5)"]),
     "bad momentum": (["--momentum", "1.5"], ["1.5"]),
     "zero steps": (["--steps", "0"], ["--steps", "0"]),
-    "optimizer import path": (["--optimizer", "no_such_module_xyz:Opt"], ["no_such_module_xyz:Opt"]),
-    "not an optimizer": (
+    "optimizer import path": (
+        ["--optimizer", "no_such_module_xyz:Opt"],
+        ["no_such_module_xyz:Opt", "--allow-imports no_such_module_xyz"],
+    ),
+    "missing allowed module": (
+        ["--optimizer", "no_such_module_xyz:Opt", "--allow-imports", "no_such_module_xyz"],
+        ["no_such_module_xyz:Opt", "no module named"],
+    ),
+    "standard library": (
         ["--optimizer", "collections:OrderedDict"],
-        ["collections:OrderedDict", "Optimizer"],
+        ["collections:OrderedDict", "standard library"],
     ),
     # bad values the engine would only discover per cell: refused up front like the rest
     "bad toy start": (["--problem", "rosenbrock(x0=1.0)", "--optimizer", "adam"], ["x0"]),

@@ -168,6 +168,7 @@ def test_a_cell_that_breaks_while_running_is_failed_with_the_exception(tmp_path,
     """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("OPTBENCH_ALLOW_IMPORTS", "optbench_test_boom")  # a user's package, allowed
     result = run(RunConfig(problem="quadratic", optimizer="optbench_test_boom:Boom", steps=3))
     assert result.summary.status == "failed"
     assert result.summary.reason == "RuntimeError: boom at step"

@@ -115,7 +115,7 @@ def test_problem_options_on_a_toy_problem_are_an_error():
         ({"problem": "quadratic(scael=2)"}, "no option 'scael'"),
         ({"optimizer": "sgd(lr=0.1)"}, "--lr"),
         ({"optimizer": "adam(betas=(0.8, 0.99))", "momentum": "0.9"}, "momentum given twice"),
-        ({"lr": "0.1,-0.1"}, "learning rate must be positive"),
+        ({"lr": "0.1,-0.1"}, "lr must be a positive learning rate, got -0.1"),
         ({"steps": "ten"}, "steps value 'ten' is not an integer"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
     ],

@@ -11,6 +11,7 @@ import torch
 
 from optbench.engine.reference import run
 from optbench.errors import NotApplicable, OptbenchError
+from optbench.registry.imports import ENV_VAR
 from optbench.registry.optimizers import (
     SGDL1L2,
     build_optimizer,
@@ -208,7 +209,8 @@ def test_lbfgs_runs_with_a_closure():
 # ------------------------------------------------------------------------------------------- import paths
 
 
-def test_canonical_optimizer():
+def test_canonical_optimizer(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "torch")
     assert canonical_optimizer("adamw( weight_decay = 0.1 )") == "adamw(weight_decay=0.1)"
     assert canonical_optimizer("torch.optim:AdamW") == "torch.optim:AdamW"
     with pytest.raises(OptbenchError, match="valid: .*adam.*sgd"):
@@ -218,13 +220,15 @@ def test_canonical_optimizer():
 @pytest.mark.parametrize(
     ("path", "needle"),
     [
-        ("collections:OrderedDict", "not a torch.optim.Optimizer subclass"),
-        ("math:pi", "not a torch.optim"),
-        ("no_such_module_xyz:Opt", "cannot import"),
+        ("torch.nn:Linear", "not a torch.optim.Optimizer subclass"),
+        ("torch:pi", "not a class or function"),  # a float
+        ("no_such_module_xyz:Opt", "cannot import optimizer 'no_such_module_xyz:Opt': no module named"),
         ("torch.optim:NoSuchOptimizer", "cannot import"),
+        ("collections:OrderedDict", "names the standard library"),  # never, even if allowed
     ],
 )
-def test_import_path_must_be_an_optimizer_subclass(path, needle):
+def test_import_path_must_be_an_optimizer_subclass(path, needle, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "torch,no_such_module_xyz,collections")
     with pytest.raises(OptbenchError, match=needle):
         resolve_optimizer_class(path)
     with pytest.raises(OptbenchError):
@@ -249,6 +253,7 @@ def test_user_optimizer_by_import_path(tmp_path, monkeypatch):
     """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(ENV_VAR, "optbench_test_user_opt")
     user = run(RunConfig(problem="quadratic", optimizer="optbench_test_user_opt:PlainSGD", lr=0.05, steps=10))
     torchs = run(RunConfig(problem="quadratic", optimizer="sgd", lr=0.05, steps=10))
     assert user.summary.status == "ok", user.summary.reason

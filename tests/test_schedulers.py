@@ -11,8 +11,29 @@ import torch
 
 from optbench.engine.reference import run
 from optbench.errors import NotApplicable, OptbenchError
+from optbench.registry.imports import ENV_VAR
 from optbench.registry.schedulers import build_scheduler, canonical_scheduler, schedulers
 from optbench.spec import RunConfig
+
+USER_LAMBDAS = """
+import math
+
+def exp(t):
+    return math.exp(t)
+
+def sqrt(t):
+    return math.sqrt(t)
+"""
+
+
+@pytest.fixture(autouse=True)
+def user_lambdas(tmp_path_factory, monkeypatch):
+    """A user's module of lr_lambdas on sys.path, its package and torch allowed (``--allow-imports``)."""
+    folder = tmp_path_factory.getbasetemp() / "user_lambdas"
+    folder.mkdir(exist_ok=True)
+    (folder / "optbench_test_lambdas.py").write_text(USER_LAMBDAS)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv(ENV_VAR, "optbench_test_lambdas,torch")
 
 
 def _lr_trace(scheduler: str, steps: int, lr: float = 0.01) -> np.ndarray:
@@ -76,8 +97,8 @@ CLOSED_FORMS = {
         lambda t: 0.01 + 0.09 * max(0.0, 1 - abs(t / 4 - 2 * math.floor(1 + t / 8) + 1)),
     ),
     "cosineannealingwarmrestarts(T_0=5)": (15, lambda t: LR * (1 + math.cos(math.pi * (t % 5) / 5)) / 2),
-    "lambdalr(lr_lambda='math:exp')": (6, lambda t: LR * math.exp(t)),
-    "multiplicativelr(lr_lambda='math:sqrt')": (
+    "lambdalr(lr_lambda='optbench_test_lambdas:exp')": (6, lambda t: LR * math.exp(t)),
+    "multiplicativelr(lr_lambda='optbench_test_lambdas:sqrt')": (
         6,
         lambda t: LR * math.prod(math.sqrt(k) for k in range(1, t + 1)),
     ),
@@ -225,8 +246,9 @@ def test_unknown_scheduler_name_lists_valid_ones():
 
 
 @pytest.mark.parametrize("path", ["no_such_module_xyz:Sched", "torch.optim.lr_scheduler:NoSuchLR"])
-def test_unimportable_scheduler_path_is_rejected_like_an_optimizer_path(path):
+def test_unimportable_scheduler_path_is_rejected_like_an_optimizer_path(path, monkeypatch):
     """canonical_optimizer imports and checks an import path up front; a scheduler path must be checked
     too, or a typo becomes a column of `invalid` runs instead of one error line."""
-    with pytest.raises(OptbenchError, match="import"):
+    monkeypatch.setenv(ENV_VAR, "no_such_module_xyz,torch")
+    with pytest.raises(OptbenchError, match="cannot import"):
         canonical_scheduler(path)

@@ -12,6 +12,7 @@ _LAZY = {
     "run_grid": "optbench.grid",
     "summary": "optbench.grid.summary",
     "init_report": "optbench.experiments.initprobe",
+    "allow_imports": "optbench.registry.imports",
 }
 
 

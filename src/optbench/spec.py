@@ -16,6 +16,7 @@ import ast
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +52,11 @@ class Spec:
         return self.canonical()
 
 
-def parse_spec(text: str, *, what: str = "spec") -> Spec:  # noqa: C901 - to split (#13)
-    """Parse ``name(key=value, ...)``; raise OptbenchError naming the bad part."""
+def parse_spec(text: str, *, what: str = "spec") -> Spec:
+    """Parse ``name(key=value, ...)``; raise OptbenchError naming the bad part, quoting ``text`` as typed.
+
+    Values must be finite: ``sgd(momentum=1e400)`` (1e400 reads as inf) is refused, not run as ``inf``.
+    """
     text = text.strip()
     if not text:
         raise OptbenchError(f"empty {what}")
@@ -64,29 +68,53 @@ def parse_spec(text: str, *, what: str = "spec") -> Spec:  # noqa: C901 - to spl
         name, args = text, ""
     if not _NAME_RE.match(name):
         raise OptbenchError(f"malformed {what} {text!r}: bad name {name!r}")
-    kwargs: dict[str, Any] = {}
-    if args.strip():
-        try:
-            call = ast.parse(f"f({args})", mode="eval").body
-        except SyntaxError:
-            raise OptbenchError(f"malformed {what} {text!r}: arguments must be key=value pairs") from None
-        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args:
-            raise OptbenchError(f"malformed {what} {text!r}: arguments must be key=value pairs")
-        for keyword in call.keywords:
-            if keyword.arg is None:
-                raise OptbenchError(f"malformed {what} {text!r}: '**' is not allowed")
-            if keyword.arg in kwargs:
-                raise OptbenchError(f"malformed {what} {text!r}: {keyword.arg!r} given twice")
-            try:
-                value = ast.literal_eval(keyword.value)
-            except (ValueError, SyntaxError):
-                bad = ast.unparse(keyword.value)
-                raise OptbenchError(
-                    f"bad value {bad!r} for {keyword.arg!r} in {what} {text!r}: "
-                    "values must be Python literals (numbers, strings, tuples, lists, True/False/None)"
-                ) from None
-            kwargs[keyword.arg] = value
+    kwargs = _parse_arguments(args, text, what) if args.strip() else {}
     return Spec(name, tuple(sorted(kwargs.items())))
+
+
+def _parse_arguments(args: str, text: str, what: str) -> dict[str, Any]:
+    """``key=value, ...`` -> {key: value}, every value a finite Python literal."""
+    source = f"f({args})"
+    try:
+        call = ast.parse(source, mode="eval").body
+    except SyntaxError:
+        raise OptbenchError(f"malformed {what} {text!r}: arguments must be key=value pairs") from None
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args:
+        raise OptbenchError(f"malformed {what} {text!r}: arguments must be key=value pairs")
+    kwargs: dict[str, Any] = {}
+    for keyword in call.keywords:
+        if keyword.arg is None:
+            raise OptbenchError(f"malformed {what} {text!r}: '**' is not allowed")
+        if keyword.arg in kwargs:
+            raise OptbenchError(f"malformed {what} {text!r}: {keyword.arg!r} given twice")
+        typed = ast.get_source_segment(source, keyword.value) or ast.unparse(keyword.value)
+        try:
+            value = ast.literal_eval(keyword.value)
+        except (ValueError, SyntaxError):
+            raise OptbenchError(
+                f"bad value {typed!r} for {keyword.arg!r} in {what} {text!r}: "
+                "values must be Python literals (numbers, strings, tuples, lists, True/False/None)"
+            ) from None
+        if not _finite(value):
+            raise OptbenchError(
+                f"bad value {typed!r} for {keyword.arg!r} in {what} {text!r}: not a finite number "
+                "(a float literal beyond 1.8e308 reads as inf)"
+            )
+        kwargs[keyword.arg] = value
+    return kwargs
+
+
+def _finite(value: Any) -> bool:
+    """No inf or nan anywhere in a literal (numbers, also inside tuples, lists, sets and dicts)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, complex):
+        return math.isfinite(value.real) and math.isfinite(value.imag)
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(k) and _finite(v) for k, v in value.items())
+    return True
 
 
 def split_top_level(text: str) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from optbench.cli.allow import AllowImports, allow
 from optbench.cli.common import echo_err, fail, handle_errors, os_error_code, os_error_line
 
 Axis = list[str] | None
@@ -22,6 +23,7 @@ def _axis(help_text: str, metavar: str = "VALUES"):
 
 @handle_errors
 def grid_cmd(
+    ctx: typer.Context,
     problem: Annotated[
         Axis, _axis("Problems, e.g. quadratic, mlp-classification. Default: quadratic.")
     ] = None,
@@ -126,6 +128,7 @@ def grid_cmd(
             metavar="COLUMN",
         ),
     ] = "final_loss",
+    allow_imports: AllowImports = None,
 ) -> None:
     """Run the cartesian product of the given axes, then print the answer: per optimizer the best setting
     (mean ± std over seeds, stable lr range, diverged count) and the top settings.
@@ -137,6 +140,7 @@ def grid_cmd(
     from optbench.grid import expand, load_spec_toml, make_spec, run_grid
     from optbench.grid.summary import check_sort
 
+    allow(ctx, allow_imports)
     check_sort(sort, top)  # before the grid runs, not after
     given = {
         "problem": problem,

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from optbench.cli.allow import AllowImports, allow
 from optbench.cli.common import fail, handle_errors
 
 _FORMAT_HELP = "Figure format: png, svg or pdf."
@@ -210,6 +211,7 @@ def _standard_figures(folder: Path, figure: str, target: Path, fmt: str) -> None
 
 @handle_errors
 def schedules_cmd(
+    ctx: typer.Context,
     steps: Annotated[
         int, typer.Option(help="Steps to draw (also the run length the defaults derive from).")
     ] = 100,
@@ -229,6 +231,7 @@ def schedules_cmd(
             help="Output folder: new, empty or a schedules folder (default: a new results/schedules-<time>)."
         ),
     ] = None,
+    allow_imports: AllowImports = None,
 ) -> None:
     """Draw the lr per step of every torch scheduler and our custom ones, from the real scheduler objects.
 
@@ -239,6 +242,7 @@ def schedules_cmd(
     from optbench.experiments.schedules import schedules_experiment
     from optbench.spec import split_top_level
 
+    allow(ctx, allow_imports)
     names = split_top_level(schedulers) if schedulers else None
     if names:  # a misspelt name or argument is a user error; torch refusing a value gets an empty panel
         from optbench.registry.schedulers import canonical_scheduler
@@ -256,6 +260,7 @@ def schedules_cmd(
 
 @handle_errors
 def lr_find_cmd(
+    ctx: typer.Context,
     problem: Annotated[
         str, typer.Option(help="Problem spec (an MLP problem is the usual target).")
     ] = "mlp-classification",
@@ -286,6 +291,7 @@ def lr_find_cmd(
             help="Output folder: new, empty or this same run's (default: a new results/lr-find-<time>)."
         ),
     ] = None,
+    allow_imports: AllowImports = None,
 ) -> None:
     """Learning-rate range test: grow the lr exponentially, smooth the loss, suggest an lr.
 
@@ -296,6 +302,7 @@ def lr_find_cmd(
     from optbench.experiments import lrfind
     from optbench.figures.style import check_format
 
+    allow(ctx, allow_imports)
     lrfind.check_range(start, end, steps)
     check_format(fmt)
     out = store.default_out("lr-find") if out is None else out

@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
+from optbench.cli.allow import AllowImports, allow
 from optbench.cli.common import handle_errors
 
 
 @handle_errors
 def lr_sweep_cmd(
+    ctx: typer.Context,
     lr_min: Annotated[float, typer.Option("--min", help="Smallest learning rate.")] = 0.01,
     lr_max: Annotated[float, typer.Option("--max", help="Largest learning rate.")] = 0.5,
     num: Annotated[int, typer.Option("--num", help="Number of learning rates.")] = 10,
@@ -44,6 +46,7 @@ def lr_sweep_cmd(
         ),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the two figures.")] = True,
+    allow_imports: AllowImports = None,
 ) -> None:
     """Sweep the learning rate; print lr, final loss and status; find the largest stable lr and compare it
     with the analytic bound where one exists (SGD on the quadratic: lr < 2(1+m)/L = 0.25)."""
@@ -55,6 +58,7 @@ def lr_sweep_cmd(
     from optbench.registry.validate import canonical_config
     from optbench.spec import RunConfig
 
+    allow(ctx, allow_imports)
     lr_grid(lr_min, lr_max, num, spacing)  # validate before anything is written
     base = canonical_config(
         RunConfig(

@@ -21,7 +21,7 @@ import math
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,8 +29,9 @@ import torch
 from optbench.errors import NotApplicable, OptbenchError
 from optbench.registry.optimizers import build_optimizer, needs_closure
 from optbench.registry.precision import autocast_context, check_precision, device_type
-from optbench.registry.problems import build_problem
-from optbench.registry.schedulers import build_scheduler
+from optbench.registry.problems import Problem, build_problem
+from optbench.registry.schedulers import Scheduler, build_scheduler
+from optbench.registry.validate import check_lr
 from optbench.spec import TRACE_COLUMNS, RunConfig, RunSummary, parse_spec
 
 DIVERGENCE_FACTOR = 1e6
@@ -102,9 +103,50 @@ def run(config: RunConfig) -> RunResult:
     return RunResult(config, summary, trace)
 
 
-def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:  # noqa: C901 - to split (#13)
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise OptbenchError(f"Invalid learning rate: {cfg.lr}")
+def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:
+    check_lr(cfg.lr)
+    setup = _build(cfg)
+    record = _Record(lrs=np.full(cfg.steps, np.nan))
+    if setup.coords is not None:
+        record.points.append(setup.coords.detach().clone())  # x_0; the loop appends x_1 .. x_T
+    diverged_step, done = _step_loop(cfg, setup, record)
+    end = diverged_step + 1 if diverged_step is not None else done
+    trace = _assemble_trace(setup, record, end)
+    return _summarize(setup, trace, diverged_step, done), trace
+
+
+@dataclass
+class _Setup:
+    """What one run is made of: the problem, the real optimizer and scheduler, the precision."""
+
+    problem: Problem
+    optimizer: torch.optim.Optimizer
+    knob: str | None  # which optimizer argument --momentum set
+    scheduler: Scheduler
+    params: list[torch.Tensor]
+    coords: torch.Tensor | None  # toy problems: the point
+    closure_needed: bool
+    precision: str
+    scaler: torch.amp.GradScaler | None
+
+
+@dataclass
+class _Record:
+    """Per-step values, kept on the device as small tensors in lists (an append costs far less than an
+    indexed write) and stacked and copied to the host once at the end."""
+
+    lrs: np.ndarray
+    losses: list[torch.Tensor] = field(default_factory=list)
+    grads: list[torch.Tensor] = field(default_factory=list)  # toys: the raw gradient, norms taken at the end
+    grad_norms: list[torch.Tensor] = field(default_factory=list)  # MLPs: the global gradient norm
+    update_norms: list[torch.Tensor] = field(default_factory=list)
+    param_norms: list[torch.Tensor] = field(default_factory=list)
+    points: list[torch.Tensor] = field(default_factory=list)  # toys: x_0 .. x_T
+    evals: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+    scales: list[torch.Tensor] = field(default_factory=list)  # GradScaler's scale used by each step
+
+
+def _build(cfg: RunConfig) -> _Setup:
     torch.manual_seed(cfg.seed)
     problem = build_problem(
         cfg.problem,
@@ -125,129 +167,166 @@ def _run(cfg: RunConfig) -> tuple[RunSummary, dict[str, np.ndarray]]:  # noqa: C
             UserWarning,
             stacklevel=1,
         )
-    params = problem.trainable
-    coords = problem.coords()
     closure_needed = needs_closure(cfg.optimizer)
     precision, scaler = _precision_setup(cfg, problem, closure_needed)
+    return _Setup(
+        problem,
+        optimizer,
+        knob,
+        scheduler,
+        problem.trainable,
+        problem.coords(),
+        closure_needed,
+        precision,
+        scaler,
+    )
 
-    steps = cfg.steps
-    # Per-step values stay on the device as small tensors in lists (an append costs far less than an
-    # indexed write) and are stacked and copied to the host once at the end.
-    losses: list[torch.Tensor] = []
-    grads: list[torch.Tensor] = []  # toy problems: the raw gradient; norms taken once at the end
-    grad_norms: list[torch.Tensor] = []  # MLPs: the global gradient norm
-    update_norms: list[torch.Tensor] = []
-    param_norms: list[torch.Tensor] = []
-    points: list[torch.Tensor] = [coords.detach().clone()] if coords is not None else []  # x_0 .. x_T
-    evals: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    scales: list[torch.Tensor] = []  # GradScaler scale used by each step, then the one after the last
-    lrs = np.full(steps, np.nan)
+
+def _step_loop(cfg: RunConfig, run: _Setup, record: _Record) -> tuple[int | None, int]:
+    """Take the steps; return (diverged step or None, steps done)."""
+    problem, params, scaler = run.problem, run.params, run.scaler
     threshold = -math.inf
-    diverged_step = None
     done = 0
 
     def closure():  # zero_grad, forward (under autocast for fp16/bf16), backward
         for p in params:  # = optimizer.zero_grad(set_to_none=True), minus its ~10 us profiler wrapper
             p.grad = None
-        if precision == "fp32":
+        if run.precision == "fp32":
             loss = problem.loss(t)
             loss.backward()
             return loss
-        with autocast_context(precision, cfg.device):
+        with autocast_context(run.precision, cfg.device):
             loss = problem.loss(t)
         (scaler.scale(loss) if scaler is not None else loss).backward()
         return loss
 
-    for t in range(steps):
-        lrs[t] = optimizer.param_groups[0]["lr"]
-        if problem.eval_every and (t % problem.eval_every == 0 or t == steps - 1):
-            with autocast_context(precision, cfg.device):
-                evals[t] = problem.evaluate()
-        if coords is None:
-            before = [p.detach().clone() for p in params]
-
+    for t in range(cfg.steps):
+        before = _record_before_step(cfg, run, record, t)
         loss = closure()
         value = loss.detach()
-        losses.append(value)
-        if scaler is not None:
-            scales.append(_scale_tensor(scaler))
-            scaler.unscale_(optimizer)  # norms below are of the true gradient
-        if coords is not None:
-            grads.append(coords.grad.clone())  # a fresh leaf each step (zero_grad sets it to None)
-        else:
-            grad_norms.append(
-                _global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
-            )
-        if closure_needed:
-            optimizer.step(closure)
-        elif scaler is not None:
-            scaler.step(optimizer)  # skipped when the unscaled gradient has inf/nan
-            scaler.update()
-        else:
-            optimizer.step()
-        if coords is not None:
-            points.append(coords.detach().clone())
-        else:
-            update_norms.append(_global_norm([p.detach() - b for p, b in zip(params, before, strict=True)]))
-            param_norms.append(_global_norm(before))
-        if scheduler.impl is not None:
-            scheduler.step(value)
+        record.losses.append(value)
+        _record_gradient(run, record)
+        _optimizer_step(run, closure)
+        _record_after_step(run, record, before)
+        if run.scheduler.impl is not None:
+            run.scheduler.step(value)
         done = t + 1
 
         if t == 0:  # one sync to fix the divergence threshold from the initial loss
             initial = float(loss.detach())
             threshold = DIVERGENCE_FACTOR * max(abs(initial), 1.0) if math.isfinite(initial) else -math.inf
-        if (t + 1) % CHECK_EVERY == 0 or t == steps - 1:
+        if (t + 1) % CHECK_EVERY == 0 or t == cfg.steps - 1:
             window_start = (t // CHECK_EVERY) * CHECK_EVERY
-            bad = _first_diverged(torch.stack(losses[window_start:]), threshold)
+            bad = _first_diverged(torch.stack(record.losses[window_start:]), threshold)
             if bad is not None:
-                diverged_step = window_start + bad
-                break
+                return window_start + bad, done
+    return None, done
 
-    end = diverged_step + 1 if diverged_step is not None else done
+
+def _optimizer_step(run: _Setup, closure) -> None:
+    if run.closure_needed:
+        run.optimizer.step(closure)
+    elif run.scaler is not None:
+        run.scaler.step(run.optimizer)  # skipped when the unscaled gradient has inf/nan
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+
+
+def _record_before_step(cfg: RunConfig, run: _Setup, record: _Record, t: int) -> list[torch.Tensor] | None:
+    """The lr this step uses, the held-out metrics on evaluation steps; for MLPs a copy of the parameters
+    (returned) to measure the update."""
+    record.lrs[t] = run.optimizer.param_groups[0]["lr"]
+    if run.problem.eval_every and (t % run.problem.eval_every == 0 or t == cfg.steps - 1):
+        with autocast_context(run.precision, cfg.device):
+            record.evals[t] = run.problem.evaluate()
+    if run.coords is None:
+        return [p.detach().clone() for p in run.params]
+    return None
+
+
+def _record_gradient(run: _Setup, record: _Record) -> None:
+    if run.scaler is not None:
+        record.scales.append(_scale_tensor(run.scaler))
+        run.scaler.unscale_(run.optimizer)  # norms below are of the true gradient
+    if run.coords is not None:
+        record.grads.append(run.coords.grad.clone())  # a fresh leaf each step (zero_grad sets it to None)
+    else:
+        record.grad_norms.append(
+            _global_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in run.params])
+        )
+
+
+def _record_after_step(run: _Setup, record: _Record, before: list[torch.Tensor] | None) -> None:
+    if run.coords is not None:
+        record.points.append(run.coords.detach().clone())
+    else:
+        record.update_norms.append(
+            _global_norm([p.detach() - b for p, b in zip(run.params, before, strict=True)])
+        )
+        record.param_norms.append(_global_norm(before))
+
+
+def _assemble_trace(run: _Setup, record: _Record, end: int) -> dict[str, np.ndarray]:
+    """The trace columns of the first ``end`` steps, copied to the host once."""
     nan = np.full(end, np.nan)
-    trace = {"step": np.arange(end, dtype=np.int64), "lr": lrs[:end]}
-    trace["loss"] = _host(torch.stack([v.float() for v in losses[:end]]))
-    if coords is not None:
-        x = torch.stack(points[: end + 1])  # [end + 1, d]: the point before each step, and after the last
-        trace["grad_norm"] = _host(torch.linalg.vector_norm(torch.stack(grads[:end]), dim=1))
+    trace = {"step": np.arange(end, dtype=np.int64), "lr": record.lrs[:end]}
+    trace["loss"] = _host(torch.stack([v.float() for v in record.losses[:end]]))
+    if run.coords is not None:
+        x = torch.stack(
+            record.points[: end + 1]
+        )  # [end + 1, d]: the point before each step, and after the last
+        trace["grad_norm"] = _host(torch.linalg.vector_norm(torch.stack(record.grads[:end]), dim=1))
         trace["param_norm"] = _host(torch.linalg.vector_norm(x[:end], dim=1))
         trace["update_norm"] = _host(torch.linalg.vector_norm(x[1:] - x[:-1], dim=1))
         x_host = _host(x[:end])
         trace["x0"] = x_host[:, 0]
         trace["x1"] = x_host[:, 1] if x_host.shape[1] > 1 else nan
     else:
-        trace["grad_norm"] = _host(torch.stack(grad_norms[:end]))
-        trace["update_norm"] = _host(torch.stack(update_norms[:end]))
-        trace["param_norm"] = _host(torch.stack(param_norms[:end]))
+        trace["grad_norm"] = _host(torch.stack(record.grad_norms[:end]))
+        trace["update_norm"] = _host(torch.stack(record.update_norms[:end]))
+        trace["param_norm"] = _host(torch.stack(record.param_norms[:end]))
         trace["x0"], trace["x1"] = nan, nan.copy()
     trace["val_loss"], trace["val_acc"] = np.full(end, np.nan), np.full(end, np.nan)
-    for t, (val_loss, val_acc) in evals.items():
+    for t, (val_loss, val_acc) in record.evals.items():
         if t < end:
             trace["val_loss"][t] = float(val_loss)
             if val_acc is not None:
                 trace["val_acc"][t] = float(val_acc)
     trace["loss_scale"] = np.full(end, np.nan)
     trace["skipped_step"] = np.zeros(end, dtype=bool)
-    if scaler is not None:
+    if run.scaler is not None:
         # GradScaler halves its scale exactly when it skipped a step, so a drop marks the skip.
-        scale = _host(torch.stack([*scales, _scale_tensor(scaler)]))
+        scale = _host(torch.stack([*record.scales, _scale_tensor(run.scaler)]))
         trace["loss_scale"] = scale[:end]
         trace["skipped_step"] = scale[1 : end + 1] < scale[:end]
+    return trace
+
+
+def _summarize(run: _Setup, trace: dict[str, np.ndarray], diverged_step: int | None, done: int) -> RunSummary:
+    """The runs-table row: ``diverged`` at the first bad loss; ``failed`` when GradScaler skipped every
+    step (the parameters never changed, so the final loss says nothing about the optimizer); else ``ok``."""
     losses = trace["loss"]
+    end = len(losses)
     finite = losses[np.isfinite(losses)]
-    val_loss, val_acc = trace["val_loss"], trace["val_acc"]
     summary = RunSummary(
         status="diverged" if diverged_step is not None else "ok",
         final_loss=float(losses[-1]) if end else None,
         best_loss=float(finite.min()) if finite.size else None,
         diverged_step=diverged_step,
         steps_completed=diverged_step if diverged_step is not None else done,
-        momentum_knob=knob,
-        final_val_loss=_last_finite(val_loss),
-        final_val_acc=_last_finite(val_acc),
+        momentum_knob=run.knob,
+        final_val_loss=_last_finite(trace["val_loss"]),
+        final_val_acc=_last_finite(trace["val_acc"]),
     )
-    return summary, trace
+    if summary.status == "ok" and end and trace["skipped_step"].all():
+        scales = trace["loss_scale"]
+        summary.status = "failed"
+        summary.reason = (
+            f"GradScaler skipped all {end} steps (inf/nan gradients at every loss scale from "
+            f"{scales[0]:g} down to {scales[-1]:g}): the parameters never changed"
+        )
+    return summary
 
 
 def _precision_setup(cfg: RunConfig, problem, closure_needed: bool):
@@ -300,5 +379,6 @@ def _host(values: torch.Tensor) -> np.ndarray:
 
 
 def _last_finite(values: np.ndarray) -> float | None:
-    finite = values[~np.isnan(values)]
+    """The last finite value (inf and nan skipped), None if there is none."""
+    finite = values[np.isfinite(values)]
     return float(finite[-1]) if finite.size else None

@@ -151,6 +151,10 @@ def resolve_activations(values: list[str] | None) -> list[str]:
 
 
 def check_sizes(depth: int, width: int, batch: int, seeds: int) -> None:
+    """Each size at least its minimum, and the stack within this machine's memory (8·w² bytes per layer:
+    ``--width 200000`` would need 298 GiB a layer)."""
+    from optbench.registry.limits import check_init_stack
+
     for name, value, least in (
         ("depth", depth, 1),
         ("width", width, 2),
@@ -159,6 +163,7 @@ def check_sizes(depth: int, width: int, batch: int, seeds: int) -> None:
     ):
         if value < least:
             raise OptbenchError(f"invalid {name}: {value} (must be >= {least})")
+    check_init_stack(depth, width, batch)
 
 
 # --------------------------------------------------------------------------------------------- measuring

@@ -192,7 +192,7 @@ def lr_find(
 ) -> LRFindResult:
     """Run the range test with the real engine and ExponentialLR; write the folder, figure and manifest."""
     from optbench import store
-    from optbench.registry.validate import canonical_config
+    from optbench.registry.validate import canonical_config, check_buildable
     from optbench.spec import RunConfig
 
     gamma = check_range(start, end, steps)
@@ -219,6 +219,7 @@ def lr_find(
             batch_size=batch_size,
         )
     )
+    check_buildable([config])  # a value the run cannot accept stops here, before the folder is made
     out = store.check_out(out, "lr-find") if out is not None else store.default_out("lr-find")
     params = {
         "start": start,

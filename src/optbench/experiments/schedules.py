@@ -7,6 +7,7 @@ from pathlib import Path
 
 from optbench.errors import OptbenchError
 from optbench.figures.style import check_format
+from optbench.registry.limits import check_steps
 from optbench.store.layout import SCHEDULES_FILE
 
 
@@ -68,6 +69,7 @@ def schedules_experiment(
     check_format(fmt)
     if steps < 1:
         raise OptbenchError(f"--steps must be >= 1, got {steps}")
+    check_steps(steps)  # --steps 10000000000000 is one line, not a loop that fills the memory
     if not (lr > 0 and math.isfinite(lr)):
         raise OptbenchError(f"--lr must be a positive learning rate, got {lr}")
     if schedulers is not None:  # unknown names are user errors, before anything is written

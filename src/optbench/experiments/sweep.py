@@ -99,11 +99,12 @@ def lr_sweep(
     """
     from optbench import store
     from optbench.engine.reference import run
-    from optbench.registry.validate import canonical_config
+    from optbench.registry.validate import canonical_config, check_buildable
 
     lrs = lr_grid(lr_min, lr_max, num, spacing)
     base = canonical_config(base or RunConfig())
     configs = [base.replace(lr=lr) for lr in lrs]
+    check_buildable(configs)  # a value no run accepts stops here, before the folder is made
     order = [c.run_id() for c in configs]
     out = store.check_out(out, "lr-sweep") if out is not None else store.default_out("lr-sweep")
     with store.results_folder(out, "lr-sweep"):

@@ -277,12 +277,7 @@ def load_spec_toml(path: str | Path) -> GridSpec:
     import tomllib
 
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise OptbenchError(f"spec file {str(path)!r} not found") from None
-    except OSError as err:
-        raise OptbenchError(f"cannot read spec file {str(path)!r}: {err.strerror}") from None
+    text = _read_toml_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -290,6 +285,11 @@ def load_spec_toml(path: str | Path) -> GridSpec:
     options: dict[str, Any] = {}
     for key, value in data.items():
         where = f"{path}, line {_line_of(text, key)}"
+        if key.replace("-", "_") in ("allow_imports", "allow_import"):
+            raise OptbenchError(
+                f"{where}: a grid file cannot allow imports (it may come from anyone); allow a package "
+                "on the command line: --allow-imports PKG"
+            )
         if key.replace("-", "_") not in _ALLOWED_KEYS:
             raise OptbenchError(f"{where}: unknown key {key!r}; valid: {', '.join(_ALLOWED_KEYS)}")
         if isinstance(value, dict) or (
@@ -305,6 +305,24 @@ def load_spec_toml(path: str | Path) -> GridSpec:
         return make_spec(options)
     except OptbenchError as err:
         raise OptbenchError(f"{path}: {err}") from None
+
+
+def _read_toml_text(path: Path) -> str:
+    """The file's text; TOML is UTF-8, so other bytes are one line naming the file and the first bad byte."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise OptbenchError(f"spec file {str(path)!r} not found") from None
+    except OSError as err:
+        raise OptbenchError(f"cannot read spec file {str(path)!r}: {err.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise OptbenchError(
+            f"spec file {str(path)!r} is not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); "
+            "TOML files are UTF-8"
+        ) from None
 
 
 def _line_of(text: str, key: str) -> int | str:

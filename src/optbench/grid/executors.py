@@ -30,6 +30,7 @@ from pathlib import Path
 
 from optbench.engine.runtime import one_torch_thread
 from optbench.errors import OptbenchError
+from optbench.registry.imports import worker_env
 from optbench.spec import RunConfig
 from optbench.store import lock as folderlock
 
@@ -373,7 +374,9 @@ class RayExecutor:
                 part for task in tasks for part in task.split(int(ray.cluster_resources().get("CPU", 1)))
             ]
             remote = ray.remote(_ray_task)
-            pending = {remote.options(**self._resources(t)).remote(t): t for t in tasks}
+            env = worker_env()  # --allow-imports: Ray workers do not inherit this process's environment
+            extra = {"runtime_env": {"env_vars": env}} if env else {}
+            pending = {remote.options(**self._resources(t), **extra).remote(t): t for t in tasks}
             try:
                 while pending:
                     ready, _ = ray.wait(

@@ -1,5 +1,7 @@
 """A grid's cells: the product of its axes as canonical RunConfigs, duplicates dropped, in ``AXES`` order
-(seed innermost, so the seeds of a group are adjacent)."""
+(seed innermost, so the seeds of a group are adjacent). Every distinct spec is built once on a stand-in
+(``registry.validate.check_buildable``) before the cells are handed out, so a value no cell accepts stops
+the grid before its folder exists."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from optbench.spec import RunConfig, Spec, parse_spec
 def expand(spec: GridSpec, max_cells: int | None = None) -> list[RunConfig]:
     """The grid's canonical RunConfigs in expansion order, duplicates (equal after canonicalisation, e.g.
     ``steplr`` and its alias ``step``) dropped. Raises OptbenchError for unknown names and bad values, and
-    for a grid of more than ``max_cells`` cells (default ``MAX_CELLS``), before building any of them."""
-    from optbench.registry.validate import canonical_config
+    for a grid of more than ``max_cells`` cells (default ``MAX_CELLS``), before building any of them; then
+    for a value that no cell could accept (a stand-in build of each distinct spec)."""
+    from optbench.registry.validate import canonical_config, check_buildable
 
     max_cells = MAX_CELLS if max_cells is None else max_cells
     if max_cells < 1:
@@ -43,6 +46,7 @@ def expand(spec: GridSpec, max_cells: int | None = None) -> list[RunConfig]:
             if run_id not in seen:
                 seen.add(run_id)
                 configs.append(config)
+    check_buildable(configs)
     return configs
 
 
@@ -77,9 +81,10 @@ def _as_configs(
         spec = make_spec(spec)
     if isinstance(spec, GridSpec):
         return expand(spec, max_cells), spec.to_dict()
-    from optbench.registry.validate import canonical_config
+    from optbench.registry.validate import canonical_config, check_buildable
 
     configs = list(dict.fromkeys(canonical_config(c) for c in spec))
     if not configs:
         raise OptbenchError("the grid has no runs")
+    check_buildable(configs)
     return configs, {"configs": len(configs)}

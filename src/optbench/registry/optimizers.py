@@ -1,5 +1,6 @@
 """Optimizers: every ``torch.optim`` class under its lowercase name, a custom ``sgd-l1l2``, and any user
-class by import path ``package.module:Class`` (checked to be a ``torch.optim.Optimizer`` subclass).
+class by import path ``package.module:Class`` (checked to be a ``torch.optim.Optimizer`` subclass), imported
+only from a package the user allowed (``optbench.registry.imports``).
 
 ``--momentum`` maps onto each optimizer's own knob: ``momentum`` where it has one (SGD, RMSprop, Muon),
 ``betas[0]`` for the Adam family. An optimizer without such a knob accepts only momentum 0.
@@ -7,7 +8,6 @@ class by import path ``package.module:Class`` (checked to be a ``torch.optim.Opt
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
 import torch
@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 
 from optbench.errors import NotApplicable, OptbenchError
 from optbench.registry.base import Registry
+from optbench.registry.imports import import_object
 from optbench.spec import Spec, parse_spec
 
 optimizers = Registry("optimizer")
@@ -97,14 +98,11 @@ optimizers.add(
 
 
 def resolve_optimizer_class(name: str) -> type:
-    """Registry name or import path ``package.module:Class``; the class must subclass Optimizer."""
+    """Registry name or import path ``package.module:Class`` of an allowed package; the class must subclass
+    Optimizer."""
     if ":" not in name:
         return optimizers.get(name).factory
-    module_name, _, attr = name.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise OptbenchError(f"cannot import optimizer {name!r}: {err}") from None
+    cls = import_object(name, "optimizer")
     if not (inspect.isclass(cls) and issubclass(cls, Optimizer)):
         raise OptbenchError(f"{name!r} is not a torch.optim.Optimizer subclass")
     return cls
@@ -122,7 +120,8 @@ def needs_closure(optimizer: str) -> bool:
     return not spec.is_import_path and optimizers.get(spec.name).meta["needs_closure"]
 
 
-def _check_applicable(cls: type, name: str, groups: list[dict]) -> None:
+def check_applicable(cls: type, name: str, groups: list[dict]) -> None:
+    """NotApplicable where the optimizer cannot take these parameters at all (SparseAdam, Muon on 1-D)."""
     params = [p for g in groups for p in g["params"]]
     if cls is torch.optim.SparseAdam:
         raise NotApplicable(
@@ -136,10 +135,11 @@ def _check_applicable(cls: type, name: str, groups: list[dict]) -> None:
         )
 
 
-def build_optimizer(
-    optimizer: str, groups: list[dict], lr: float, momentum: float | None
-) -> tuple[Optimizer, str | None]:
-    """The real optimizer over ``groups``; returns (optimizer, which knob --momentum set)."""
+def optimizer_arguments(optimizer: str, momentum: float | None) -> tuple[type, dict, str | None]:
+    """(class, constructor keyword arguments without lr, which knob --momentum sets) for a spec.
+
+    NotApplicable where --momentum is given (non-zero) to an optimizer without a momentum knob.
+    """
     spec = parse_spec(optimizer, what="optimizer")
     cls = resolve_optimizer_class(spec.name)
     kwargs = spec.kw
@@ -157,8 +157,16 @@ def build_optimizer(
             kwargs["betas"] = (momentum, beta2)
         elif momentum != 0:
             raise NotApplicable(f"optimizer {spec.name!r} has no momentum knob (momentum={momentum})")
-    _check_applicable(cls, spec.name, groups)
+    return cls, kwargs, knob
+
+
+def build_optimizer(
+    optimizer: str, groups: list[dict], lr: float, momentum: float | None
+) -> tuple[Optimizer, str | None]:
+    """The real optimizer over ``groups``; returns (optimizer, which knob --momentum set)."""
+    cls, kwargs, knob = optimizer_arguments(optimizer, momentum)
+    check_applicable(cls, parse_spec(optimizer, what="optimizer").name, groups)
     try:
         return cls(groups, lr=lr, **kwargs), (knob if momentum is not None else None)
     except (ValueError, TypeError) as err:
-        raise NotApplicable(f"optimizer {spec.canonical()!r}: {err}") from None
+        raise NotApplicable(f"optimizer {parse_spec(optimizer).canonical()!r}: {err}") from None

@@ -6,11 +6,12 @@ Arguments the user does not give are derived from the run length ``steps`` and b
 ``max_lr = lr, total_steps = steps``. Scheduler arguments that are callables or schedulers can be given
 as strings: ``lambdalr(lr_lambda='mypkg.sched:warmup')``,
 ``sequentiallr(schedulers=['linearlr(total_iters=10)', 'cosineannealinglr(T_max=90)'], milestones=[10])``.
+Import paths (a scheduler class, ``lr_lambda``, ``scale_fn``) resolve only in a package the user allowed
+(``optbench.registry.imports``), never in the standard library: ``lr_lambda='os:_exit'`` is refused.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
@@ -18,9 +19,14 @@ from torch.optim import lr_scheduler as torch_schedulers
 
 from optbench.errors import NotApplicable, OptbenchError
 from optbench.registry.base import Registry
+from optbench.registry.imports import import_callable, import_object
 from optbench.spec import Spec, parse_spec
 
 schedulers = Registry("scheduler")
+
+# torch scheduler arguments that take functions: given in a spec as import paths, e.g. 'mypkg.sched:warmup'
+# (lr_lambda may also be a list of them, one per param group).
+CALLABLE_ARGUMENTS = ("lr_lambda", "scale_fn")
 
 ALIASES = {
     "StepLR": ["step"],
@@ -182,21 +188,36 @@ class Scheduler:
             self.impl.step()
 
 
-def _import(path: str, what: str):
-    module_name, _, attr = path.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise OptbenchError(f"cannot import {what} {path!r}: {err}") from None
+def _callable_value(name: str, value):
+    """A spec's function-valued argument: an import path, or a list of them, resolved to functions."""
+    if isinstance(value, (list, tuple)):
+        return [import_callable(v, name) for v in value]
+    return import_callable(value, name)
+
+
+def _user_scheduler_class(path: str):
+    cls = import_object(path, "scheduler")
+    if not callable(getattr(cls, "step", None)):
+        raise OptbenchError(f"{path!r} is not a scheduler (it has no step method)")
+    return cls
 
 
 def canonical_scheduler(text: str) -> str:
+    """The canonical spec; import paths in it (the class, function values, nested specs) are resolved
+    here, so a refused or missing one stops the command before anything runs."""
     spec = parse_spec(text, what="scheduler")
     if spec.is_import_path:
-        if not callable(getattr(_import(spec.name, "scheduler"), "step", None)):
-            raise OptbenchError(f"{spec.name!r} is not a scheduler (it has no step method)")
+        _user_scheduler_class(spec.name)
         return spec.canonical()
-    return Spec(schedulers.canonical_name(spec.name), spec.kwargs).canonical()
+    name = schedulers.canonical_name(spec.name)
+    for key, value in spec.kwargs:
+        if key in CALLABLE_ARGUMENTS and schedulers.get(name).meta["kind"] == "torch":
+            _callable_value(key, value)
+        if key == "schedulers" and isinstance(value, (list, tuple)):
+            for nested in value:
+                if isinstance(nested, str):
+                    canonical_scheduler(nested)
+    return Spec(name, spec.kwargs).canonical()
 
 
 def _torch_kwargs(cls, spec: Spec, optimizer, steps: int, lr: float) -> dict[str, Any]:
@@ -207,8 +228,9 @@ def _torch_kwargs(cls, spec: Spec, optimizer, steps: int, lr: float) -> dict[str
         raise OptbenchError(f"scheduler {spec.name!r} has no argument {sorted(unknown)[0]!r}; valid: {valid}")
     kwargs = {k: v for k, v in derived_defaults(cls.__name__, steps, lr).items() if k in params}
     kwargs.update(spec.kw)
-    if isinstance(kwargs.get("lr_lambda"), str):
-        kwargs["lr_lambda"] = _import(kwargs["lr_lambda"], "lr_lambda")
+    for key in CALLABLE_ARGUMENTS:
+        if key in spec.kw:
+            kwargs[key] = _callable_value(key, spec.kw[key])
     if "schedulers" in kwargs:  # nested spec strings -> real scheduler objects on the same optimizer
         kwargs["schedulers"] = [
             build_scheduler(s, optimizer, steps, lr).impl if isinstance(s, str) else s
@@ -221,10 +243,7 @@ def build_scheduler(scheduler: str, optimizer, steps: int, lr: float) -> Schedul
     """The real scheduler object for ``optimizer``, wrapped in a uniform ``Scheduler`` handle."""
     spec = parse_spec(scheduler, what="scheduler")
     if spec.is_import_path:
-        cls = _import(spec.name, "scheduler")
-        if not callable(getattr(cls, "step", None)):
-            raise OptbenchError(f"{spec.name!r} is not a scheduler (it has no step method)")
-        impl = cls(optimizer, **spec.kw)
+        impl = _user_scheduler_class(spec.name)(optimizer, **spec.kw)
         return Scheduler(impl, isinstance(impl, torch_schedulers.ReduceLROnPlateau))
     entry = schedulers.get(spec.name)
     kind = entry.meta["kind"]
