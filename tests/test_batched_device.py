@@ -21,13 +21,14 @@ import torch
 
 from optbench import engine
 from optbench.engine import batched
+from optbench.engine.batched import cells, kernels
 from optbench.registry.validate import canonical_config
 from optbench.spec import RunConfig
 
 CLASSIFICATION = "mlp-classification(width=16, depth=2, n_train=128, n_val=64, eval_every=5)"
 REGRESSION = "mlp-regression(width=8, activation='tanh', n_train=64, n_val=32, eval_every=4)"
 # 13 x 7 activations per cell: sigmoid runs per cell, and each cell's slice of the stack starts off the
-# allocator's 64-byte boundary (the per-cell products copy such operands, ``batched._cell``)
+# allocator's 64-byte boundary (the per-cell products copy such operands, ``kernels._cell``)
 TAILS = "mlp-regression(width=13, depth=1, activation='sigmoid', n_train=64, n_val=33)"
 STEPS = 50  # > engine.CHECK_EVERY: diverged cells leave the batch mid-run (compaction)
 
@@ -109,13 +110,13 @@ def test_the_batched_engine_makes_no_tensor_on_the_default_device(monkeypatch):
     """Run once as usual, then again with the meta device as the default: any tensor the batch makes
     without naming its device breaks the batch there. Same cells, same bits, all batched."""
     configs = [*_toy_cells("cpu"), *_mlp_cells("cpu")]
-    monkeypatch.setattr(batched, "_EXACT", {})  # the probes run afresh in both runs: their tensors count too
+    monkeypatch.setattr(kernels, "_EXACT", {})  # the probes run afresh in both runs: their tensors count too
     want = batched.run_batch(configs)
     assert [r.summary.engine for r in want] == ["batched"] * len(configs)
     assert {r.summary.status for r in want} == {"ok", "diverged"}
 
-    monkeypatch.setattr(batched, "_EXACT", {})
-    monkeypatch.setattr(batched, "build_problem", _on_the_cpu(batched.build_problem))  # see the docstring
+    monkeypatch.setattr(kernels, "_EXACT", {})
+    monkeypatch.setattr(cells, "build_problem", _on_the_cpu(cells.build_problem))  # see the docstring
     with torch.device("meta"):
         assert torch.empty(1).is_meta  # what this test relies on
         got = batched.run_batch(configs)
@@ -173,10 +174,10 @@ def test_mlp_cells_on_cuda_agree_with_the_reference_on_cuda(monkeypatch):
     """1e-5 over 50 steps: besides the optimizers' last-bit differences (above), CUDA may reduce the rows
     of a stack in another order than a lone tensor (the norms), and training carries a last-bit difference
     in the weights forward into the losses; over 50 small steps that stays well below 1e-5."""
-    monkeypatch.setattr(batched, "_EXACT", {})
+    monkeypatch.setattr(kernels, "_EXACT", {})
     configs = _mlp_cells("cuda")
     results = batched.run_batch(configs)
     for got, cfg in zip(results, configs, strict=True):
         _assert_close(got, engine.run(cfg), (*TOY_COLUMNS, "val_loss"), rtol=1e-5)
-    devices = {key[1] for key in batched._EXACT}  # the probes ran on the GPU, with verdicts of its own
+    devices = {key[1] for key in kernels._EXACT}  # the probes ran on the GPU, with verdicts of its own
     assert devices and all(device.startswith("cuda") for device in devices), devices

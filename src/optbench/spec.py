@@ -179,6 +179,9 @@ class RunSummary:
     final_val_acc: float | None = None
     warnings: str | None = None  # warnings torch raised during the run, one per line
     engine: str = "reference"
+    exactness: str = (
+        "exact"  # the engines' contract this run's numbers keep: "exact" (torch.optim's bits) or "fast"
+    )
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -218,6 +221,7 @@ def runs_schema():
             ("final_val_acc", pa.float64()),
             ("warnings", pa.string()),
             ("engine", pa.string()),
+            ("exactness", pa.string()),
         ]
     )
 
