@@ -62,23 +62,31 @@ def summarize(
     ``diverged`` [C]: each run's first diverged step, -1 for none; ``steps_done``: the steps a run that did
     not diverge completed. ``val_loss`` / ``val_acc`` None: never evaluated (all None).
     """
-    loss = np.asarray(loss, dtype=np.float64)
+    loss = np.asarray(loss)
     cells, steps = loss.shape
     diverged = np.asarray(diverged, dtype=np.int64)
     ends = np.where(diverged >= 0, diverged + 1, steps_done)
     within = np.arange(steps)[None, :] < ends[:, None]
-    finite = np.isfinite(loss) & within
-    best = np.where(finite, loss, np.inf).min(axis=1, initial=np.inf)
+    best, has_best = _best(loss, within, steps_done == steps and not (diverged >= 0).any())
     final = loss[np.arange(cells), np.maximum(ends - 1, 0)] if steps else np.full(cells, np.nan)
     return SummaryColumns(
         status=np.where(diverged >= 0, "diverged", "ok").tolist(),
-        final_loss=_or_none(final, ends > 0),
-        best_loss=_or_none(best, finite.any(axis=1)),
+        final_loss=_or_none(final.astype(np.float64), ends > 0),
+        best_loss=_or_none(best.astype(np.float64), has_best),
         diverged_step=_or_none(diverged, diverged >= 0),
         steps_completed=np.where(diverged >= 0, diverged, steps_done).tolist(),
         final_val_loss=_last_measured(val_loss, within),
         final_val_acc=_last_measured(val_acc, within),
     )
+
+
+def _best(loss: np.ndarray, within: np.ndarray, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(min of each run's finite losses before its end, whether it has one). ``whole``: every run went
+    the full length without diverging, so every loss counts (a non-finite one would have diverged)."""
+    if whole and loss.size and np.isfinite(loss).all():
+        return loss.min(axis=1), np.ones(loss.shape[0], dtype=bool)
+    finite = np.isfinite(loss) & within
+    return np.where(finite, loss, np.inf).min(axis=1, initial=np.inf), finite.any(axis=1)
 
 
 def summary_of(trace: Mapping[str, np.ndarray], diverged_step: int | None, steps_done: int) -> dict:

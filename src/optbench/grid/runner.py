@@ -12,6 +12,7 @@ from pathlib import Path
 from optbench.errors import OptbenchError
 from optbench.grid.axes import GridSpec
 from optbench.grid.expand import _as_configs
+from optbench.grid.plan import ENGINES, check_exactness, plan_tasks
 from optbench.spec import RunConfig
 
 CONSOLIDATE_EVERY_S = 30.0
@@ -45,6 +46,7 @@ def run_grid(
     progress: Callable[[GridProgress], None] | None = None,
     command: str = "grid",
     max_cells: int | None = None,
+    exactness: str = "auto",
 ):
     """Run every cell of a grid not yet committed in ``out``; return the runs table (a DataFrame, one row
     per cell, in expansion order).
@@ -56,11 +58,13 @@ def run_grid(
         workers: local processes (default: the usable cores); 1 runs in this process.
         executor: ``local`` or ``ray``; ``address``: a Ray cluster (default: start a local Ray).
         gpus_per_run: GPU fraction each CUDA run requests from Ray (0.25: four runs share a GPU).
-        engine: ``auto`` (CPU cells the batched engine supports run batched, in groups of at least
-            ``MIN_BATCH``; the rest on the reference engine), ``batched`` (every supported cell batched, CUDA
-            included) or ``reference`` (every cell through ``engine.run``). The ``engine`` column records which ran.
+        engine: ``auto`` (cells the batched engine supports run batched, in groups of at least
+            ``MIN_BATCH``; the rest on the reference engine), ``batched`` (every supported cell batched)
+            or ``reference`` (every cell through ``engine.run``). The ``engine`` column records which ran.
         progress: called with a ``GridProgress`` at the start and after every run.
         max_cells: refuse a GridSpec of more cells than this (default ``MAX_CELLS``) before building any.
+        exactness: the batched engine's contract, ``auto`` (exact on CPU, fast on CUDA), ``exact`` or
+            ``fast`` (grid/plan.py); the ``exactness`` column records what each run kept.
     """
     from optbench import store
     from optbench.grid.executors import make_executor
@@ -71,6 +75,7 @@ def run_grid(
         store.require_folder(out)  # before drop_uncommitted or purge_runs look inside it
     if engine not in ENGINES:
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    check_exactness(exactness, configs, engine)
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
     out = Path(out) if out is not None else store.default_out("grid")
     order = [c.run_id() for c in configs]
@@ -79,7 +84,7 @@ def run_grid(
     with folderlock.exclusive(out):  # one grid per folder, and not before an earlier one's workers exit
         try:
             todo, done_ids, counts = _pending(out, configs, order, created, force)
-            tasks = plan_tasks(todo, engine, runner.workers or 1)
+            tasks = plan_tasks(todo, engine, runner.workers or 1, exactness)
             manifest = store.start_manifest(
                 out,
                 command,
@@ -93,6 +98,7 @@ def run_grid(
                     "address": address,
                     "force": force,
                     "engine": engine,
+                    "exactness": exactness,
                 },
             )
 
@@ -152,39 +158,3 @@ def _pending(out: Path, configs: list[RunConfig], order: list[str], created: boo
     if force and not created:
         store.purge_runs(out, {c.run_id() for c in todo})  # no stale rows beside the new ones
     return todo, done_ids, counts
-
-
-# ---------------------------------------------------------------------------------------------- planning
-
-ENGINES = ("auto", "batched", "reference")
-MIN_BATCH = 2  # auto: a group this small gains nothing from batching
-# auto batches only where the batched engine's equality with the reference is tested (tests/test_batched.py
-# on CPU); on CUDA it runs when asked for (--engine batched) until its CUDA tests have passed on a GPU.
-AUTO_BATCHED_DEVICES = ("cpu",)
-
-
-def plan_tasks(configs: list[RunConfig], engine: str, workers: int) -> list:
-    """Cut the cells into executor tasks: batches of cells the batched engine can run together (split in
-    up to ``workers`` contiguous chunks so every worker gets a share), then one task per remaining cell."""
-    from optbench.grid.executors import Task
-
-    if engine == "reference" or not configs:
-        return [Task((c,)) for c in configs]
-    from optbench.engine import batched
-
-    groups: dict[tuple, list[RunConfig]] = {}
-    singles: list[RunConfig] = []
-    for config in configs:
-        if engine == "auto" and config.device not in AUTO_BATCHED_DEVICES:
-            singles.append(config)
-        elif batched.unsupported_reason(config) is None:
-            groups.setdefault(batched.batch_key(config), []).append(config)
-        else:
-            singles.append(config)
-    tasks = []
-    for group in groups.values():
-        if engine == "auto" and len(group) < MIN_BATCH:
-            singles.extend(group)
-            continue
-        tasks += Task(tuple(group), batched=True).split(workers)
-    return tasks + [Task((c,)) for c in singles]

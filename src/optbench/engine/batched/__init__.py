@@ -180,12 +180,14 @@ def _run_group(cfgs: list[RunConfig], mode: str) -> list[RunResult]:
             )
             loop_warnings = _messages(caught)
         share = (time.perf_counter() - started) / len(keep)
-        notes = _cell_warnings(batch, keep, cell_plans, plans, build_warnings, loop_warnings)
+        per_plan, per_cell = _warnings(batch, keep, cell_plans, plans, build_warnings, loop_warnings)
         outcome = BatchOutcome(
             traces,
             plans.values["lr"][:, 0, cell_plans],
-            [plans.knob[p] for p in cell_plans.tolist()],
-            notes,
+            cell_plans,
+            plans.knob,
+            per_plan,
+            per_cell,
             mode,
             share,
         )
@@ -236,18 +238,26 @@ def _fits_float32(tables: dict[str, np.ndarray]) -> np.ndarray:
     return fits
 
 
-def _cell_warnings(batch, keep: list[int], cell_plans: np.ndarray, plans: Plans, built, ran) -> list:
-    """Each cell's warnings column: its problem's, the batch build's, its optimizer's and scheduler's and
-    the loop's (none are known: they would go to every cell), joined as engine.run joins them."""
-    joined: dict[tuple, str | None] = {}
-    out = []
-    for i, p in zip(keep, cell_plans.tolist(), strict=True):
-        key = (tuple(batch.cell_warnings(i)), p)
-        if key not in joined:
-            messages = dict.fromkeys([*key[0], *built, *plans.warnings[p], *ran])
-            joined[key] = "\n".join(messages) or None
-        out.append(joined[key])
-    return out
+def _warnings(batch, keep: list[int], cell_plans: np.ndarray, plans: Plans, built, ran):
+    """The warnings column: per plan (the batch build's, the optimizer's and scheduler's, the loop's: none
+    are known, they would go to every cell), and for the cells whose own problem warned (MLPs), theirs
+    first; joined as engine.run joins them."""
+
+    def joined(cell: list[str], p: int) -> str | None:
+        return "\n".join(dict.fromkeys([*cell, *built, *plans.warnings[p], *ran])) or None
+
+    by_warnings: dict[tuple, str | None] = {}  # plans mostly share their warnings (often none)
+    per_plan: list[str | None] = [None] * len(plans.warnings)
+    for p in np.unique(cell_plans).tolist():
+        if plans.warnings[p] not in by_warnings:
+            by_warnings[plans.warnings[p]] = joined([], p)
+        per_plan[p] = by_warnings[plans.warnings[p]]
+    per_cell = {}
+    for j, i in enumerate(keep):
+        cell = batch.cell_warnings(i)
+        if cell:
+            per_cell[j] = joined(cell, int(cell_plans[j]))
+    return per_plan, per_cell
 
 
 def _messages(caught) -> list[str]:

@@ -71,45 +71,54 @@ def make_plans(
 ) -> Plans:
     """Every cell's per-step hyperparameters; ``group_lrs(lr)``: the lr of each param group the problem
     makes for a cell of that lr (the head group's is lr x head_lr_scale)."""
-    plan_ids: dict[tuple, int] = {}
-    plan_of_cell = np.fromiter(
-        (plan_ids.setdefault(_PLAN_KEY(c), len(plan_ids)) for c in cfgs), dtype=np.int64, count=len(cfgs)
-    )
-    keys = list(plan_ids)
-    lrs = {lr: group_lrs(lr) for _, _, lr, _ in keys}  # float64 per group, as the problem computes them
-    members: dict[tuple, Member | None] = {}
-    for optimizer, _, lr, momentum in keys:
-        if (optimizer, momentum) not in members:
-            members[(optimizer, momentum)] = _member(optimizer, lr, momentum, rule, lrs[lr])
-    plan_members = [members[(optimizer, momentum)] for optimizer, _, _, momentum in keys]
-    builder = _PlanTables(rule, steps, len(keys), len(next(iter(lrs.values()))))
-    ok = np.array([m is not None for m in plan_members], dtype=bool)
-    builder.constant(keys, plan_members, lrs, ok & _no_scheduler(keys))
-    for bucket in _scheduled_buckets(keys, ok):
-        for p, result in zip(bucket, _schedules(keys, bucket, plan_members, lrs, rule, steps), strict=True):
+    plan_of_cell, keys = _factorize(list(map(_PLAN_KEY, cfgs)))  # plans in the order of their first cell
+    optimizers, schedulers_, lrs, momenta = (list(column) for column in zip(*keys, strict=True))
+    lr_of, distinct_lrs = _factorize(lrs)
+    lr_table = np.array([group_lrs(lr) for lr in distinct_lrs], dtype=np.float64)  # [lrs, G], as the problem
+    member_of, member_keys = _factorize(list(zip(optimizers, momenta, strict=True)))
+    first_plan = np.unique(member_of, return_index=True)[1]  # a member takes the lr of its first cell
+    members = [
+        _member(optimizer, lrs[p], momentum, rule, lr_table[lr_of[p]].tolist())
+        for (optimizer, momentum), p in zip(member_keys, first_plan.tolist(), strict=True)
+    ]
+    ok = np.array([m is not None for m in members], dtype=bool)[member_of]
+    scheduler_of, distinct_schedulers = _factorize(schedulers_)
+    unscheduled = np.array([_is_none(s) for s in distinct_schedulers], dtype=bool)[scheduler_of]
+    builder = _PlanTables(rule, steps, len(keys), lr_table.shape[1])
+    builder.constant(members, member_of, lr_table[lr_of], ok & unscheduled)
+    for bucket in _buckets(keys, np.flatnonzero(ok & ~unscheduled)):
+        groups = [_groups(members[member_of[p]], lr_table[lr_of[p]].tolist()) for p in bucket]
+        for p, result in zip(bucket, _schedules(keys[bucket[0]], groups, rule, steps), strict=True):
             if result is None:
                 ok[p] = False
             else:
                 builder.scheduled(p, *result)
-    plan_of_cell = np.where(ok[plan_of_cell], plan_of_cell, -1)
-    knob = [m.knob if m is not None else None for m in plan_members]
-    plan_warnings = [tuple(m.warnings) if m is not None else () for m in plan_members]
+    knob = np.array([m.knob if m is not None else None for m in members], dtype=object)[member_of]
+    member_warnings = [tuple(m.warnings) if m is not None else () for m in members]
+    plan_warnings = [member_warnings[m] for m in member_of.tolist()]
     for p, messages in builder.messages.items():
         plan_warnings[p] = tuple(dict.fromkeys([*plan_warnings[p], *messages]))
-    plans = Plans(plan_of_cell, builder.values, knob, plan_warnings)
-    _keep_one_flag_set(plans, plan_members, rule)
+    plans = Plans(np.where(ok[plan_of_cell], plan_of_cell, -1), builder.values, knob.tolist(), plan_warnings)
+    _keep_one_flag_set(plans, members, member_of, rule)
     return plans
 
 
-def _keep_one_flag_set(plans: Plans, plan_members: list[Member | None], rule: Rule) -> None:
+def _factorize(values: list) -> tuple[np.ndarray, list]:
+    """(index of each value among the distinct ones, the distinct values in order of first appearance)."""
+    distinct = list(dict.fromkeys(values))
+    position = {value: k for k, value in enumerate(distinct)}
+    return np.fromiter(map(position.__getitem__, values), dtype=np.int64, count=len(values)), distinct
+
+
+def _keep_one_flag_set(plans: Plans, members: list[Member | None], member_of_plan: np.ndarray, rule) -> None:
     """Flags (nesterov, maximize, ...) are one code path for the whole batch: cells whose optimizer has
     other flags than the first kept cell's go to the reference engine."""
     kept = np.flatnonzero(plans.plan_of_cell >= 0)
     if not kept.size:
         return
-    flags_of_plan = [m.flags(rule) if m is not None else None for m in plan_members]
-    first = flags_of_plan[plans.plan_of_cell[kept[0]]]
-    other = np.array([f != first for f in flags_of_plan], dtype=bool)
+    flags_of_member = [m.flags(rule) if m is not None else None for m in members]
+    first = flags_of_member[member_of_plan[plans.plan_of_cell[kept[0]]]]
+    other = np.array([f != first for f in flags_of_member], dtype=bool)[member_of_plan]
     plans.plan_of_cell[(plans.plan_of_cell >= 0) & other[np.maximum(plans.plan_of_cell, 0)]] = -1
     plans.flags = dict(zip(rule.flags, first, strict=True))
 
@@ -125,17 +134,25 @@ class _PlanTables:
         self.values = {name: np.full((1, groups, plans), np.nan) for name in numeric}
         self.messages: dict[int, list[str]] = {}
 
-    def constant(self, keys, plan_members, lrs, which: np.ndarray) -> None:
-        """Plans without a scheduler: the member's settings, the lr of the cell's groups, every step."""
+    def constant(self, members, member_of: np.ndarray, plan_lrs: np.ndarray, which: np.ndarray) -> None:
+        """Plans without a scheduler: the member's settings, the lr of the cell's groups, every step.
+        ``plan_lrs`` [P, G]: each plan's group lrs."""
         picked = np.flatnonzero(which)
         if not picked.size:
             return
         for name in self.values:
             if name == "lr":
-                rows = [lrs[keys[p][2]] for p in picked]
+                rows = plan_lrs[picked]
             else:
-                rows = [[_entry(g, name) for g in plan_members[p].groups] for p in picked]
-            self.values[name][0][:, picked] = np.array(rows, dtype=np.float64).T
+                table = np.array(
+                    [
+                        [_entry(g, name) for g in m.groups] if m is not None else [np.nan] * self.groups
+                        for m in members
+                    ],
+                    dtype=np.float64,
+                )  # [members, G]
+                rows = table[member_of[picked]]
+            self.values[name][0][:, picked] = rows.T
 
     def scheduled(self, p: int, values: dict[str, np.ndarray], messages: list[str]) -> None:
         """One plan's values from a stepped scheduler: varying entries [T, G], fixed ones [G]."""
@@ -146,34 +163,29 @@ class _PlanTables:
         self.messages[p] = messages
 
 
-def _no_scheduler(keys: list[tuple]) -> np.ndarray:
-    return np.array([_is_none(scheduler) for _, scheduler, _, _ in keys], dtype=bool)
-
-
 @functools.lru_cache(maxsize=256)
 def _is_none(scheduler: str) -> bool:
     spec = parse_spec(scheduler, what="scheduler")
     return spec.name == "none" and not spec.kw  # engine: no scheduler object, constant settings
 
 
-def _scheduled_buckets(keys: list[tuple], ok: np.ndarray) -> list[list[int]]:
+def _buckets(keys: list[tuple], scheduled: np.ndarray) -> list[list[int]]:
     """The plans with a scheduler, by (optimizer spec, scheduler, lr): each bucket shares one scheduler."""
     buckets: dict[tuple, list[int]] = {}
-    for p, (optimizer, scheduler, lr, _) in enumerate(keys):
-        if ok[p] and not _is_none(scheduler):
-            buckets.setdefault((optimizer, scheduler, lr), []).append(p)
+    for p in scheduled.tolist():
+        optimizer, scheduler, lr, _ = keys[p]
+        buckets.setdefault((optimizer, scheduler, lr), []).append(p)
     return list(buckets.values())
 
 
-def _schedules(keys, bucket: list[int], plan_members, lrs, rule: Rule, steps: int) -> list:
-    """Per plan of the bucket: (values, warnings) from one shared scheduler, else one scheduler per plan
-    (e.g. per-group list arguments refuse the shared optimizer); None where it cannot be built."""
-    optimizer, scheduler, lr, momentum = keys[bucket[0]]
-    groups = [_groups(plan_members[p], lrs[lr]) for p in bucket]
-    shared = _schedule(optimizer, scheduler, lr, momentum, steps, rule, groups)
-    if shared is not None or len(bucket) == 1:
+def _schedules(key: tuple, groups: list[list[dict]], rule: Rule, steps: int) -> list:
+    """Per plan of a bucket (its groups' settings): (values, warnings) from one shared scheduler, else one
+    scheduler per plan (e.g. per-group list arguments refuse the shared optimizer); None where it cannot
+    be built. ``key``: the bucket's first plan (optimizer spec, scheduler, lr, momentum)."""
+    shared = _schedule(*key, steps, rule, groups)
+    if shared is not None or len(groups) == 1:
         return shared or [None]
-    return [(_schedule(optimizer, scheduler, lr, momentum, steps, rule, [g]) or [None])[0] for g in groups]
+    return [(_schedule(*key, steps, rule, [g]) or [None])[0] for g in groups]
 
 
 def _groups(member: Member, group_lrs: list[float]) -> list[dict]:

@@ -22,68 +22,87 @@ ENGINE = "batched"
 
 @dataclass
 class BatchOutcome:
-    """What one batch leaves: its host traces (cell j = column j), lrs, summaries and per-cell notes."""
+    """What one batch leaves: its host traces (cell j = column j), lrs, and each cell's plan, whose knob and
+    warnings it shares; the summaries of all cells are computed at once, on first use."""
 
     traces: HostTraces
     lr: np.ndarray  # [T or 1, C] float64: each cell's first param group's lr per step
-    knob: list[str | None]  # per cell
-    warnings: list[str | None]  # per cell, already joined
+    plan_of_cell: np.ndarray  # [C]
+    knob: list[str | None]  # per plan
+    warnings: list[str | None]  # per plan, joined
+    cell_warnings: dict[int, str | None]  # cells whose own build warned: their joined warnings
     exactness: str
     wall_time_s: float  # per cell: the batch's wall time divided evenly
-    columns: SummaryColumns | None = None
+    _summaries: SummaryColumns | None = None
+    _columns: dict | None = None
 
     def __post_init__(self):
         t = self.traces
-        self.columns = summarize(
-            t.loss.T,
-            t.diverged,
-            t.steps,
-            None if t.val_loss is None else t.val_loss.T,
-            None if t.val_acc is None else t.val_acc.T,
-        )
         self.ends = np.where(t.diverged >= 0, t.diverged + 1, t.steps).tolist()
 
     def summary(self, j: int) -> RunSummary:
+        if self._summaries is None:
+            t = self.traces
+            self._summaries = summarize(
+                t.loss.T,
+                t.diverged,
+                t.steps,
+                None if t.val_loss is None else t.val_loss.T,
+                None if t.val_acc is None else t.val_acc.T,
+            )
+        p = int(self.plan_of_cell[j])
         return RunSummary(
-            **self.columns.row(j),
-            momentum_knob=self.knob[j],
+            **self._summaries.row(j),
+            momentum_knob=self.knob[p],
             wall_time_s=self.wall_time_s,
-            warnings=self.warnings[j],
+            warnings=self.cell_warnings.get(j, self.warnings[p]),
             engine=ENGINE,
             exactness=self.exactness,
-            extras={"step_program": self.traces.step_program},
+            extras={"step_program": self.traces.step_program, "notes": self.traces.notes},
         )
 
     def trace(self, j: int) -> dict[str, np.ndarray]:
-        """Cell j's trace, column for column as engine.run writes it."""
-        t, end = self.traces, self.ends[j]
-        nan = np.full(end, np.nan)
-        lr = self.lr[:end, j] if self.lr.shape[0] > 1 else np.full(end, self.lr[0, j])
-        trace = {
-            "step": np.arange(end, dtype=np.int64),
-            "lr": np.array(lr, dtype=np.float64),
-            "loss": _column(t.loss, j, end),
-            "grad_norm": _column(t.grad_norm, j, end),
-            "update_norm": _column(t.update_norm, j, end),
-            "param_norm": _column(t.param_norm, j, end),
-            "x0": nan,
-            "x1": nan.copy(),
-            "val_loss": _column(t.val_loss, j, end),
-            "val_acc": _column(t.val_acc, j, end),
-            "loss_scale": np.full(end, np.nan),
-            "skipped_step": np.zeros(end, dtype=bool),
+        """Cell j's trace, column for column as engine.run writes it (float64 rows of ``_table``)."""
+        end = self.ends[j]
+        return {name: table[j, :end] for name, table in self._tables().items()}
+
+    def _tables(self) -> dict[str, np.ndarray]:
+        """Every trace column of every cell as one [C, T] array (float64; step int64, skipped_step bool),
+        made on first use in one pass per column. Columns a batch does not measure are NaN, shared (and
+        read-only) between its cells, as are the step numbers."""
+        if self._columns is not None:
+            return self._columns
+        t = self.traces
+        cells = len(self.ends)
+        nan = _shared(np.full((cells, t.steps), np.nan))
+        x = t.x if t.x is not None else None
+        lr = np.broadcast_to(self.lr, (t.steps, cells)) if self.lr.shape[0] == 1 else self.lr
+        self._columns = {
+            "step": _shared(np.broadcast_to(np.arange(t.steps, dtype=np.int64), (cells, t.steps))),
+            "lr": _rows(lr),
+            "loss": _rows(t.loss),
+            "grad_norm": _rows(t.grad_norm),
+            "update_norm": _rows(t.update_norm),
+            "param_norm": _rows(t.param_norm),
+            "x0": _rows(x[:, :, 0]) if x is not None else nan,
+            "x1": _rows(x[:, :, 1]) if x is not None and x.shape[2] > 1 else nan,
+            "val_loss": _rows(t.val_loss) if t.val_loss is not None else nan,
+            "val_acc": _rows(t.val_acc) if t.val_acc is not None else nan,
+            "loss_scale": nan,
+            "skipped_step": _shared(np.zeros((cells, t.steps), dtype=bool)),
         }
-        if t.x is not None:
-            trace["x0"] = t.x[:end, j, 0].astype(np.float64)
-            if t.x.shape[2] > 1:
-                trace["x1"] = t.x[:end, j, 1].astype(np.float64)
-        return trace
+        return self._columns
 
 
-def _column(values: np.ndarray | None, j: int, end: int) -> np.ndarray:
-    if values is None:
-        return np.full(end, np.nan)
-    return values[:end, j].astype(np.float64)
+def _rows(values: np.ndarray) -> np.ndarray:
+    """[T, C] -> [C, T] float64, each cell's row contiguous."""
+    return np.ascontiguousarray(values.T, dtype=np.float64)
+
+
+def _shared(values: np.ndarray) -> np.ndarray:
+    values = np.ascontiguousarray(values)
+    values.flags.writeable = False  # one array behind many cells' traces: nobody may write into it
+    return values
 
 
 class CellResult(RunResult):
