@@ -41,11 +41,11 @@ from optbench.engine.batched import kernels
 from optbench.engine.batched.cells import Fallback, MLPBatch, ToyBatch, factory_kwargs
 from optbench.engine.batched.kernels import EXACT, FAST, MODES, Kernels
 from optbench.engine.batched.loop import run_loop
-from optbench.engine.batched.plans import Plans, make_plans
+from optbench.engine.batched.plans import Plans, factorize, make_plans
 from optbench.engine.batched.program import Layout, Tables
 from optbench.engine.batched.results import ENGINE, BatchOutcome, CellResult
 from optbench.engine.batched.rules import RULES, Rule
-from optbench.engine.batched.support import batch_key, judge, unsupported_reason
+from optbench.engine.batched.support import batch_key, triage, unsupported_reason
 from optbench.engine.reference import RunResult
 from optbench.errors import OptbenchError
 from optbench.registry.problems import is_toy
@@ -90,14 +90,12 @@ def run_batch(cfgs: list[RunConfig], exactness: str = "auto") -> list[RunResult]
     ``auto``, ``exact`` or ``fast`` (see ``kernels``); the mode each cell ran is in ``summary.exactness``.
     """
     results: list[RunResult | None] = [None] * len(cfgs)
-    groups: dict[tuple, list[int]] = {}
-    for i, cfg in enumerate(cfgs):
-        reason, key = judge(cfg)
-        if reason is None:
-            groups.setdefault(key, []).append(i)
-        else:
-            results[i] = engine.run(cfg)
-    for indices in groups.values():
+    reasons, groups = triage(cfgs)
+    for i, reason in enumerate(reasons):
+        if reason is not None:
+            results[i] = engine.run(cfgs[i])
+    for group in groups:
+        indices = group.tolist()
         first = cfgs[indices[0]]
         mode = resolve_exactness(exactness, first.device)
         size = cells_per_program(first)
@@ -243,20 +241,17 @@ def _warnings(batch, keep: list[int], cell_plans: np.ndarray, plans: Plans, buil
     are known, they would go to every cell), and for the cells whose own problem warned (MLPs), theirs
     first; joined as engine.run joins them."""
 
-    def joined(cell: list[str], p: int) -> str | None:
-        return "\n".join(dict.fromkeys([*cell, *built, *plans.warnings[p], *ran])) or None
+    def joined(cell: list[str], plan_warnings: tuple) -> str | None:
+        return "\n".join(dict.fromkeys([*cell, *built, *plan_warnings, *ran])) or None
 
-    by_warnings: dict[tuple, str | None] = {}  # plans mostly share their warnings (often none)
-    per_plan: list[str | None] = [None] * len(plans.warnings)
-    for p in np.unique(cell_plans).tolist():
-        if plans.warnings[p] not in by_warnings:
-            by_warnings[plans.warnings[p]] = joined([], p)
-        per_plan[p] = by_warnings[plans.warnings[p]]
-    per_cell = {}
-    for j, i in enumerate(keep):
-        cell = batch.cell_warnings(i)
-        if cell:
-            per_cell[j] = joined(cell, int(cell_plans[j]))
+    warning_of_plan, distinct = factorize(plans.warnings)  # plans mostly share theirs (often none)
+    texts = np.empty(len(distinct), dtype=object)
+    texts[:] = [joined([], w) for w in distinct]
+    per_plan = texts[warning_of_plan].tolist()
+    warned = batch.warned_cells()
+    per_cell = {
+        j: joined(warned[i], plans.warnings[cell_plans[j]]) for j, i in enumerate(keep) if i in warned
+    }
     return per_plan, per_cell
 
 

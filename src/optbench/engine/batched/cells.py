@@ -48,8 +48,9 @@ class CellBatch:
         """Keep only these rows of the batch (dropping diverged cells)."""
         raise NotImplementedError
 
-    def cell_warnings(self, i: int) -> list[str]:
-        return []
+    def warned_cells(self) -> dict[int, list[str]]:
+        """Cells whose own problem warned while it was built: their warnings."""
+        return {}
 
     def loss_and_grad(self, index: torch.Tensor | None, grad_out: torch.Tensor) -> torch.Tensor:
         """This step's losses [C] (the values the reference records); the gradient [C, N] goes into
@@ -166,8 +167,8 @@ class MLPBatch(CellBatch):
         self.problems[i] = problem
         self.warnings[i] = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
 
-    def cell_warnings(self, i):
-        return self.warnings.get(i, [])
+    def warned_cells(self):
+        return {i: w for i, w in self.warnings.items() if w}
 
     def group_lrs(self, lr):
         return [g["lr"] for g in self.template.param_groups(lr, self.head_lr_scale, self.freeze)]

@@ -31,8 +31,6 @@ from optbench.registry.optimizers import build_optimizer
 from optbench.registry.schedulers import build_scheduler
 from optbench.spec import RunConfig, parse_spec
 
-_PLAN_KEY = operator.attrgetter("optimizer", "scheduler", "lr", "momentum")
-
 
 @dataclass
 class Member:
@@ -71,31 +69,34 @@ def make_plans(
 ) -> Plans:
     """Every cell's per-step hyperparameters; ``group_lrs(lr)``: the lr of each param group the problem
     makes for a cell of that lr (the head group's is lr x head_lr_scale)."""
-    plan_of_cell, keys = _factorize(list(map(_PLAN_KEY, cfgs)))  # plans in the order of their first cell
-    optimizers, schedulers_, lrs, momenta = (list(column) for column in zip(*keys, strict=True))
-    lr_of, distinct_lrs = _factorize(lrs)
-    lr_table = np.array([group_lrs(lr) for lr in distinct_lrs], dtype=np.float64)  # [lrs, G], as the problem
-    member_of, member_keys = _factorize(list(zip(optimizers, momenta, strict=True)))
-    first_plan = np.unique(member_of, return_index=True)[1]  # a member takes the lr of its first cell
-    members = [
-        _member(optimizer, lrs[p], momentum, rule, lr_table[lr_of[p]].tolist())
-        for (optimizer, momentum), p in zip(member_keys, first_plan.tolist(), strict=True)
+    plan_of_cell, field_of_plan, values = _plan_index(cfgs)
+    optimizers, schedulers_, lrs, momenta = values
+    opt_of, sched_of, lr_of, mom_of = field_of_plan
+    lr_table = np.array(
+        [group_lrs(lr) for lr in lrs], dtype=np.float64
+    )  # [lrs, G], as the problem makes them
+    member_of, first_plan = _first_of(opt_of * len(momenta) + mom_of)
+    members = [  # a member is built with the lr of its first cell, as engine.run builds it
+        _member(optimizers[opt_of[p]], lrs[lr_of[p]], momenta[mom_of[p]], rule, lr_table[lr_of[p]].tolist())
+        for p in first_plan.tolist()
     ]
     ok = np.array([m is not None for m in members], dtype=bool)[member_of]
-    scheduler_of, distinct_schedulers = _factorize(schedulers_)
-    unscheduled = np.array([_is_none(s) for s in distinct_schedulers], dtype=bool)[scheduler_of]
-    builder = _PlanTables(rule, steps, len(keys), lr_table.shape[1])
+    unscheduled = np.array([_is_none(s) for s in schedulers_], dtype=bool)[sched_of]
+    builder = _PlanTables(rule, steps, len(member_of), lr_table.shape[1])
     builder.constant(members, member_of, lr_table[lr_of], ok & unscheduled)
-    for bucket in _buckets(keys, np.flatnonzero(ok & ~unscheduled)):
+    for bucket in _buckets(field_of_plan, np.flatnonzero(ok & ~unscheduled)):
+        p0 = bucket[0]
+        key = (optimizers[opt_of[p0]], schedulers_[sched_of[p0]], lrs[lr_of[p0]], momenta[mom_of[p0]])
         groups = [_groups(members[member_of[p]], lr_table[lr_of[p]].tolist()) for p in bucket]
-        for p, result in zip(bucket, _schedules(keys[bucket[0]], groups, rule, steps), strict=True):
+        for p, result in zip(bucket, _schedules(key, groups, rule, steps), strict=True):
             if result is None:
                 ok[p] = False
             else:
                 builder.scheduled(p, *result)
     knob = np.array([m.knob if m is not None else None for m in members], dtype=object)[member_of]
-    member_warnings = [tuple(m.warnings) if m is not None else () for m in members]
-    plan_warnings = [member_warnings[m] for m in member_of.tolist()]
+    member_warnings = np.empty(len(members), dtype=object)
+    member_warnings[:] = [tuple(m.warnings) if m is not None else () for m in members]
+    plan_warnings = member_warnings[member_of].tolist()
     for p, messages in builder.messages.items():
         plan_warnings[p] = tuple(dict.fromkeys([*plan_warnings[p], *messages]))
     plans = Plans(np.where(ok[plan_of_cell], plan_of_cell, -1), builder.values, knob.tolist(), plan_warnings)
@@ -103,8 +104,45 @@ def make_plans(
     return plans
 
 
-def _factorize(values: list) -> tuple[np.ndarray, list]:
-    """(index of each value among the distinct ones, the distinct values in order of first appearance)."""
+_PLAN_FIELDS = ("optimizer", "scheduler", "lr", "momentum")
+
+
+def _plan_index(cfgs: Sequence[RunConfig]) -> tuple[np.ndarray, list[np.ndarray], list[list]]:
+    """Plans = distinct (optimizer, scheduler, lr, momentum), in the order of their first cell.
+
+    Returns (plan of each cell [C], each field's value index per plan [P] x 4, each field's distinct values).
+    """
+    field_of_cell, values = [], []
+    for name in _PLAN_FIELDS:  # each field factorized on its own: C-level passes over the cells
+        of, distinct = factorize(list(map(operator.attrgetter(name), cfgs)))
+        field_of_cell.append(of)
+        values.append(distinct)
+    code = np.zeros(len(cfgs), dtype=np.int64)
+    for of, distinct in zip(field_of_cell, values, strict=True):
+        code = code * len(distinct) + of
+    plan_of_cell, first_cell = _first_of(code)
+    return plan_of_cell, [of[first_cell] for of in field_of_cell], values
+
+
+def _first_of(code: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each code among the distinct codes, numbered by first appearance; the first position of
+    each distinct code)."""
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[inverse.reshape(-1)], first[order]
+
+
+def factorize(values: list) -> tuple[np.ndarray, list]:
+    """(index of each value among the distinct ones, the distinct values in order of first appearance).
+
+    Plain numbers go through numpy (a grid's lrs are mostly all distinct, and hashing 10,000 floats in
+    Python costs more than sorting them); anything else (strings, None, tuples) through a dict.
+    """
+    if values and set(map(type, values)) <= {float, int}:
+        of, first = _first_of(np.fromiter(values, dtype=np.float64, count=len(values)))
+        return of, [values[i] for i in first.tolist()]
     distinct = list(dict.fromkeys(values))
     position = {value: k for k, value in enumerate(distinct)}
     return np.fromiter(map(position.__getitem__, values), dtype=np.int64, count=len(values)), distinct
@@ -169,12 +207,12 @@ def _is_none(scheduler: str) -> bool:
     return spec.name == "none" and not spec.kw  # engine: no scheduler object, constant settings
 
 
-def _buckets(keys: list[tuple], scheduled: np.ndarray) -> list[list[int]]:
+def _buckets(field_of_plan: list[np.ndarray], scheduled: np.ndarray) -> list[list[int]]:
     """The plans with a scheduler, by (optimizer spec, scheduler, lr): each bucket shares one scheduler."""
+    opt_of, sched_of, lr_of, _ = field_of_plan
     buckets: dict[tuple, list[int]] = {}
     for p in scheduled.tolist():
-        optimizer, scheduler, lr, _ = keys[p]
-        buckets.setdefault((optimizer, scheduler, lr), []).append(p)
+        buckets.setdefault((opt_of[p], sched_of[p], lr_of[p]), []).append(p)
     return list(buckets.values())
 
 

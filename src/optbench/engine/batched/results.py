@@ -108,11 +108,11 @@ def _shared(values: np.ndarray) -> np.ndarray:
 class CellResult(RunResult):
     """A batched cell's ``RunResult``; its summary and trace are built from the batch on first use."""
 
+    _summary: RunSummary | None = None
+    _trace: dict | None = None
+
     def __init__(self, config: RunConfig, outcome: BatchOutcome, j: int):  # not the dataclass __init__
-        self.config = config
-        self._outcome, self._j = outcome, j
-        self._summary: RunSummary | None = None
-        self._trace: dict | None = None
+        self.config, self._outcome, self._j = config, outcome, j
 
     @property
     def summary(self) -> RunSummary:

@@ -10,7 +10,9 @@ import functools
 import math
 import operator
 
-from optbench.engine.batched.plans import init_defaults
+import numpy as np
+
+from optbench.engine.batched.plans import factorize, init_defaults
 from optbench.engine.batched.rules import RULES
 from optbench.errors import OptbenchError
 from optbench.registry.problems import is_toy
@@ -46,11 +48,50 @@ def batch_key(cfg: RunConfig) -> tuple:
 def judge(cfg: RunConfig) -> tuple[str | None, tuple]:
     """(why this cell cannot run batched or None, its batch key)."""
     if cfg.precision != "fp32":
-        return f"precision {cfg.precision!r}: the batched engine runs fp32 only", ()
-    lr = cfg.lr
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        return f"learning rate {lr}: not a positive finite number", ()
+        return _precision_reason(cfg.precision), ()
+    if not _lr_ok(cfg.lr):
+        return _lr_reason(cfg.lr), ()
     return _judge(_FIELDS(cfg))
+
+
+def triage(cfgs: list[RunConfig]) -> tuple[list[str | None], list[np.ndarray]]:
+    """``judge`` for many cells at once: per cell why it cannot run batched (None: it can), and the cells
+    that can, grouped by batch key (cell indices in order). Each distinct combination of fields is judged
+    once; the per-cell work is a few C-level passes (a grid is thousands of cells and a few specs)."""
+    field_of, fields = factorize(list(map(_FIELDS, cfgs)))
+    verdicts = [_judge(f) for f in fields]
+    lrs = list(map(operator.attrgetter("lr"), cfgs))
+    if set(map(type, lrs)) <= {float, int}:
+        values = np.fromiter(lrs, dtype=np.float64, count=len(lrs))
+        lr_ok = (values > 0) & np.isfinite(values)
+    else:
+        lr_ok = np.array([_lr_ok(lr) for lr in lrs], dtype=bool)
+    fp32 = np.array([f[3] == "fp32" for f in fields], dtype=bool)[field_of]
+    judged_ok = np.array([reason is None for reason, _ in verdicts], dtype=bool)[field_of]
+    reasons: list[str | None] = [None] * len(cfgs)
+    for i in np.flatnonzero(~(fp32 & lr_ok & judged_ok)).tolist():
+        reasons[i] = judge(cfgs[i])[0]
+    group_ids: dict[tuple, int] = {}
+    group_of_field = np.array(
+        [group_ids.setdefault(key, len(group_ids)) for _, key in verdicts], dtype=np.int64
+    )
+    group_of = np.where(fp32 & lr_ok & judged_ok, group_of_field[field_of], -1)
+    order = np.argsort(group_of, kind="stable")
+    bounds = np.searchsorted(group_of[order], np.arange(len(group_ids) + 1))
+    groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return reasons, groups
+
+
+def _lr_ok(lr) -> bool:
+    return isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)
+
+
+def _lr_reason(lr) -> str:
+    return f"learning rate {lr}: not a positive finite number"
+
+
+def _precision_reason(precision: str) -> str:
+    return f"precision {precision!r}: the batched engine runs fp32 only"
 
 
 @functools.lru_cache(maxsize=4096)
