@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -256,30 +257,33 @@ def _tolerance_groups(problem: str, steps: int, **kw) -> dict[str, list[RunConfi
     }
 
 
-def _assert_agreement(groups: dict[str, list[RunConfig]]) -> None:
-    """Every cell batched in fast mode from a CUDA graph; per rule within the derived tolerance."""
+def _assert_agreement(groups: dict[str, list[RunConfig]], record_property) -> None:
+    """Every cell batched in fast mode from a CUDA graph; per rule within the derived tolerance. The
+    measurement goes into the JUnit report (``scripts/gpu-check`` collects it)."""
     results = {rule: batched.run_batch(cells) for rule, cells in groups.items()}  # auto: fast on CUDA
     for rule, rs in results.items():
         for r in rs:
             assert r.summary.engine == "batched", (r.config, r.summary.warnings)
             assert r.summary.exactness == "fast" and r.summary.extras["step_program"] == "cuda-graph", rule
-    for agreement in tolerance.measure(groups, results):
+    agreements = tolerance.measure(groups, results)
+    record_property("agreement", json.dumps([a.row() for a in agreements]))
+    for agreement in agreements:
         assert agreement.holds, agreement.row()
 
 
 @pytest.mark.cuda
 @cuda
-def test_mlp_cells_on_cuda_agree_with_the_reference_within_the_derived_tolerance():
+def test_mlp_cells_on_cuda_agree_with_the_reference_within_the_derived_tolerance(record_property):
     """Fast mode on the GPU against torch's for-loop optimizer on the GPU, per rule: no farther than torch's
     own foreach and fused implementations land from it on the same cells, give or take 3 bits (the
     contract of ``tolerance``)."""
-    _assert_agreement(_tolerance_groups(TOLERANCE_PROBLEM, steps=100, batch_size=16))
+    _assert_agreement(_tolerance_groups(TOLERANCE_PROBLEM, steps=100, batch_size=16), record_property)
 
 
 @pytest.mark.cuda
 @cuda
-def test_toy_cells_on_cuda_agree_with_the_reference_within_the_derived_tolerance():
-    _assert_agreement(_tolerance_groups("rosenbrock", steps=200))
+def test_toy_cells_on_cuda_agree_with_the_reference_within_the_derived_tolerance(record_property):
+    _assert_agreement(_tolerance_groups("rosenbrock", steps=200), record_property)
 
 
 @pytest.mark.cuda
