@@ -101,6 +101,8 @@ def run_batch(cfgs: list[RunConfig], exactness: str = "auto") -> list[RunResult]
         size = cells_per_program(first)
         for start in range(0, len(indices), size):
             chunk = indices[start : start + size]
+            if len(chunk) == len(cfgs):  # the usual call: one batch, every cell, in order
+                return _run_chunk(cfgs, mode)
             for i, result in zip(chunk, _run_chunk([cfgs[i] for i in chunk], mode), strict=True):
                 results[i] = result
     return results  # type: ignore[return-value]
@@ -163,8 +165,10 @@ def _run_group(cfgs: list[RunConfig], mode: str) -> list[RunResult]:
         except Fallback:
             return [engine.run(cfg) for cfg in cfgs]
         build_warnings = _messages(caught)
-    candidates = [i for i in range(len(cfgs)) if i not in batch.failed]
-    plans = make_plans([cfgs[i] for i in candidates], rule, batch.group_lrs, first.steps)
+    candidates = [i for i in range(len(cfgs)) if i not in batch.failed] if batch.failed else range(len(cfgs))
+    plans = make_plans(
+        [cfgs[i] for i in candidates] if batch.failed else cfgs, rule, batch.group_lrs, first.steps
+    )
     order, tables, layout = _arrange(plans, rule, first.steps, batch.device)
     results: list[RunResult | None] = [None] * len(cfgs)
     if order.size:

@@ -140,6 +140,8 @@ def factorize(values: list) -> tuple[np.ndarray, list]:
     Plain numbers go through numpy (a grid's lrs are mostly all distinct, and hashing 10,000 floats in
     Python costs more than sorting them); anything else (strings, None, tuples) through a dict.
     """
+    if values and values.count(values[0]) == len(values):  # one value (a C-level pass of == on each)
+        return np.zeros(len(values), dtype=np.int64), [values[0]]
     if values and set(map(type, values)) <= {float, int}:
         of, first = _first_of(np.fromiter(values, dtype=np.float64, count=len(values)))
         return of, [values[i] for i in first.tolist()]
