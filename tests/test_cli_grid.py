@@ -50,8 +50,8 @@ def test_grid_writes_the_results_folder_and_prints_the_summary(tmp_path):
     assert pd.read_parquet(out / "traces")["run_id"].nunique() == 12  # an invalid cell has no steps
     assert (out / "manifest.json").exists()
     text = result.stdout
-    assert "grid: 16 runs, 8 groups x 2 seeds" in text
-    assert "best cell per optimizer" in text and "status: 10 ok, 2 diverged, 4 invalid, 0 failed" in text
+    assert "16 runs: 2 optimizer x 2 lr x 2 momentum, 2 seeds; 10 ok, 2 diverged, 4 invalid" in text
+    assert "best per optimizer" in text and f"bench report {out}" in text
     assert "4 x optimizer 'adagrad' has no momentum knob (momentum=0.9)" in text
 
     again = bench(
@@ -284,3 +284,32 @@ def test_out_that_is_a_file_is_one_line(tmp_path, force):
     result = bench("--steps", "3", "--no-progress", "--out", str(target), *force)
     assert result.exit_code == 2 and result.stderr == f"error: --out {target} is a file, not a folder\n"
     assert result.stdout == "" and target.read_text() == "mine"
+
+
+def test_a_damaged_folder_is_repaired_by_the_same_command_with_one_line(tmp_path):
+    """The issue's case: a truncated trace file went unnoticed ("200 of 200 runs were already in ...")."""
+    out = tmp_path / "g"
+    args = [
+        "--lr",
+        "0.1,0.2,0.3",
+        "--steps",
+        "10",
+        "--workers",
+        "1",
+        "--engine",
+        "reference",
+        "--out",
+        str(out),
+    ]
+    assert bench(*args).exit_code == 0
+    damaged = sorted((out / "traces").glob("*.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:-50])
+    result = bench(*args, "--no-progress")
+    assert result.exit_code == 0
+    assert result.stderr.startswith(
+        f"repairing: 1 run(s) from 1 damaged file(s) run again (traces/{damaged.name}: "
+    )
+    assert result.stderr.count("\n") == 1
+    assert "2 of 3 runs were already in" in result.stdout
+    assert (out / "_damaged" / "traces" / damaged.name).exists()
+    assert pd.read_parquet(out / "traces")["run_id"].nunique() == 3

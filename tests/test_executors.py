@@ -114,3 +114,90 @@ def test_a_cpu_batch_is_cut_for_the_workers_and_a_gpu_batch_stays_whole():
     gpu = tuple(c.replace(device="cuda") for c in cells)
     assert Task(gpu, batched=True).split(3) == [Task(gpu, batched=True)]
     assert Task(cells[:1]).split(3) == [Task(cells[:1])]
+
+
+# ------------------------------------------------------------------------------ a worker killed mid-grid
+
+
+def _dies_at_lr_0_3(task, out):
+    """The task function a pool worker runs, as the OOM killer would see it: a worker given a cell with
+    lr 0.3 is killed by SIGKILL; every other task runs and commits as usual."""
+    import os
+    import signal
+
+    from optbench.grid import executors
+
+    if any(config.lr == 0.3 for config in task.configs):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return executors.run_and_commit(task, out)
+
+
+# Two optimizers: two batches for the batched engine, so the grid runs on a pool (one task runs in-process).
+KILL_SPEC = GridSpec(optimizer="sgd,adam", lr="0.1,0.2,0.3", steps=30)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_sigkill_costs_only_its_cell(tmp_path, monkeypatch):
+    """A real SIGKILL in a real pool worker: the other tasks in flight run again on a fresh pool; a batch
+    whose worker dies is cut in two until the culprit is one cell, which runs once more and is then a failed
+    run naming the signal; every other row equals an undisturbed grid's; nothing committed is lost or run
+    twice. (The batched engine: its path covers the reference engine's single cells too.)"""
+    from optbench.grid import executors
+
+    engine = "batched"
+
+    expected = run_grid(KILL_SPEC, out=tmp_path / "undisturbed", workers=1, engine=engine)
+    monkeypatch.setattr(executors, "run_and_commit", _dies_at_lr_0_3)  # pickled by name into the workers
+    runs = run_grid(KILL_SPEC, out=tmp_path / "killed", workers=2, engine=engine)
+    killed = runs["lr"] == 0.3
+    assert list(runs["run_id"]) == list(expected["run_id"])
+    assert (runs.loc[killed, "status"] == "failed").all()
+    assert runs.loc[~killed, "status"].tolist() == expected.loc[~killed, "status"].tolist()
+    assert set(runs.loc[killed, "reason"]) == {
+        "its worker process was killed by SIGKILL 2 times running this cell "
+        "(the OOM killer sends SIGKILL when memory runs out)"
+    }
+    assert runs.loc[~killed, "final_loss"].tolist() == expected.loc[~killed, "final_loss"].tolist()
+    assert set(runs["engine"]) == {engine}
+    traces = store.read_traces(tmp_path / "killed")
+    assert not traces.duplicated(["run_id", "step"]).any() and traces["run_id"].nunique() == 4
+    monkeypatch.undo()
+    again = []
+    run_grid(KILL_SPEC, out=tmp_path / "killed", workers=1, engine=engine, progress=again.append)
+    assert again[-1].resumed == 6  # the failed cells are data: committed, not run again
+
+
+def test_pool_breaks_no_cell_can_be_blamed_for_stop_the_grid_with_one_line(tmp_path, monkeypatch):
+    """A worker killed between tasks, or by SIGTERM from outside, blames no task: the tasks run again on a
+    fresh pool, and after three such breaks the grid stops (exit 1: not the input's fault)."""
+    from typer.testing import CliRunner
+
+    from optbench.cli.app import app
+    from optbench.grid import executors
+
+    breaks = []
+
+    def broken_pool(tasks, workers, out, on_result):
+        breaks.append(len(tasks))
+        return list(tasks), {}  # nothing finished, nobody to blame
+
+    monkeypatch.setattr(executors, "_run_pool", broken_pool)
+    args = [
+        "grid",
+        "--lr",
+        "0.1,0.2",
+        "--steps",
+        "5",
+        "--workers",
+        "2",
+        "--engine",
+        "reference",
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "g")])
+    assert breaks == [2, 2, 2] and result.exit_code == 1
+    assert result.stderr == (
+        "error: worker processes keep dying (3 times) and no run can be blamed; the runs committed so far "
+        "are kept: run the same command again to resume\n"
+    )
+    assert not (tmp_path / "g").exists()  # nothing was committed: the folder it made is gone

@@ -59,7 +59,7 @@ def test_a_restarted_grid_waits_for_the_last_grids_workers(tmp_path):
     folder only after that worker is gone, or the stray file would stay and duplicate trace rows."""
     run_grid(SMALL, out=tmp_path, workers=1, engine="reference")
     existing = sorted((tmp_path / store.TRACES_DIR).glob("*.parquet"))[0]
-    stray = tmp_path / store.TRACES_DIR / "late-writer.parquet"
+    stray = tmp_path / store.TRACES_DIR / "batch-0123456789abcdef.parquet"  # named as a worker names it
     worker = _holder(f"""
         import shutil, time
         from optbench.store import lock as folderlock

@@ -286,18 +286,29 @@ def test_a_kill_between_the_two_commit_writes_duplicates_nothing(tmp_path):
     assert not traces.duplicated(["run_id", "step"]).any() and len(traces) == 6 * 20
 
 
-def test_an_interrupted_force_purge_is_finished_by_the_next_run(tmp_path):
-    """purge_runs clears commit records first, then trace files; killed in between, the runs re-run and
-    their old trace rows must go."""
+def test_an_interrupted_force_purge_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    """purge_runs rewrites a trace file, then its commit record with the new file's facts; killed in
+    between, the record no longer describes its trace file: the next run sets the pair aside and re-runs its
+    runs, so no old row stays and no run is lost."""
     grid = GridSpec(lr="0.1,0.2", momentum="0,0.5", steps=20)
-    first = run_grid(grid, out=tmp_path, workers=1, engine="batched")
-    purged = set(first["run_id"][:2])
-    (tmp_path / store.PURGE_MARKER).touch()  # as purge_runs leaves it mid-way ...
-    store.runs._drop_rows(tmp_path / store.COMMITS_DIR, purged, drop_listed=True)  # ... after its first half
-    run_grid(grid, out=tmp_path, workers=1, engine="reference")
+    first = run_grid(grid, out=tmp_path, workers=1, engine="batched")  # one batch holding all 4 runs
+    forced = grid.replace(lr="0.1")  # --force on half of it: its batch file is rewritten without them
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.runs, "_write_record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(forced, out=tmp_path, workers=1, engine="batched", force=True)
+    monkeypatch.undo()
+    lines = []
+    runs = run_grid(grid, out=tmp_path, workers=1, engine="reference", say=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("repairing: 4 run(s) from 1 damaged file(s) run again (")
+    assert "its commit record says" in lines[0] and lines[0].endswith(f"kept in {tmp_path / '_damaged'}")
+    assert len(list((tmp_path / store.DAMAGED_DIR).rglob("*.parquet"))) == 2  # kept, not deleted
     traces = store.read_traces(tmp_path)
     assert not traces.duplicated(["run_id", "step"]).any() and len(traces) == 4 * 20
-    assert not (tmp_path / store.PURGE_MARKER).exists()
+    assert runs["final_loss"].tolist() == first["final_loss"].tolist()
 
 
 def test_engines_agree_bit_for_bit_on_the_toy_grid(tmp_path):

@@ -146,7 +146,13 @@ def test_grid_report_has_heatmap_bounds_and_the_lr_find_comparison(cli, grid_and
     text, images = parse(grid / "report.html")
     assert_offline(text, images)
     assert images.alts == ["loss-vs-step", "sensitivity", "heatmap"]
-    assert "Best cell per optimizer" in text and "Status per group" in text
+    assert "best per optimizer" in text and "Status per group" in text
+    # results first, the environment last
+    assert (
+        text.index("<h2>Results</h2>")
+        < text.index("<h2>Runs in detail</h2>")
+        < text.index("<h2>Command and environment</h2>")
+    )
     # m = 0: bound 0.25 bracketed by 0.2 (stable) and 0.3 (diverged): agrees. m = 0.5: bound 0.375, but every
     # lr swept (<= 0.3) is stable, so nothing was measured above it: not tested, not "yes".
     assert text.count("<td>yes</td>") == 1 and text.count("<td>not tested</td>") == 1
@@ -221,7 +227,7 @@ def test_report_draws_the_init_and_amp_figures_with_their_own_modules(cli, tmp_p
     assert result.exit_code == 0, result.output
     text, images = parse(amp_out / "report.html")
     assert_offline(text, images)
-    assert images.alts == ["amp"]
+    assert images.alts == ["amp-scaling", "amp"]
 
 
 def test_report_never_imports_the_engine(sweep, tmp_path):

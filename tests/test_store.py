@@ -160,9 +160,43 @@ def test_manifest_carries_command_versions_and_times(tmp_path):
     assert store.read_manifest(tmp_path / "nowhere") == {}
 
 
+def test_a_resumed_grid_manifest_keeps_the_whole_grids_time(tmp_path):
+    """After a resume the manifest says when the folder's first invocation started and how long all of
+    them took, not only the last invocation's time."""
+    from optbench.grid import GridSpec, run_grid
+
+    run_grid(GridSpec(lr="0.1", steps=20), out=tmp_path, workers=1)
+    first = store.read_manifest(tmp_path)
+    assert first["invocations"] == 1 and first["total_elapsed_s"] == first["elapsed_s"] > 0
+    run_grid(GridSpec(lr="0.1,0.2", steps=20), out=tmp_path, workers=1)
+    second = store.read_manifest(tmp_path)
+    assert second["invocations"] == 2 and second["first_started_at"] == first["started_at"]
+    assert second["total_elapsed_s"] == pytest.approx(first["total_elapsed_s"] + second["elapsed_s"])
+
+
 def test_default_out_never_reuses_a_folder(tmp_path):
     first = store.default_out("lr-sweep", root=tmp_path)
     assert first.parent == tmp_path and first.name.startswith("lr-sweep-")
     first.mkdir()
     second = store.default_out("lr-sweep", root=tmp_path)
     assert second != first and not second.exists()
+
+
+def test_the_cheap_check_is_cached_until_a_file_changes(tmp_path, results, monkeypatch):
+    """A grid consolidates every 30 s, a plot reads runs then traces: each record is read once per process,
+    and read again as soon as its record or trace file changes (files changed in the last 2 s are not
+    cached: a change within one clock tick can keep size and mtime)."""
+    import os
+
+    store.commit_runs(tmp_path, results)
+    for path in tmp_path.rglob("*.parquet"):
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # long ago
+    reads = []
+    real = store.runs._read_record
+    monkeypatch.setattr(store.runs, "_read_record", lambda *a: reads.append(a) or real(*a))
+    assert store.scan(tmp_path).run_ids == {r.run_id for r in results}
+    assert store.scan(tmp_path).run_ids == {r.run_id for r in results}
+    assert len(reads) == 1  # the second scan read nothing
+    (trace,) = (tmp_path / store.TRACES_DIR).glob("*.parquet")
+    trace.write_bytes(trace.read_bytes()[:-10])
+    assert [d.reason.split(":")[0] for d in store.scan(tmp_path).damaged] == [f"traces/{trace.name}"]

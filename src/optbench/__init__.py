@@ -10,6 +10,7 @@ _LAZY = {
     "run": "optbench.engine.reference",
     "lr_sweep": "optbench.experiments.sweep",
     "run_grid": "optbench.grid",
+    "summary": "optbench.grid.summary",
     "init_report": "optbench.experiments.initprobe",
 }
 

@@ -1,7 +1,8 @@
-"""`bench amp`: time an MLP training step in fp32, fp16 and bf16; print a table, write Parquet + a plot.
+"""`bench amp`: how much faster is mixed precision here? Time an MLP training step in fp32, fp16 and bf16,
+measure the device's matmul ceiling in the same run, print the answer and write Parquet + two figures.
 
-Parses and validates only; the work is ``optbench.amp.amp_benchmark``. Nothing heavy is imported until
-the command runs.
+Parses and validates only; the work is ``optbench.experiments.amp.amp_benchmark``. Nothing heavy is
+imported until the command runs.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import typer
 from optbench.cli.common import echo_err, fail, fresh_out_dir, handle_errors
 from optbench.spec import split_top_level
 
-TF32_CHOICES = ("auto", "off", "on", "both")  # = optbench.amp.TF32_CHOICES (kept here: no torch import)
+TF32_CHOICES = ("auto", "off", "on", "both")  # = experiments.amp.TF32_CHOICES (kept here: no torch import)
 
 
-def parse_widths(text: str) -> list[int]:
-    """``"1024,2048,4096"`` -> ``[1024, 2048, 4096]``; anything else is a one-line error."""
+def parse_widths(text: str) -> list[int] | None:
+    """``"1024,2048,4096"`` -> ``[1024, 2048, 4096]``; ``"auto"`` -> None; anything else one error line."""
+    if text.strip().lower() == "auto":
+        return None
     widths = []
     for part in text.split(","):
         part = part.strip()
@@ -30,37 +33,71 @@ def parse_widths(text: str) -> list[int]:
     return widths
 
 
+def parse_batch(text: str) -> int | None:
+    """``"auto"`` -> None (the device's default); a positive integer; else one error line."""
+    text = text.strip().lower()
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        fail(f"invalid --batch {text!r}: not a positive integer or 'auto'")
+    return int(text)
+
+
 @handle_errors
 def amp_cmd(
     device: Annotated[
         str, typer.Option(help="Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
     ] = "auto",
     widths: Annotated[
-        str, typer.Option(help="Comma-separated MLP widths; each layer is Linear(width, width).")
-    ] = "1024,2048,4096",
-    depth: Annotated[int, typer.Option(help="Number of Linear layers in the MLP.")] = 3,
-    batch: Annotated[int, typer.Option(help="Rows per training step.")] = 512,
+        str,
+        typer.Option(
+            help="Comma-separated MLP widths (each layer is Linear(width, width)), or auto: on CUDA a sweep "
+            "256..8192 from launch-bound to compute-bound, trimmed to free memory and --budget; on CPU "
+            "256,512,1024."
+        ),
+    ] = "auto",
+    depth: Annotated[
+        int | None, typer.Option(help="Number of Linear layers. Default: 4 on CUDA, 3 on CPU.")
+    ] = None,
+    batch: Annotated[
+        str, typer.Option(help="Rows per training step, or auto: 2 x width on CUDA, 512 on CPU.")
+    ] = "auto",
     precision: Annotated[
         list[str] | None,
         typer.Option(
             help="Precision to time: fp32, fp16 or bf16; repeat the option or separate with commas. "
-            "Default: fp32, fp16, bf16 on CUDA (bf16 where the GPU has it natively); fp32, bf16 on CPU. "
-            "fp32 is always timed, it is the speed-up's baseline."
+            "Default: fp32 and fp16 on CUDA, plus bf16 where the GPU has it natively; fp32 and bf16 on "
+            "CPU, plus fp16 where the CPU has native fp16 kernels. fp32 is always timed (the baseline)."
         ),
     ] = None,
     tf32: Annotated[
         str,
         typer.Option(
-            help="Allow TF32 for fp32 matmuls: off, on, both, or auto (both on CUDA, off on CPU). "
-            "Speed-ups are against fp32 with the same TF32 setting."
+            help="Which fp32 baselines: TF32 matmuls off, on, both, or auto (both on CUDA, off on CPU). "
+            "fp16/bf16 are timed once and compared with each."
         ),
     ] = "auto",
     optimizer: Annotated[
-        str, typer.Option(help="Optimizer in the timed step: adamw (lr 1e-4) or sgd (lr 1e-3, momentum 0.9).")
+        str,
+        typer.Option(
+            help="Optimizer in the step: adamw (lr 1e-4) or sgd (lr 1e-3, momentum 0.9); fused on CUDA."
+        ),
     ] = "adamw",
     min_run_time: Annotated[
-        float, typer.Option(help="Seconds of timed steps per configuration (torch.utils.benchmark).")
+        float, typer.Option(help="Seconds of timed steps per configuration, in at least 7 blocks.")
     ] = 0.5,
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graphs",
+            help="Also capture the whole step (forward, backward, scaler, optimizer) as one CUDA graph and "
+            "time its replay beside the eager step.",
+        ),
+    ] = False,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="Seconds the default (auto) sweep may take, predicted; 60 on CUDA, 30 on CPU."),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(help="torch intra-op threads (CPU). Default: torch's own choice (one per core)."),
@@ -69,11 +106,13 @@ def amp_cmd(
         Path | None, typer.Option(help="Results folder. Default: results/amp-<date>-<time>.")
     ] = None,
 ) -> None:
-    """Time a full MLP training step (forward, backward, optimizer, GradScaler for fp16) per width and
-    precision, report the speed-up over fp32 and peak memory, and write amp.parquet and amp.png."""
+    """Time a full MLP training step (forward, backward, optimizer, GradScaler for fp16) per size and
+    precision; report the speed-up over fp32, the share of the device's matmul ceiling it reaches, where
+    AMP starts to pay, and peak memory; write amp.parquet, amp.png and amp_scaling.png."""
     if tf32 not in TF32_CHOICES:
         fail(f"unknown --tf32 {tf32!r}; valid: {', '.join(TF32_CHOICES)}")
     width_list = parse_widths(widths)
+    batch_size = parse_batch(batch)
     precisions = [p for value in precision or [] for p in split_top_level(value)]
 
     from optbench import store
@@ -85,25 +124,23 @@ def amp_cmd(
             device=device,
             widths=width_list,
             depth=depth,
-            batch=batch,
+            batch=batch_size,
             precisions=precisions or None,
             tf32=tf32,
             optimizer=optimizer,
             min_run_time_s=min_run_time,
             num_threads=threads,
+            cuda_graphs=cuda_graphs,
+            budget_s=budget,
             out=out,
-            progress=lambda line: echo_err(f"timing {line}"),
+            progress=lambda line: echo_err(f"amp: {line}"),
         )
     print_result(result)
 
 
 def print_result(result) -> None:
-    """The device header, one table row per (width, TF32, precision), the warnings, the files."""
-    from rich import box
+    """The device header, the ceiling, one table row per timed configuration, the answer, the warnings."""
     from rich.console import Console
-    from rich.table import Table
-
-    from optbench.experiments.amp import NOISY_IQR_SHARE
 
     console = Console(highlight=False)
     on_gpu = result.device.startswith("cuda")
@@ -112,48 +149,88 @@ def print_result(result) -> None:
         f"torch {result.torch_version}, CUDA {result.cuda_version or 'none (CPU build)'}, "
         f"{result.num_threads} torch thread(s)"
     )
-    tf32_text = " / ".join("allowed" if t else "not allowed" for t in result.tf32_modes)
-    console.print(f"TF32 matmuls: {tf32_text}" + ("" if on_gpu else " (TF32 is a CUDA mode)"))
-
-    first = result.rows[0]
-    table = Table(
-        title=f"Training step, MLP depth {first['depth']}, batch {first['batch']}, {first['optimizer']}",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    for name in ("width", "precision", "TF32", "median ms", "IQR ms", "speedup", "peak MiB", "dtype"):
-        table.add_column(name, justify="left" if name in ("precision", "dtype") else "right", no_wrap=True)
-    noisy = []
-    for row in result.rows:
-        median, iqr, speedup = row.get("median_s"), row.get("iqr_s"), row["speedup"]
-        peak = row.get("peak_mem_bytes")
-        table.add_row(
-            str(row["width"]),
-            row["precision"],
-            "on" if row["tf32"] else "off",
-            "-" if median is None else f"{median * 1e3:.3f}",
-            "-" if iqr is None else f"{iqr * 1e3:.3f}",
-            "-" if speedup is None else f"{speedup:.2f}x",
-            "n/a" if peak is None else f"{peak / 2**20:.1f}",
-            row.get("compute_dtype") or "not run",
-        )
-        if median and iqr > NOISY_IQR_SHARE * median:
-            noisy.append(f"{row['width']}/{row['precision']} {iqr / median:.0%}")
-    console.print(table)
+    _print_ceiling(console, result)
+    for table in _tables(result):
+        console.print(table)
+    has = {name for name in result.rows[0] if any(r.get(name) is not None for r in result.rows)}
+    meanings = [f"{h}: {m}" for h, c, _, _, m in RATIO_COLUMNS if c in has]
+    console.print("; ".join(meanings) + (". tf32 = fp32 with TF32 matmuls." if on_gpu else "."))
     if not on_gpu:
-        console.print("peak MiB: n/a on CPU (torch keeps no CPU allocator statistics)")
+        console.print("peak memory: n/a on CPU (torch keeps no CPU allocator statistics)")
+    for line in result.summary:
+        console.print(f"[bold]answer:[/bold] {line}")
     for warning in result.warnings:
-        if not warning.startswith("noisy:"):  # summarised below, one line for all rows
-            console.print(f"[yellow]warning:[/yellow] {warning}")
-    if noisy:
-        console.print(
-            f"[yellow]warning:[/yellow] noisy timings (IQR > {NOISY_IQR_SHARE:.0%} of the median) in "
-            f"{len(noisy)} of {len(result.rows)} rows: {', '.join(noisy)}; raise --min-run-time, use "
-            "fewer --threads or quiet the machine"
-        )
-    console.print(f"wrote {result.parquet}")
-    if result.plot.exists():
-        console.print(f"wrote {result.plot}")
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(f"took {result.elapsed_s:.0f} s")
+    for path in (result.parquet, result.plot, result.scaling_plot):
+        if path.exists():
+            console.print(f"wrote {path}")
+
+
+def _print_ceiling(console, result) -> None:
+    rates = result.ceiling_tflops
+    if not rates:
+        console.print("ceiling: not measured")
+        return
+    names = {"fp32": "fp32 (TF32 off)", "tf32": "fp32 with TF32", "fp16": "fp16", "bf16": "bf16"}
+    unit = "TFLOP/s" if max(rates.values()) >= 1 else "GFLOP/s"
+    scale = 1 if unit == "TFLOP/s" else 1e3
+    parts = ", ".join(f"{names[k]} {v * scale:.3g}" for k, v in rates.items())
+    console.print(f"ceiling ({result.ceiling_n}^3 matmul, torch.utils.benchmark), {unit}: {parts}")
+
+
+def _fmt(value, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if value is None or value != value else f"{value * scale:{spec}}{suffix}"
+
+
+def _config(row) -> str:
+    return "tf32" if row["precision"] == "fp32" and row["tf32"] else row["precision"]
+
+
+TIME_COLUMNS = (  # (header, column, format, scale): times in ms
+    ("ms", "median_s", ".4g", 1e3),
+    ("IQR", "iqr_s", ".2g", 1e3),
+    ("blocks", "n_blocks", ".0f", 1),
+    ("device ms", "device_s", ".4g", 1e3),
+    ("graph ms", "graph_median_s", ".4g", 1e3),
+    ("peak MiB", "peak_mem_bytes", ".0f", 2**-20),
+)
+RATIO_COLUMNS = (  # (header, column, format, suffix, meaning)
+    ("vs fp32", "speedup", ".2f", "x", "wall-time speed-up over fp32 (TF32 off)"),
+    ("vs TF32", "speedup_tf32", ".2f", "x", "over fp32 with TF32"),
+    ("ceiling", "ceiling_share", ".0%", "", "share of the matmul ceiling reached (over fp32)"),
+    ("ceil. TF32", "ceiling_share_tf32", ".0%", "", "the same over fp32 with TF32"),
+    ("device", "device_speedup", ".2f", "x", "device-time speed-up over fp32"),
+    ("graph", "graph_over_eager", ".2f", "x", "eager step time / graph replay time"),
+    ("memory", "peak_mem_ratio", ".2f", "x", "peak memory / fp32's"),
+)
+
+
+def _tables(result):
+    """Two tables that each fit 80 columns: times per step, then the ratios; only columns with data."""
+    from rich import box
+    from rich.table import Table
+
+    rows, first = result.rows, result.rows[0]
+    has = {name for name in first if any(r.get(name) is not None for r in rows)}
+    times = [(h, lambda r, c=c, f=f, k=k: _fmt(r[c], f, k)) for h, c, f, k in TIME_COLUMNS if c in has]
+    ratios = [
+        (h, lambda r, c=c, f=f, x=x: _fmt(r[c], f, suffix=x)) for h, c, f, x, _ in RATIO_COLUMNS if c in has
+    ]
+    width = ("width", lambda r: str(r["width"]))
+    config = ("config", _config)
+    out = []
+    for name, cells in (
+        (f"Training step (MLP depth {first['depth']}, {first['optimizer']}): times", [width, ("batch", lambda r: str(r["batch"])), config, *times]),
+        ("Speed-ups", [width, config, *ratios]),
+    ):  # fmt: skip
+        table = Table(title=name, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for header, _ in cells:
+            table.add_column(header, justify="left" if header == "config" else "right", no_wrap=True)
+        for row in rows:
+            table.add_row(*(cell(row) for _, cell in cells))
+        out.append(table)
+    return out
 
 
 COMMANDS = {"amp": amp_cmd}

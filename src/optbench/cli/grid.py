@@ -11,9 +11,7 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import echo_err, handle_errors
-
-SUMMARY_ROWS = 60  # groups shown in the summary table; all of them are in runs.parquet
+from optbench.cli.common import echo_err, fail, handle_errors, os_error_code, os_error_line
 
 Axis = list[str] | None
 
@@ -82,9 +80,9 @@ def grid_cmd(
         ),
     ] = None,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="Results folder. Runs already in it are skipped (resume). "
+            help="Results folder: new, empty, or a grid's. Runs already in it are skipped (resume). "
             "Default: a new folder under results/.",
             show_default=False,
         ),
@@ -125,16 +123,29 @@ def grid_cmd(
         int,
         typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can ask for billions)."),
     ] = 1_000_000,
+    top: Annotated[
+        int, typer.Option(help="Settings in the closing top-K table (all: bench summary OUT).", metavar="K")
+    ] = 10,
+    sort: Annotated[
+        str,
+        typer.Option(
+            help="Column the closing table ranks on: final_loss, best_loss, final_val_loss, "
+            "final_val_acc (highest first), wall_time_s, diverged or lr.",
+            metavar="COLUMN",
+        ),
+    ] = "final_loss",
 ) -> None:
-    """Run the cartesian product of the given axes and print, per group of seeds, the final loss
-    mean ± std, the diverged count and the best cell per optimizer.
+    """Run the cartesian product of the given axes, then print the answer: per optimizer the best setting
+    (mean ± std over seeds, stable lr range, diverged count) and the top settings.
 
     Every axis option (VALUES) can be repeated and takes comma-separated values; commas inside (...)
     belong to the spec. Results go to --out (runs.parquet, traces/, manifest.json); re-running the same
     command into the same --out runs only what is missing."""
     from optbench import store
     from optbench.grid import expand, load_spec_toml, make_spec, run_grid
+    from optbench.grid.summary import check_sort
 
+    check_sort(sort, top)  # before the grid runs, not after
     given = {
         "problem": problem,
         "optimizer": optimizer,
@@ -159,8 +170,7 @@ def grid_cmd(
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)
     configs = expand(grid, max_cells)  # every user error surfaces here, before anything is written
     out_given = out is not None
-    out = out or store.default_out("grid")
-    store.require_folder(out)  # here, before the progress bar starts and leaves a blank line above the error
+    out = store.check_out(out, "grid") if out_given else store.default_out("grid")
 
     from rich.console import Console
 
@@ -169,9 +179,11 @@ def grid_cmd(
         not console.is_terminal
     ):  # piped or captured: wide lines beat spec strings folded into 3-letter columns
         console = Console(width=200)
-    tracker = _live_progress(console, enabled=progress)
+    note = _plan_note(configs, engine, workers, executor) if progress else ""
+    tracker = _live_progress(console, enabled=progress, configs=configs, plan_note=note)
     try:
-        with _sigterm_as_interrupt(), tracker:
+        # The folder is held before the progress bar starts: an error about it is one line, no blank above.
+        with _sigterm_as_interrupt(), store.results_folder(out, "grid"), tracker:
             runs = run_grid(
                 configs,
                 out=out,
@@ -185,24 +197,33 @@ def grid_cmd(
                 progress=tracker,
             )
     except KeyboardInterrupt:  # run_grid has stopped the workers and rewritten runs.parquet
-        echo_err(
-            _interrupted_message(
-                out,
-                configs,
-                again=("" if out_given else f" with --out {out}") + (" without --force" if force else ""),
-            )
-        )
+        echo_err(_interrupted_message(out, configs, _again(out, out_given, force)))
         raise typer.Exit(130) from None
-    _print_summary(console, runs, out, resumed=tracker.resumed or 0)
+    except OSError as err:  # a full disk, a folder made read-only meanwhile: what was committed stays
+        fail(
+            f"{os_error_line(err)}; {_kept(out, configs, _again(out, out_given, force))}", os_error_code(err)
+        )
+    print_grid_summary(console, runs, out, top=top, sort=sort, resumed=tracker.resumed or 0)
+
+
+def _again(out: Path, out_given: bool, force: bool) -> str:
+    return ("" if out_given else f" with --out {out}") + (" without --force" if force else "")
 
 
 def _interrupted_message(out: Path, configs, again: str) -> str:
+    if not out.is_dir():
+        return "interrupted before any run was committed; nothing was kept"
+    return f"interrupted: {_kept(out, configs, again)}"
+
+
+def _kept(out: Path, configs, again: str) -> str:
+    """What a grid that stopped early left: how many runs are committed, how to resume."""
     from optbench import store
 
     if not out.is_dir():
-        return "interrupted before any run was committed; nothing was kept"
+        return "no run was committed; nothing was kept"
     done = len(store.completed_run_ids(out) & {c.run_id() for c in configs})
-    return f"interrupted: {done} of {len(configs)} runs are in {out}; run the same command again{again} to resume"
+    return f"{done} of {len(configs)} runs are in {out}; run the same command again{again} to resume"
 
 
 class _sigterm_as_interrupt:
@@ -229,32 +250,30 @@ class _sigterm_as_interrupt:
 
 
 class _live_progress:
-    """rich progress bar: done / total, diverged count, elapsed, ETA. Also remembers how many runs were
+    """rich progress bar: cells done / total, diverged and invalid counts, elapsed time and an ETA.
+
+    The ETA counts config-steps (a cell of 1000 steps weighs ten of 100), not runs, and takes the mean pace
+    since the start: batched cells finish a whole batch at a time, so until the first batch is in there is
+    no pace to go by and the bar says that a batch is running instead. Also remembers how many runs were
     already in --out (``resumed``) for the closing lines."""
 
-    def __init__(self, console, enabled: bool):
+    def __init__(self, console, enabled: bool, configs=(), plan_note: str = ""):
         self.console, self.enabled = console, enabled
+        self.steps = [int(c.steps) for c in configs]
+        self.plan_note = plan_note
         self.bar = self.task = self.resumed = None
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
                 TextColumn("[bold]grid"),
-                BarColumn(),
+                BarColumn(bar_width=12),
                 MofNCompleteColumn(),
-                TextColumn("diverged {task.fields[diverged]}  invalid {task.fields[invalid]}"),
+                TextColumn("{task.fields[outcome]}"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                _EtaColumn(),
                 console=self.console,
             )
             self.bar.start()
@@ -267,10 +286,24 @@ class _live_progress:
             return
         invalid = state.counts.get("invalid", 0) + state.counts.get("failed", 0)
         if self.task is None:  # resumed runs start as done; the ETA follows this call's own pace
+            import time
+
+            mean = sum(self.steps) / len(self.steps) if self.steps else 0.0
             self.task = self.bar.add_task(
-                "grid", total=state.total, completed=state.done, diverged=0, invalid=0
+                "grid",
+                total=state.total,
+                completed=state.done,
+                outcome="",
+                steps_left=sum(self.steps) - state.resumed * mean,
+                steps_done=0.0,
+                started=time.monotonic(),
+                note=self.plan_note,
             )
-        self.bar.update(self.task, completed=state.done, diverged=state.diverged, invalid=invalid)
+        fields = self.bar.tasks[self.task].fields
+        if state.last is not None:
+            fields["steps_done"] += float(state.last.get("steps") or 0)
+        outcome = f"cells · {state.diverged} diverged" + (f" · {invalid} invalid" if invalid else "")
+        self.bar.update(self.task, completed=state.done, outcome=outcome)
 
     def __exit__(self, *exc):
         if self.bar is not None:
@@ -278,74 +311,57 @@ class _live_progress:
         return False
 
 
-def _fmt(x) -> str:
-    return "-" if x is None or x != x else f"{x:.4g}"
+def _eta_text(fields: dict, now: float) -> str:
+    """``ETA 0:00:39`` from the mean pace in config-steps since the start; before any result, the plan."""
+    import datetime
+
+    done, left = fields["steps_done"], fields["steps_left"]
+    if done <= 0:
+        return fields["note"] or "running, no result yet"
+    remaining = max(0.0, left - done) * (now - fields["started"]) / done
+    return f"ETA {datetime.timedelta(seconds=round(remaining))}"
 
 
-def _print_summary(console, runs, out: Path, resumed: int = 0) -> None:  # noqa: C901 - to split (#13)
-    from rich.table import Table
+def _EtaColumn():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
 
-    from optbench.grid import GROUP_COLUMNS, summarize
+    class EtaColumn(ProgressColumn):
+        def render(self, task):
+            import time
 
-    summary = summarize(runs)
-    varying = [c for c in GROUP_COLUMNS if summary[c].nunique(dropna=False) > 1] or ["optimizer"]
-    seeds = int(runs["seed"].nunique())
-    table = Table(title=f"grid: {len(runs)} runs, {len(summary)} groups x {seeds} seed{'s' * (seeds != 1)}")
-    for column in varying:
-        table.add_column(
-            column.replace("_", " "),
-            justify="right" if summary[column].dtype.kind in "fi" else "left",
-            overflow="fold",
-        )
-    table.add_column("final loss", justify="right", no_wrap=True)
-    for column in ("diverged", "invalid", "best"):
-        table.add_column(column, justify="right" if column != "best" else "left", no_wrap=True)
-    for _, row in summary.head(SUMMARY_ROWS).iterrows():
-        loss = _fmt(row["final_loss_mean"])
-        if row["final_loss_std"] == row["final_loss_std"]:  # not NaN: 2+ ok runs
-            loss += f" ± {row['final_loss_std']:.2g}"
-        cells = [_fmt(row[c]) if isinstance(row[c], float) else str(row[c]) for c in varying]
-        bad = int(row["invalid"] + row["failed"])
-        table.add_row(
-            *cells, loss, str(int(row["diverged"])), str(bad) if bad else "", "*" if row["best"] else ""
-        )
-    console.print(table)
-    if len(summary) > SUMMARY_ROWS:
-        console.print(
-            f"... {len(summary) - SUMMARY_ROWS} more groups (optbench.grid.summarize(runs) has all)"
-        )
+            if task.finished or "steps_done" not in task.fields:
+                return Text("")
+            return Text(_eta_text(task.fields, time.monotonic()), style="progress.remaining")
 
-    best = summary[summary["best"]]
-    if len(best):
-        console.print(
-            "[bold]best cell per optimizer[/bold] (per problem and loss; lowest mean final loss, no "
-            "divergence):"
-        )
-        for _, row in best.iterrows():
-            settings = ", ".join(
-                f"{c}={_fmt(row[c]) if isinstance(row[c], float) else row[c]}"
-                for c in varying
-                if c != "optimizer"
-            )
-            console.print(
-                f"  {row['optimizer']}: {settings or '(single cell)'} -> final loss "
-                f"{_fmt(row['final_loss_mean'])}"
-            )
-    counts = runs["status"].value_counts()
-    console.print(
-        "status: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "diverged", "invalid", "failed"))
-    )
-    reasons = runs[runs["status"].isin(["invalid", "failed"])]["reason"].value_counts()
-    for reason, n in reasons.head(10).items():
-        console.print(f"  {n} x {reason}", markup=False, highlight=False)
-    warned = int(runs["warnings"].notna().sum())
-    if warned:
-        console.print(f"{warned} run(s) raised warnings (see the warnings column)")
+    return EtaColumn()
+
+
+def _plan_note(configs, engine: str, workers: int | None, executor: str) -> str:
+    """What runs first, for the progress bar before any result: ``1st of 8 batches running``."""
+    try:
+        from optbench.grid import plan_tasks
+        from optbench.grid.executors import usable_cores
+
+        tasks = plan_tasks(list(configs), engine, workers or (usable_cores() if executor == "local" else 1))
+    except Exception:  # noqa: BLE001 - a progress message must never stop a grid
+        return ""
+    batches = sum(1 for t in tasks if t.batched)
+    return f"1st of {batches} batches running" if batches else "first runs running"
+
+
+def print_grid_summary(console, runs, out: Path, *, top: int, sort: str, resumed: int = 0) -> None:
+    """The end of `bench grid`: the compact answer (``cli.summary.print_summary``) and the resume line."""
+    from optbench.cli.summary import print_summary
+    from optbench.grid.summary import summary
+
+    print_summary(console, runs, summary(runs, sort=sort), out, top=top, sort=sort)
     if resumed:
         console.print(
-            f"{resumed} of {len(runs)} runs were already in {out} and were not run again (--force reruns)"
+            f"{resumed} of {len(runs)} runs were already in {out} and were not run again (--force reruns)",
+            markup=False,
+            highlight=False,
         )
-    console.print(f"results: {out}")
 
 
 COMMANDS = {"grid": grid_cmd}

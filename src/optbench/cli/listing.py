@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
@@ -9,6 +10,21 @@ import typer
 from optbench.cli.common import fail
 
 KINDS = ("problems", "optimizers", "schedulers", "inits", "losses", "activations")
+
+
+_ROLE = re.compile(r":[a-z]+:`([^`]*)`")  # :math:`\text{val}`, :class:`~torch.Tensor`
+_TEX = re.compile(r"\\(?:text|mathrm|mathbf)\{([^}]*)\}")
+
+
+def plain(text: str) -> str:
+    """A docstring line without its reST markup, for a terminal: ``:math:`\\text{val}``` -> ``val``,
+    ``:class:`~torch.Tensor``` -> ``Tensor``, ```Tensor``` -> ``Tensor``."""
+
+    def role(match) -> str:
+        inner = _TEX.sub(r"\1", match.group(1))
+        return inner.lstrip("~").rsplit(".", 1)[-1] if inner.startswith("~") else inner
+
+    return _ROLE.sub(role, text).replace("``", "").replace("`", "")
 
 
 def list_entries(
@@ -31,7 +47,7 @@ def list_entries(
     for entry in registry.entries():
         aliases = registry.aliases_of(entry.name)
         alias_text = f" (alias: {', '.join(aliases)})" if aliases else ""
-        typer.echo(f"{entry.name:<28} {entry.summary}{alias_text}")
+        typer.echo(f"{entry.name:<28} {plain(entry.summary)}{alias_text}")
 
 
 COMMANDS = {"list": list_entries}

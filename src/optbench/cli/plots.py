@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import fail, fresh_out_dir, handle_errors
+from optbench.cli.common import fail, handle_errors
 
 _FORMAT_HELP = "Figure format: png, svg or pdf."
 
@@ -27,7 +27,8 @@ def _results_folder(folder: Path) -> None:
 @handle_errors
 def plot_cmd(
     folder: Annotated[
-        Path, typer.Argument(help="Results folder (runs.parquet + traces/).", show_default=False)
+        Path,
+        typer.Argument(help="Results folder (runs.parquet + traces/).", metavar="DIR", show_default=False),
     ],
     y: Annotated[
         str,
@@ -37,64 +38,94 @@ def plot_cmd(
         ),
     ] = "loss",
     x: Annotated[
-        str, typer.Option(help="Horizontal axis: step for trace columns, e.g. lr for run columns.")
-    ] = "step",
-    hue: Annotated[
         str | None,
         typer.Option(
-            help="Run column that colours the lines (lr, optimizer, momentum, ...); 'none' for one colour."
+            help="Horizontal axis. Default: step for trace columns, lr for run columns.", show_default=False
         ),
-    ] = "lr",
-    col: Annotated[str | None, typer.Option(help="Run column with one panel column per value.")] = None,
-    row: Annotated[str | None, typer.Option(help="Run column with one panel row per value.")] = None,
-    logy: Annotated[bool, typer.Option("--logy", help="Log-scale y axis.")] = False,
-    logx: Annotated[bool, typer.Option("--logx", help="Log-scale x axis.")] = False,
+    ] = None,
+    hue: Annotated[
+        str,
+        typer.Option(
+            help="Column that colours the lines; auto: the varying axis with the most values; none: one colour."
+        ),
+    ] = "auto",
+    col: Annotated[
+        str,
+        typer.Option(help="Column with one panel column per value; auto: optimizer where it varies; none."),
+    ] = "auto",
+    row: Annotated[
+        str,
+        typer.Option(
+            help="Column with one panel row per value; auto: problem, scheduler or loss where it varies; none."
+        ),
+    ] = "auto",
+    logy: Annotated[
+        bool | None,
+        typer.Option(
+            "--logy/--no-logy", help="Log-scale y axis. Default: on for losses and norms.", show_default=False
+        ),
+    ] = None,
+    logx: Annotated[
+        bool | None,
+        typer.Option(
+            "--logx/--no-logx",
+            help="Log-scale x axis. Default: on for an lr axis spanning 10x.",
+            show_default=False,
+        ),
+    ] = None,
     band: Annotated[
         str,
         typer.Option(
-            help="Band around the mean over seeds: std (±1 std), ci95 (95% interval of "
-            "the mean, Student t) or none."
+            help="Band over seeds: std (±1 std; ×/÷ geometric std on a log axis), ci95 (95% interval of "
+            "the mean, Student t; of log y on a log axis), range (min to max) or none."
         ),
     ] = "std",
+    top: Annotated[
+        int,
+        typer.Option(
+            help="Lines in colour per panel: the best by final loss; the others are drawn thin and grey."
+        ),
+    ] = 6,
     where: Annotated[
         list[str] | None,
-        typer.Option(help="Keep only runs with COLUMN=VALUE (repeatable), e.g. --where momentum=0.9."),
+        typer.Option(
+            help="Keep only runs with COLUMN=VALUE (repeatable), e.g. --where momentum=0.9.",
+            metavar="COLUMN=VALUE",
+        ),
     ] = None,
     figure: Annotated[
         str | None,
         typer.Option(
             help="Draw a standard figure instead: loss-vs-step, "
             "sensitivity, heatmap, trajectories, lr-schedules, schedules, "
-            "lr-find, init-std, init-gains, amp, or all."
+            "lr-find, init-std, init-gains, amp, or all.",
+            metavar="NAME",
         ),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="Figure format: png, svg or pdf. Default: --out's suffix, else png."),
+    ] = None,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="Output file (default: DIR/plot_<y>_vs_<x>_by_....<format>; "
-            "with --figure: the folder, default DIR)."
+            help="Output file, or a folder (existing, or ending in /) to write the default name into "
+            "(default: DIR/plot_<y>_vs_<x>....<format>; with --figure: the folder, default DIR/figures).",
+            metavar="PATH",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
-    """Faceted comparison from any results folder: mean over seeds with a band, one panel per col x row value.
+    """Faceted comparison from any results folder: aggregate over seeds with a band, one panel per col x row
+    value, the best lines per panel in colour; the defaults are chosen from the data.
 
-    Example: bench plot results/grid --y loss --x step --hue lr --col optimizer --row scheduler --logy
+    Example: bench plot results/grid --y loss --hue lr --col optimizer --row scheduler
     """
-    from optbench import report
-    from optbench.figures.style import check_format
-
     _results_folder(folder)
-    check_format(fmt)
+    fmt = _format_of(fmt, out if figure is None else None)
     if figure is not None:
-        only = None if figure == "all" else {figure}
-        figures = report.standard_figures(report.load(folder), out or folder, fmt, only=only)
-        if not figures:
-            fail(f"figure {figure!r} does not apply to the data in {str(folder)!r}")
-        for item in figures:
-            typer.echo(f"figure: {item.path}" if item.path is not None else f"skipped: {item.caption}")
+        _standard_figures(folder, figure, Path(out) if out is not None else folder / "figures", fmt)
         return
-
     from optbench import store
     from optbench.figures import facets
 
@@ -105,22 +136,76 @@ def plot_cmd(
     runs = store.read_runs(folder)
     if runs.empty:
         fail(f"{str(folder / store.RUNS_FILE)!r} has no runs")
-    hue = None if hue in (None, "none") else hue
-    kind = facets.check_columns(runs, y=y, x=x, hue=hue, col=col, row=row)
+    names = {k: (None if v == "none" else v) for k, v in (("hue", hue), ("col", col), ("row", row))}
+    kind = "trace" if y in facets.TRACE_COLUMNS else "run"
     traces = store.read_traces(folder) if kind == "trace" else None
-    path = out if out is not None else folder / f"{facets.default_name(y, x, hue, col, row)}.{fmt}"
-    if not path.suffix:
-        path = path.with_suffix(f".{fmt}")
     result = facets.facet_plot(
-        runs, traces, path, y=y, x=x, hue=hue, col=col, row=row, logy=logy, logx=logx, band=band, where=where
+        runs,
+        traces,
+        _plot_path(folder, out, fmt, y, x, names),
+        y=y,
+        x=x,
+        **names,
+        logy=logy,
+        logx=logx,
+        band=band,
+        top=top,
+        where=where,
     )
+    spec = result.spec
     typer.echo(
-        f"figure: {result.path} ({len(result.rows)} x {len(result.cols)} panels, {result.lines} lines)"
+        f"figure: {result.path} ({len(result.rows)} x {len(result.cols)} panels, {result.lines} lines, "
+        f"{result.highlighted} in colour)"
     )
-    if result.split_by:
-        typer.echo(
-            f"note: lines are also split by {', '.join(result.split_by)} (not named by --hue/--col/--row)"
-        )
+    chosen = ", ".join(f"{k}={v}" for k, v in (("col", spec.col), ("row", spec.row), ("hue", spec.hue)) if v)
+    typer.echo(
+        f"chosen: {chosen or 'one panel, one colour'}"
+        + (f"; line style: {', '.join(spec.style_by)}" if spec.style_by else "")
+        + f"; y {'log' if spec.logy else 'linear'}, x {'log' if spec.logx else 'linear'}"
+    )
+
+
+def _plot_path(folder: Path, out: str | None, fmt: str, y: str, x: str | None, names: dict) -> Path:
+    """``--out``: a file, or a folder (existing, or written with a trailing /) that gets the default name."""
+    from optbench.figures import facets
+
+    x = x or ("step" if y in facets.TRACE_COLUMNS else "lr")
+    name = f"{facets.default_name(y, x, names['hue'], names['col'], names['row'])}.{fmt}"
+    if out is None:
+        return folder / name
+    if out.endswith(("/", "\\")) or Path(out).is_dir():
+        return Path(out) / name
+    path = Path(out)
+    return path if path.suffix else path.with_suffix(f".{fmt}")
+
+
+def _format_of(fmt: str | None, out: str | None) -> str:
+    """The figure format: --format, else --out's suffix, else png; an --out whose suffix says another
+    format than --format is refused (one line), never written in the wrong format."""
+    from optbench.figures.style import check_format
+
+    is_file = out is not None and not out.endswith(("/", "\\")) and not Path(out).is_dir()
+    suffix = Path(out).suffix.lstrip(".").lower() if is_file else ""
+    if fmt is not None and suffix and suffix != fmt:
+        fail(f"--out {out} ends in .{suffix} but --format is {fmt}; give one of them, or both alike")
+    return check_format(fmt or suffix or "png")
+
+
+def _standard_figures(folder: Path, figure: str, target: Path, fmt: str) -> None:
+    """``--figure NAME|all``: draw into ``target`` (default DIR/figures/, never over files of DIR that another
+    command wrote, such as lr-sweep's own loss_vs_step.png); a figure that fails is named and the exit is 1."""
+    from optbench import report, store
+
+    store.files.check_writable(target)  # one line for a read-only folder, not one skipped line per figure
+    only = None if figure == "all" else {figure}
+    figures = report.standard_figures(report.load(folder), target, fmt, only=only)
+    if not figures:
+        fail(f"figure {figure!r} does not apply to the data in {str(folder)!r}")
+    for item in figures:
+        typer.echo(f"figure: {item.path}" if item.path is not None else f"skipped: {item.caption}")
+    failed = [item for item in figures if item.path is None]
+    if failed:
+        fail(f"{len(failed)} of {len(figures)} figure(s) could not be drawn (skipped above)", 1)
 
 
 @handle_errors
@@ -139,7 +224,10 @@ def schedules_cmd(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new results/schedules-<time>).")
+        str | None,
+        typer.Option(
+            help="Output folder: new, empty or a schedules folder (default: a new results/schedules-<time>)."
+        ),
     ] = None,
 ) -> None:
     """Draw the lr per step of every torch scheduler and our custom ones, from the real scheduler objects.
@@ -158,9 +246,8 @@ def schedules_cmd(
 
         for name in names:
             check_scheduler_arguments(canonical_scheduler(name))
-    out = out or store.default_out("schedules")
-    with fresh_out_dir(out):
-        path = schedules_experiment(steps, lr, names, out=out, fmt=fmt)
+    out = store.default_out("schedules") if out is None else out
+    path = schedules_experiment(steps, lr, names, out=out, fmt=fmt)
     typer.echo(f"figure: {path}")
     notes = store.read_manifest(out).get("schedule_notes", {})
     for name, note in notes.items():
@@ -194,7 +281,10 @@ def lr_find_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help=_FORMAT_HELP)] = "png",
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new results/lr-find-<time>).")
+        str | None,
+        typer.Option(
+            help="Output folder: new, empty or this same run's (default: a new results/lr-find-<time>)."
+        ),
     ] = None,
 ) -> None:
     """Learning-rate range test: grow the lr exponentially, smooth the loss, suggest an lr.
@@ -208,25 +298,24 @@ def lr_find_cmd(
 
     lrfind.check_range(start, end, steps)
     check_format(fmt)
-    out = out or store.default_out("lr-find")
-    with fresh_out_dir(out):
-        result = lrfind.lr_find(
-            problem,
-            optimizer,
-            start=start,
-            end=end,
-            steps=steps,
-            momentum=momentum,
-            init=init,
-            loss=loss,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            beta=beta,
-            stop_factor=stop_factor,
-            out=out,
-            fmt=fmt,
-        )
+    out = store.default_out("lr-find") if out is None else out
+    result = lrfind.lr_find(
+        problem,
+        optimizer,
+        start=start,
+        end=end,
+        steps=steps,
+        momentum=momentum,
+        init=init,
+        loss=loss,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        beta=beta,
+        stop_factor=stop_factor,
+        out=out,
+        fmt=fmt,
+    )
     analysis = result.analysis
     typer.echo(
         f"lr-find: {result.config.problem}, {result.config.optimizer}, lr {start:g} -> {end:g} over "
@@ -274,6 +363,8 @@ def report_cmd(
     from optbench import report
 
     _results_folder(folder)
+    if out is not None and out.is_dir():
+        fail(f"--out {out} is a folder; give the report's file name, e.g. {out / 'report.html'}")
     path = report.build_report(folder, fmt=fmt, figure_format=figure_format, compare=compare or [], out=out)
     typer.echo(f"report: {path}")
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from optbench.cli.common import fresh_out_dir, handle_errors
+from optbench.cli.common import handle_errors
 
 
 @handle_errors
@@ -37,7 +36,12 @@ def lr_sweep_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: a new folder under results/).")
+        str | None,
+        typer.Option(
+            help="Output folder: new, empty, or this same sweep's (an interrupted sweep resumes). "
+            "Default: a new folder under results/.",
+            show_default=False,
+        ),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Draw the two figures.")] = True,
 ) -> None:
@@ -66,9 +70,8 @@ def lr_sweep_cmd(
             steps=steps,
         )
     )
-    out = out or store.default_out("lr-sweep")
-    with fresh_out_dir(out):
-        result = lr_sweep(lr_min, lr_max, num, spacing=spacing, base=base, out=out, plots=plots)
+    out = store.default_out("lr-sweep") if out is None else out
+    result = lr_sweep(lr_min, lr_max, num, spacing=spacing, base=base, out=out, plots=plots)
 
     console = Console()
     table = Table(title=f"lr sweep: {base.problem}, {base.optimizer}, {base.steps} steps")

@@ -192,7 +192,6 @@ def lr_find(
 ) -> LRFindResult:
     """Run the range test with the real engine and ExponentialLR; write the folder, figure and manifest."""
     from optbench import store
-    from optbench.engine.reference import run
     from optbench.registry.validate import canonical_config
     from optbench.spec import RunConfig
 
@@ -220,7 +219,7 @@ def lr_find(
             batch_size=batch_size,
         )
     )
-    out = Path(out) if out is not None else store.default_out("lr-find")
+    out = store.check_out(out, "lr-find") if out is not None else store.default_out("lr-find")
     params = {
         "start": start,
         "end": end,
@@ -229,7 +228,43 @@ def lr_find(
         "beta": beta,
         "stop_factor": stop_factor,
     }
-    manifest = store.start_manifest(out, command, {"experiment": "lr-find", "lr_find_params": params})
+    with store.results_folder(out, "lr-find"):
+        committed = _own_run(out, config.run_id())
+        manifest = store.start_manifest(out, command, {"experiment": "lr-find", "lr_find_params": params})
+        status = committed or _run_and_commit(out, config)
+        store.consolidate_runs(out, order=[config.run_id()])
+        trace = store.read_traces(out, [config.run_id()]).sort_values("step")
+        analysis = analyse(trace["lr"].to_numpy(), trace["loss"].to_numpy(), beta, stop_factor)
+        found = LRFindResult(out, config, status, analysis)
+        if plots:
+            found.figures.append(draw(analysis, out / f"{FIGURE}.{fmt}", config))
+        store.finish_manifest(
+            out,
+            manifest,
+            lr_find=analysis.to_dict(),
+            suggested_lr=analysis.valley_lr,
+            files=[p.name for p in found.figures],
+        )
+    return found
+
+
+def _own_run(out: Path, run_id: str) -> str | None:
+    """The status of this very run if it is committed in ``out`` (an interrupted lr-find resumes), else
+    None; a folder holding another lr-find's run is refused."""
+    from optbench import store
+
+    found = store.scan(out)
+    if (found.run_ids | found.damaged_run_ids) - {run_id}:
+        raise OptbenchError(f"--out {out} holds another lr-find run; choose another --out")
+    if run_id not in store.prepare(out).run_ids:
+        return None
+    return str(store.read_runs(out)["status"].iloc[0]) if (out / store.RUNS_FILE).exists() else None
+
+
+def _run_and_commit(out: Path, config) -> str:
+    """Run the range test and commit it; a run that cannot run at all is an error and commits nothing."""
+    from optbench import store
+    from optbench.engine.reference import run
 
     result = run(config)
     if result.summary.status in ("invalid", "failed"):
@@ -237,21 +272,7 @@ def lr_find(
             f"lr-find could not run {config.problem} with {config.optimizer}: {result.summary.reason}"
         )
     store.commit_run(out, result)
-    store.consolidate_runs(out, order=[result.run_id])
-
-    trace = store.read_traces(out, [result.run_id]).sort_values("step")
-    analysis = analyse(trace["lr"].to_numpy(), trace["loss"].to_numpy(), beta, stop_factor)
-    found = LRFindResult(out, config, result.summary.status, analysis)
-    if plots:
-        found.figures.append(draw(analysis, out / f"{FIGURE}.{fmt}", config))
-    store.finish_manifest(
-        out,
-        manifest,
-        lr_find=analysis.to_dict(),
-        suggested_lr=analysis.valley_lr,
-        files=[p.name for p in found.figures],
-    )
-    return found
+    return result.summary.status
 
 
 def draw(analysis: LRFindAnalysis, path: Path, config=None) -> Path:

@@ -74,21 +74,22 @@ def schedules_experiment(
         from optbench.registry.schedulers import canonical_scheduler
 
         schedulers = [canonical_scheduler(s) for s in schedulers]
-    out = Path(out) if out is not None else store.default_out("schedules")
-    manifest = store.start_manifest(
-        out, command, {"experiment": "schedules", "schedules": {"steps": steps, "lr": lr}}
-    )
-    curves, notes = schedule_curves(steps, lr, schedulers)
-    import pyarrow as pa
+    out = store.check_out(out, "schedules") if out is not None else store.default_out("schedules")
+    with store.results_folder(out, "schedules"):
+        manifest = store.start_manifest(
+            out, command, {"experiment": "schedules", "schedules": {"steps": steps, "lr": lr}}
+        )
+        curves, notes = schedule_curves(steps, lr, schedulers)
+        import pyarrow as pa
 
-    store.write_parquet_atomic(pa.Table.from_pandas(curves, preserve_index=False), out / SCHEDULES_FILE)
-    from optbench.figures.schedules import schedules
+        store.write_parquet_atomic(pa.Table.from_pandas(curves, preserve_index=False), out / SCHEDULES_FILE)
+        from optbench.figures.schedules import schedules
 
-    path = schedules(
-        curves,
-        out / f"schedules.{fmt}",
-        notes,
-        title=f"lr per step of every scheduler (base lr {lr:g}, {steps} steps)",
-    )
-    store.finish_manifest(out, manifest, schedule_notes=notes, files=[SCHEDULES_FILE, path.name])
+        path = schedules(
+            curves,
+            out / f"schedules.{fmt}",
+            notes,
+            title=f"lr per step of every scheduler (base lr {lr:g}, {steps} steps)",
+        )
+        store.finish_manifest(out, manifest, schedule_notes=notes, files=[SCHEDULES_FILE, path.name])
     return path

@@ -48,6 +48,24 @@ def analytic_bound(config: RunConfig) -> float | None:
     return sgd_stability_bound(curvature, config.momentum or 0.0)
 
 
+def _own_runs(out: Path, order: list[str]) -> set[str]:
+    """The runs of this sweep already committed in ``out`` (an interrupted sweep resumes); a folder holding
+    runs of another sweep is refused, as its rows would mix into this sweep's table."""
+    from optbench import store
+
+    found = store.scan(out)
+    others = (found.run_ids | found.damaged_run_ids) - set(order)
+    if others:
+        raise OptbenchError(
+            f"--out {out} holds {len(others)} run(s) of another lr sweep; an lr-sweep folder holds one sweep "
+            "(choose another --out)"
+        )
+    found = store.prepare(out)
+    if found.damaged:
+        store.runs.warn(store.runs.repair_line(found, set(order)))
+    return found.run_ids
+
+
 def _is_toy(problem: str) -> bool:
     from optbench.registry.problems import is_toy
 
@@ -74,28 +92,47 @@ def lr_sweep(
     plots: bool = True,
     command: str = "lr-sweep",
 ) -> SweepResult:
-    """Run ``base`` at each lr of the grid, write the results folder and (optionally) the two figures."""
+    """Run ``base`` at each lr of the grid, write the results folder and (optionally) the two figures.
+
+    ``out``: a new or empty folder, or one this same sweep was writing (an interrupted sweep resumes: its
+    committed runs are not run again); a folder holding other runs, or another command's, is refused.
+    """
     from optbench import store
     from optbench.engine.reference import run
-    from optbench.figures import runs as figures
     from optbench.registry.validate import canonical_config
 
     lrs = lr_grid(lr_min, lr_max, num, spacing)
     base = canonical_config(base or RunConfig())
     configs = [base.replace(lr=lr) for lr in lrs]
-    out = Path(out) if out is not None else store.default_out("lr-sweep")
-    manifest = store.start_manifest(out, command, {"experiment": "lr-sweep", "lrs": lrs})
+    order = [c.run_id() for c in configs]
+    out = store.check_out(out, "lr-sweep") if out is not None else store.default_out("lr-sweep")
+    with store.results_folder(out, "lr-sweep"):
+        done = _own_runs(out, order)
+        manifest = store.start_manifest(out, command, {"experiment": "lr-sweep", "lrs": lrs})
+        for config, run_id in zip(configs, order, strict=True):
+            if run_id not in done:
+                store.commit_run(out, run(config))
+        store.consolidate_runs(out, order=order)
+        traces = store.read_traces(out)
+        result = _analyse(out, base, store.read_runs(out), traces)
+        if plots:
+            result.figures += _draw(result, base, traces, logx=spacing == "log")
+        check = result.check
+        store.finish_manifest(
+            out,
+            manifest,
+            largest_stable_lr=result.largest_stable,
+            analytic_bound=check.bound if check else None,
+            bound_agrees=check.agrees if check else None,
+        )
+    return result
 
-    initial = {}
-    for config in configs:
-        result = run(config)
-        store.commit_run(out, result)
-        initial[result.run_id] = float(result.trace["loss"][0]) if len(result.trace["loss"]) else math.nan
-    store.consolidate_runs(out, order=[c.run_id() for c in configs])
-    runs = store.read_runs(out)
-    runs["initial_loss"] = runs["run_id"].map(initial)
+
+def _analyse(out: Path, base: RunConfig, runs, traces) -> SweepResult:
+    """Which runs are stable, the largest stable lr, and the bracket around the analytic bound."""
+    first = traces[traces["step"] == 0].set_index("run_id")["loss"]
+    runs["initial_loss"] = runs["run_id"].map(first).astype(float)  # NaN: the run has no step
     runs["stable"] = (runs["status"] == "ok") & (runs["final_loss"] < runs["initial_loss"])
-
     stable, unstable = runs[runs["stable"]], runs[~runs["stable"] & runs["status"].isin(["ok", "diverged"])]
     largest_stable = float(stable["lr"].max()) if len(stable) else None
     bound = analytic_bound(base)
@@ -103,32 +140,21 @@ def lr_sweep(
     if bound is not None:
         above = unstable[unstable["lr"] > (largest_stable or 0)]
         check = BoundCheck(bound, largest_stable, float(above["lr"].min()) if len(above) else None)
+    return SweepResult(out, runs, check, largest_stable)
 
-    result = SweepResult(out, runs, check, largest_stable)
-    if plots:
-        traces = store.read_traces(out)
-        result.figures.append(
-            figures.loss_vs_step(
-                runs,
-                traces,
-                out / "loss_vs_step.png",
-                title=f"{base.problem}, {base.optimizer}: loss vs step",
-            )
-        )
-        result.figures.append(
-            figures.final_loss_vs_lr(
-                runs,
-                out / "final_loss_vs_lr.png",
-                bound=bound,
-                logx=spacing == "log",
-                title=f"{base.problem}, {base.optimizer}: final loss vs lr",
-            )
-        )
-    store.finish_manifest(
-        out,
-        manifest,
-        largest_stable_lr=largest_stable,
-        analytic_bound=bound,
-        bound_agrees=check.agrees if check else None,
-    )
-    return result
+
+def _draw(result: SweepResult, base: RunConfig, traces, logx: bool) -> list[Path]:
+    from optbench.figures import runs as figures
+
+    out, what = result.out, f"{base.problem}, {base.optimizer}"
+    bound = result.check.bound if result.check else None  # there is a check where there is a bound
+    return [
+        figures.loss_vs_step(result.runs, traces, out / "loss_vs_step.png", title=f"{what}: loss vs step"),
+        figures.final_loss_vs_lr(
+            result.runs,
+            out / "final_loss_vs_lr.png",
+            bound=bound,
+            logx=logx,
+            title=f"{what}: final loss vs lr",
+        ),
+    ]

@@ -1,29 +1,52 @@
-"""``bench plot``: a faceted comparison from any results folder.
+"""``bench plot``: a faceted comparison from any results folder, readable at 1 run or 5000.
 
-One panel per (row value, col value); in each panel one line per hue value, averaged over seeds: the mean
-line with a band of ±1 std (``band="std"``) or the 95 % interval of the mean (``band="ci95"``: mean ± t·std/√n
-with Student's t for n - 1 degrees of freedom), drawn where at least two seeds have a value.
+What it draws. One panel per (row value, col value); in each panel one line per setting of the other
+varying axes, the seeds aggregated. ``y`` is a per-step trace column (loss, lr, grad_norm, val_acc, ...;
+``x`` is then a trace column, usually step) or a per-run column of runs.parquet (final_loss, best_loss,
+wall_time_s, ...; ``x`` is then a run column, usually lr). An MLP's width, depth and activation are axes
+like the lr (``grid.summary.axis_frame``), so ``--hue width`` works.
 
-``y`` is either a per-step trace column (loss, lr, grad_norm, val_acc, ...; then ``x`` is a trace column,
-usually step) or a per-run column of runs.parquet (final_loss, best_loss, wall_time_s, ...; then ``x`` is a
-run column, usually lr). ``hue``/``col``/``row`` are run columns (optimizer, lr, momentum, scheduler, ...).
-Config columns that vary but are not named (other than seed) are never averaged away: they split lines
-too, drawn with different dash patterns and named in the legend.
+Defaults from the data (every one can be named instead):
+
+- panels: ``col`` = optimizer, ``row`` = problem, else scheduler, else loss (where they vary);
+- ``hue`` = the remaining axis with the most values (colour); the other remaining axes set the line style;
+- ``logy`` for losses and norms, ``logx`` for an lr axis spanning 10x or more;
+- at most ``top`` lines per panel in colour: the best by final loss (mean over seeds where every seed
+  finished; a diverged setting ranks last); the other settings are drawn thin and grey, and the legend
+  says how many. Legend entries never exceed ``MAX_LEGEND`` (``top`` shrinks, and the title says so).
+
+Aggregation over seeds, honest on a log axis. On a linear axis the line is the mean and the band
+``std`` is ±1 standard deviation, ``ci95`` the 95 % interval of the mean (± t·sd/√n, Student's t with n - 1
+degrees of freedom). On a log axis both are computed on log y: the line is the geometric mean and the
+bands are ×/÷ the geometric standard deviation (``std``) or exp(mean log ± t·sd log/√n) (``ci95``), so a
+band never reaches zero or below. ``range`` spans min to max over the seeds; ``none`` draws no band.
+Bands need two seeds; values ≤ 0 are left out on a log axis.
+
+Limits. One y range for every panel, from all plotted lines: the top sits x3 (log) or 10 % (linear)
+above the highest line of a setting that finished; a diverging line is cut where it crosses the top and
+marked with an x there. Figures stay within ``style.MAX_FIGSIZE`` however many panels; more than
+``MAX_PANELS`` panels, or a hue that is also a panel axis, is refused with one line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from optbench.errors import OptbenchError
-from optbench.spec import CONFIG_FIELDS, TRACE_COLUMNS
+import numpy as np
 
-BANDS = ("std", "ci95", "none")
-MAX_PANELS = 48
+from optbench.errors import OptbenchError
+from optbench.spec import TRACE_COLUMNS
+
+BANDS = ("std", "ci95", "range", "none")
+MAX_PANELS = 24
+MAX_LEGEND = 24  # legend entries, section titles included
+TOP_DEFAULT = 6
+LOG_Y = ("loss", "val_loss", "grad_norm", "update_norm", "final_loss", "best_loss", "final_val_loss")
+PANEL_SIZE = (3.5, 2.6)  # inches per panel before the figure is bounded
+LEGEND_WIDTH = 2.3  # inches beside the panels
 
 # Student's t 97.5 % quantiles for 1..30 degrees of freedom (beyond: the normal 1.96).
 _T975 = (
@@ -58,7 +81,6 @@ _T975 = (
     2.045,
     2.042,
 )
-_DASHES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
 
 
 def t975(dof: int) -> float:
@@ -66,16 +88,40 @@ def t975(dof: int) -> float:
 
 
 @dataclass
+class FacetSpec:
+    """What one faceted figure shows, every default resolved (``resolve``)."""
+
+    y: str
+    x: str
+    kind: str  # "trace": y per step; "run": y per run
+    hue: str | None
+    col: str | None
+    row: str | None
+    style_by: list[str]  # varying axes not named above: they set the line style
+    logy: bool
+    logx: bool
+    band: str = "std"
+    top: int = TOP_DEFAULT
+
+
+@dataclass
 class FacetResult:
-    path: Path
-    rows: list = field(default_factory=list)  # row values, top to bottom ([None] without --row)
-    cols: list = field(default_factory=list)  # col values, left to right ([None] without --col)
-    lines: int = 0  # mean lines drawn over all panels
-    split_by: list[str] = field(default_factory=list)  # unnamed varying config columns that split lines
+    path: Path | None
+    rows: list = field(default_factory=list)  # row values, top to bottom ([None] without a row axis)
+    cols: list = field(default_factory=list)  # col values, left to right ([None] without a col axis)
+    lines: int = 0  # lines drawn over all panels (highlighted and grey)
+    highlighted: int = 0  # lines drawn in colour
+    split_by: list[str] = field(default_factory=list)  # varying axes that set the line style
+    spec: FacetSpec | None = None
+    panels: list = field(default_factory=list)  # (row value, col value) of each drawn axes, in fig.axes order
+    colours: dict = field(default_factory=dict)  # hue value -> colour of the highlighted lines
 
     @property
     def n_axes(self) -> int:
         return len(self.rows) * len(self.cols)
+
+
+# ----------------------------------------------------------------------------------------- the choices
 
 
 def _numeric(frame, column: str) -> bool:
@@ -104,9 +150,74 @@ def check_columns(runs, *, y: str, x: str, hue: str | None, col: str | None, row
         raise OptbenchError(f"unknown --y {y!r}; valid: {valid}")
     for option, value in (("--hue", hue), ("--col", col), ("--row", row)):
         if value is not None and (value not in runs.columns or value == "run_id"):
-            group_cols = [c for c in runs.columns if c != "run_id"]
+            group_cols = [c for c in runs.columns if c not in ("run_id", "problem_spec")]
             raise OptbenchError(f"unknown {option} {value!r}; valid: {', '.join(group_cols)}")
     return kind
+
+
+def _check_distinct(hue: str | None, col: str | None, row: str | None, x: str) -> None:
+    named = [(o, v) for o, v in (("--hue", hue), ("--col", col), ("--row", row), ("--x", x)) if v]
+    for i, (option, value) in enumerate(named):
+        for other, same in named[i + 1 :]:
+            if value == same:
+                raise OptbenchError(
+                    f"{option} and {other} both name {value!r}; each needs a column of its own "
+                    "(--hue/--col/--row none leaves one out)"
+                )
+
+
+def _auto_panels(varying: list[str], col: str | None, row: str | None, given: set[str]):
+    """col = optimizer, row = problem/scheduler/loss, each where it varies and is not named elsewhere."""
+    candidates = [c for c in ("optimizer", "problem", "scheduler", "loss") if c in varying and c not in given]
+    if col == "auto":
+        col = candidates.pop(0) if candidates else None
+    if row == "auto":
+        row = next((c for c in candidates if c != col), None)
+    return col, row
+
+
+def resolve(
+    runs,
+    *,
+    y: str = "loss",
+    x: str | None = None,
+    hue: str | None = "auto",
+    col: str | None = "auto",
+    row: str | None = "auto",
+    logy: bool | None = None,
+    logx: bool | None = None,
+    band: str = "std",
+    top: int = TOP_DEFAULT,
+) -> FacetSpec:
+    """Fill the defaults from the data (module docstring); ``"auto"`` means choose, None means leave out.
+
+    ``runs`` is ``grid.summary.axis_frame(runs)`` (the problem spec split into axes)."""
+    from optbench.grid.summary import varying_axes
+
+    if band not in BANDS:
+        raise OptbenchError(f"unknown --band {band!r}; valid: {', '.join(BANDS)}")
+    if top < 1:
+        raise OptbenchError(f"--top must be >= 1, got {top}")
+    x = x or ("step" if y in TRACE_COLUMNS else "lr")
+    named = {v for v in (hue, col, row) if v not in (None, "auto")}
+    given = {k: (None if v == "auto" else v) for k, v in (("hue", hue), ("col", col), ("row", row))}
+    kind = check_columns(runs, y=y, x=x, **given)
+    varying = [c for c in varying_axes(runs) if c != x]
+    col, row = _auto_panels(varying, col, row, named | {x})
+    if hue == "auto":
+        rest = [c for c in varying if c not in (col, row) and c not in named]
+        hue = max(rest, key=lambda c: runs[c].astype(object).map(str).nunique()) if rest else None
+    _check_distinct(hue, col, row, x)
+    style_by = [c for c in varying if c not in (hue, col, row)]
+    if logy is None:
+        logy = y in LOG_Y
+    if logx is None:
+        values = runs[x] if x in runs.columns else None
+        logx = x == "lr" and values is not None and values.min() > 0 and values.max() / values.min() >= 10
+    return FacetSpec(y, x, kind, hue, col, row, style_by, bool(logy), bool(logx), band, top)
+
+
+# ----------------------------------------------------------------------------------------- the data
 
 
 def parse_where(items: list[str] | None, runs) -> list[tuple[str, str]]:
@@ -118,7 +229,7 @@ def parse_where(items: list[str] | None, runs) -> list[tuple[str, str]]:
         if not sep or column not in runs.columns:
             raise OptbenchError(
                 f"bad --where {item!r}: expected COLUMN=VALUE with COLUMN one of "
-                f"{', '.join(c for c in runs.columns if c != 'run_id')}"
+                f"{', '.join(c for c in runs.columns if c not in ('run_id', 'problem_spec'))}"
             )
         filters.append((column, value.strip()))
     return filters
@@ -126,8 +237,7 @@ def parse_where(items: list[str] | None, runs) -> list[tuple[str, str]]:
 
 def apply_where(runs, filters: list[tuple[str, str]]):
     for column, value in filters:
-        text = runs[column].astype(str)
-        mask = text == value
+        mask = runs[column].astype(object).map(str) == value
         with contextlib.suppress(TypeError, ValueError):
             mask |= (runs[column].astype(float) - float(value)).abs() <= 1e-12 * max(1.0, abs(float(value)))
         runs = runs[mask]
@@ -137,211 +247,459 @@ def apply_where(runs, filters: list[tuple[str, str]]):
 
 
 def _values(frame, column: str | None) -> list:
-    from optbench.figures.style import sort_key as _sort_key
+    from optbench.figures.style import sort_key
 
     if column is None:
         return [None]
-    return sorted(frame[column].astype(object).where(frame[column].notna(), None).unique(), key=_sort_key)
+    return sorted(dict.fromkeys(_key_values(frame[column])), key=sort_key)
 
 
-def _select(frame, column: str | None, value):
-    if column is None:
-        return frame
-    column = f"g:{column}"
-    if value is None:
-        return frame[frame[column].isna()]
-    return frame[frame[column] == value]
+def _key(value):
+    """A value as a hashable key: NaN and None both become None."""
+    return None if value is None or (isinstance(value, float) and value != value) else value
 
 
-def _text(value) -> str:
-    """A group key as text; None and NaN (pandas turns one into the other) both read "None"."""
-    if value is None or (isinstance(value, float) and value != value):
-        return "None"
-    return str(value)
+def _key_values(column) -> list:
+    return [_key(v) for v in column.astype(object)]
 
 
-def _aggregate(points, x: str, y: str, band: str):
-    """Mean of y over runs at each x, and the band half-width (NaN where fewer than 2 runs)."""
-    import numpy as np
+def _style_key(line, columns: list[str]) -> tuple:
+    return tuple(_key(line[c]) for c in columns)
 
-    stats = points.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
-    if band == "std":
-        half = stats["std"]
-    elif band == "ci95":
-        half = stats["std"] / np.sqrt(stats["count"]) * stats["count"].map(lambda n: t975(int(n) - 1))
+
+def aggregate(points, keys: list[str], x: str, y: str, band: str, log: bool):
+    """Per (keys, x): the centre over runs and the band (``lo``/``hi``; NaN with fewer than 2 runs).
+
+    On a log axis everything is computed on log y and mapped back (geometric mean, ×/÷ geometric std,
+    exp of the interval of the mean log), so the band stays positive; see the module docstring."""
+    values = points[y].astype(float)
+    keep = np.isfinite(values) & ((values > 0) if log else True)
+    frame = points[keep].assign(_v=np.log(values[keep]) if log else values[keep])
+    stats = (
+        frame.groupby([*keys, x], sort=True)["_v"].agg(["mean", "std", "count", "min", "max"]).reset_index()
+    )
+    count = stats["count"].to_numpy()
+    if band == "ci95":
+        half = stats["std"].to_numpy() / np.sqrt(count) * np.array([t975(int(n) - 1) for n in count])
     else:
-        half = stats["std"] * np.nan
-    half = half.where(stats["count"] >= 2)
-    return stats.index.to_numpy(dtype=float), stats["mean"].to_numpy(), half.to_numpy()
+        half = stats["std"].to_numpy()
+    lo, hi = stats["mean"] - half, stats["mean"] + half
+    if band == "range":
+        lo, hi = stats["min"], stats["max"]
+    few = (count < 2) | (band == "none")
+    stats["lo"], stats["hi"] = np.where(few, np.nan, lo), np.where(few, np.nan, hi)
+    stats["centre"] = stats["mean"]
+    if log:
+        for column in ("centre", "lo", "hi"):
+            stats[column] = np.exp(stats[column])
+    return stats[[*keys, x, "centre", "lo", "hi", "count"]]
 
 
-def facet_plot(  # noqa: C901 - to split (#13)
+def _line_table(runs, spec: FacetSpec):
+    """One row per line: its panel and line keys, ``score`` (for the ranking) and ``diverged`` (every run)."""
+    import pandas as pd
+
+    keys = [c for c in (spec.row, spec.col, spec.hue, *spec.style_by) if c]
+    frame = runs.assign(**{f"k:{c}": _key_values(runs[c]) for c in keys})
+    key_cols = [f"k:{c}" for c in keys]
+    codes = frame.groupby(key_cols, dropna=False, sort=False).ngroup() if key_cols else 0
+    frame = frame.assign(line=codes)
+    setting = ["line"] + ([spec.x] if spec.kind == "run" else [])
+    ok = frame["status"] == "ok"
+    per_setting = frame.assign(_ok=ok, _loss=frame["final_loss"].where(ok)).groupby(setting)
+    scores = per_setting.agg(all_ok=("_ok", "all"), loss=("_loss", "mean")).reset_index()
+    scores["score"] = scores["loss"].where(scores["all_ok"], np.inf).fillna(np.inf)
+    lines = frame.drop_duplicates("line")[["line", *key_cols]].set_index("line")
+    lines.columns = keys
+    lines["score"] = scores.groupby("line")["score"].min()
+    lines["diverged"] = frame.groupby("line")["status"].agg(lambda s: bool((s == "diverged").all()))
+    lines["finished"] = frame.groupby("line")["status"].agg(lambda s: bool((s == "ok").any()))
+    return frame, pd.DataFrame(lines)
+
+
+def _curves(frame, traces, spec: FacetSpec):
+    """The aggregated points of every line: columns line, x, centre, lo, hi (see ``aggregate``)."""
+    if spec.kind == "trace":
+        points = traces[["run_id", spec.x, spec.y]].merge(frame[["run_id", "line"]], on="run_id")
+    else:
+        points = frame[frame["status"] == "ok"][["line", spec.x, spec.y]]
+    points = points[np.isfinite(points[spec.x].astype(float))]
+    if spec.logx:
+        points = points[points[spec.x] > 0]
+    return aggregate(points, ["line"], spec.x, spec.y, spec.band, spec.logy)
+
+
+def _zeros(frame, spec: FacetSpec):
+    """Per-run y on a log axis: the (line, x) whose every finished run has y <= 0 (a final loss that
+    underflowed to 0), drawn as a triangle on the floor instead of being left out."""
+    if spec.kind != "run" or not spec.logy:
+        import pandas as pd
+
+        return pd.DataFrame({"line": [], spec.x: []})
+    ok = frame[frame["status"] == "ok"]
+    at_zero = ok.groupby(["line", spec.x])[spec.y].agg(lambda v: bool((v <= 0).all()))
+    return at_zero[at_zero].reset_index()[["line", spec.x]]
+
+
+# ---------------------------------------------------------------------------------------- the styles
+
+
+def _highlight(lines, spec: FacetSpec, top: int):
+    """Mark the best ``top`` lines of each panel (lowest score; ties keep the table's order)."""
+    panel = [c for c in (spec.row, spec.col) if c]
+    ranked = lines.sort_values("score", kind="stable")
+    if panel:
+        rank = ranked.groupby([ranked[c].astype(object).map(str) for c in panel], sort=False).cumcount()
+    else:
+        rank = np.arange(len(ranked))
+    lines["highlight"] = False
+    lines.loc[ranked.index[np.asarray(rank) < top], "highlight"] = True
+    return lines
+
+
+def _styles(lines, spec: FacetSpec):
+    """Colour by hue value and (dash, marker) by the style axes, both over the highlighted lines only."""
+    from optbench.figures import style
+
+    shown = lines[lines["highlight"]]
+    hue_values = _values(shown, spec.hue) if spec.hue else []
+    colours = style.value_colors([v for v in hue_values if v is not None]) if spec.hue else {}
+    if None in hue_values:  # the optimizer's default (momentum none): dark grey, apart from the context
+        colours[None] = (0.25, 0.25, 0.25)
+    combos = sorted(
+        dict.fromkeys(_style_key(row, spec.style_by) for _, row in shown.iterrows()),
+        key=lambda key: [style.sort_key(v) for v in key],
+    )
+    dashes = style.line_styles(combos) if spec.style_by else {(): ("-", None)}
+    return colours, dashes
+
+
+def _legend_size(lines, spec: FacetSpec, top: int) -> int:
+    shown = _highlight(lines.copy(), spec, top)
+    shown = shown[shown["highlight"]]
+    hue = len(_values(shown, spec.hue)) + 1 if spec.hue else 0
+    combos = len(shown[spec.style_by].astype(object).drop_duplicates()) + 1 if spec.style_by else 0
+    return hue + combos + 2  # + the grey and the diverged entries
+
+
+def _fit_top(lines, spec: FacetSpec) -> int:
+    """``spec.top``, lowered until the legend stays within ``MAX_LEGEND`` entries."""
+    top = spec.top
+    while top > 1 and _legend_size(lines, spec, top) > MAX_LEGEND:
+        top -= 1
+    if _legend_size(lines, spec, top) > MAX_LEGEND:
+        raise OptbenchError(
+            f"the legend would need more than {MAX_LEGEND} entries even with one line per panel; "
+            "name the varying columns with --hue/--col/--row or narrow the runs with --where"
+        )
+    return top
+
+
+# ------------------------------------------------------------------------------------------ drawing
+
+
+def _y_limits(curves, lines, spec: FacetSpec) -> tuple[float, float]:
+    """One y range for all panels: from every line, the top x3 (log) or 10 % (linear) above the highest line
+    of a setting that finished (diverging lines are cut there)."""
+    centre = curves["centre"].to_numpy(dtype=float)
+    finished = curves["line"].map(lines["finished"]).to_numpy(dtype=bool)
+    reference = centre[finished] if finished.any() else centre
+    if not len(reference):
+        return (0.1, 10.0) if spec.logy else (0.0, 1.0)
+    if spec.logy:
+        top = float(reference.max()) * 3
+        low = float(centre[centre <= top].min())
+        return low / 2, top
+    hi, lo = float(reference.max()), float(centre.min())
+    pad = 0.1 * (hi - lo) if hi > lo else 0.5 * max(abs(hi), 1.0)
+    return lo - pad / 2, hi + pad
+
+
+def _cut(xs, ys, top: float):
+    """The points of a line up to where it first exceeds ``top``; True when it was cut."""
+    over = np.flatnonzero(ys > top)
+    if not len(over):
+        return xs, ys, False
+    return xs[: over[0]], ys[: over[0]], True
+
+
+def _grey_segment(points, spec: FacetSpec, top: float):
+    """A context line's points (cut at ``top``), for the panel's one grey LineCollection."""
+    xs, ys, _ = _cut(points[spec.x].to_numpy(dtype=float), points["centre"].to_numpy(dtype=float), top)
+    return np.column_stack([xs, ys])
+
+
+def _draw_line(ax, points, line, colour, dash, spec: FacetSpec, top: float) -> bool:
+    """One highlighted line and its band; an x where it was cut or where every seed diverged. True: x drawn."""
+    xs, ys = points[spec.x].to_numpy(dtype=float), points["centre"].to_numpy(dtype=float)
+    xs, ys, cut = _cut(xs, ys, top)
+    linestyle, marker = dash
+    kwargs = {
+        "color": colour,
+        "ls": linestyle,
+        "marker": marker,
+        "ms": 3.5,
+        "markevery": max(1, len(xs) // 8),
+    }
+    if spec.kind == "run" and marker is None:
+        kwargs.update(marker="o", ms=3.0, markevery=1)
+    ax.plot(xs, ys, lw=1.6, **kwargs)
+    if spec.band != "none":
+        lo, hi = points["lo"].to_numpy(dtype=float)[: len(xs)], points["hi"].to_numpy(dtype=float)[: len(xs)]
+        if np.isfinite(lo).any():
+            ax.fill_between(xs, lo, np.minimum(hi, top), color=colour, alpha=0.15, lw=0)
+    ends = (cut or (line["diverged"] and spec.kind == "trace")) and len(xs)
+    if ends:
+        ax.plot(xs[-1], top if cut else ys[-1], "x", color=colour, ms=7, mew=2, clip_on=False, zorder=5)
+    return bool(ends)
+
+
+def _diverged_marks(ax, frame, panel_lines, spec: FacetSpec, colours, top: float) -> bool:
+    """Per-run figures: an x at the top edge at each x where every seed of a highlighted line diverged."""
+    drawn = False
+    for line_id, line in panel_lines.iterrows():
+        if not line["highlight"]:
+            continue
+        runs = frame[frame["line"] == line_id]
+        all_div = runs.groupby(spec.x)["status"].agg(lambda s: bool((s == "diverged").all()))
+        at = all_div[all_div].index.to_numpy(dtype=float)
+        if len(at):
+            colour = colours.get(_key(line[spec.hue]), "tab:blue") if spec.hue else "tab:blue"
+            ax.plot(at, [top] * len(at), "x", color=colour, ms=7, mew=2, clip_on=False, zorder=5)
+            drawn = True
+    return drawn
+
+
+def _draw_panel(ax, frame, curves, lines, spec: FacetSpec, styles, limits, zeros) -> tuple[int, set]:
+    """Every line of one panel: the grey context as one LineCollection under the highlighted lines; returns
+    (lines drawn, the marks used: diverged, zero)."""
+    from matplotlib.collections import LineCollection
+
+    from optbench.figures.style import GREY
+
+    colours, dashes = styles
+    drawn, marks, grey = 0, set(), []
+    for line_id, line in lines.iterrows():
+        points = curves[curves["line"] == line_id]
+        if not line["highlight"]:
+            if not points.empty:
+                grey.append(_grey_segment(points, spec, limits[1]))
+            continue
+        colour = colours.get(_key(line[spec.hue]), "tab:blue") if spec.hue else "tab:blue"
+        dash = dashes[_style_key(line, spec.style_by)] if spec.style_by else ("-", None)
+        floor = zeros[zeros["line"] == line_id][spec.x].to_numpy(dtype=float)
+        if len(floor):
+            ax.plot(floor, [limits[0]] * len(floor), "v", color=colour, ms=6, clip_on=False, zorder=5)
+            marks.add("zero")
+        if not points.empty and _draw_line(ax, points, line, colour, dash, spec, limits[1]):
+            marks.add("diverged")
+    if grey:
+        ax.add_collection(LineCollection(grey, colors=[GREY], linewidths=0.6, alpha=0.55, zorder=1))
+        ax.autoscale_view()
+    drawn = len(grey) + int((lines["highlight"] & lines.index.isin(curves["line"])).sum())
+    if spec.kind == "run" and _diverged_marks(ax, frame, lines, spec, colours, limits[1]):
+        marks.add("diverged")
+    if not drawn:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
+    return drawn, marks
+
+
+def select_panel(frame, spec: FacetSpec, row_value, col_value):
+    """The rows of ``frame`` (runs or lines) that belong to the panel (row value, col value)."""
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in ((spec.row, row_value), (spec.col, col_value)):
+        if column:
+            mask &= np.array([v == value for v in _key_values(frame[column])], dtype=bool)
+    return frame[mask]
+
+
+def _figure(n_rows: int, n_cols: int):
+    from optbench.figures import style
+
+    width = min(PANEL_SIZE[0], (style.MAX_FIGSIZE[0] - LEGEND_WIDTH) / n_cols)
+    height = min(PANEL_SIZE[1], (style.MAX_FIGSIZE[1] - 1.2) / n_rows)
+    size = style.bounded_figsize(width * n_cols + LEGEND_WIDTH, height * n_rows + 1.2)
+    return style.plt.subplots(
+        n_rows, n_cols, figsize=size, squeeze=False, sharex=True, sharey=True, layout="constrained"
+    )
+
+
+def _format_axes(ax, spec: FacetSpec, x_values, limits) -> None:
+    """Scales, ticks and the y range: ``limits`` = (bottom, cap); the axis ends a little above the cap so
+    that the x of a line cut there stays inside the frame."""
+    from optbench.figures import style
+
+    low, cap = limits
+    limits = (low, cap * 1.6) if spec.logy else (low, cap + 0.04 * (cap - low))
+    if spec.logy:
+        ax.set_yscale("log")
+    if spec.logx:
+        ax.set_xscale("log")
+        if spec.x == "lr":
+            style.lr_ticks(ax, x_values, max_ticks=4)
+    ax.set_ylim(*limits)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.tick_params(labelsize=8)
+
+
+def _panel_title(spec: FacetSpec, row_value, col_value, width_in: float) -> str:
+    from optbench.figures.style import fmt_value
+
+    parts = [f"{c}={fmt_value(v)}" for c, v in ((spec.row, row_value), (spec.col, col_value)) if c]
+    return "\n".join(textwrap.fill(p, max(16, int(width_in * 11))) for p in parts)
+
+
+def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
+    """Draw the figure of ``spec`` (``runs`` as ``axis_frame`` gives them); return (Figure, FacetResult).
+
+    Without a row axis the col panels wrap onto rows of at most three (4 optimizers: 2 x 2)."""
+    from optbench.figures import style
+
+    frame, lines = _line_table(runs, spec)
+    lines.attrs["seeds"] = int(runs["seed"].nunique())
+    top_k = _fit_top(lines, spec)
+    lines = _highlight(lines, spec, top_k)
+    curves = _curves(frame, traces, spec)
+    styles = _styles(lines, spec)
+    if curves.empty:
+        raise OptbenchError(
+            f"no finite {'positive ' if spec.logy else ''}values of {spec.y!r} to plot"
+            + (
+                " (val_loss and val_acc are recorded for MLP problems only)"
+                if spec.y.startswith("val_")
+                else (" (every value is 0 or less: --no-logy draws them)" if spec.logy else "")
+            )
+        )
+    limits = _y_limits(curves, lines, spec)
+    row_values, col_values = _values(runs, spec.row), _values(runs, spec.col)
+    if len(row_values) * len(col_values) > MAX_PANELS:
+        raise OptbenchError(
+            f"{len(row_values)} x {len(col_values)} panels is too many (max {MAX_PANELS}); choose a --col/--row "
+            "with fewer values or narrow the runs with --where COLUMN=VALUE"
+        )
+    panels = [(r, c) for r in row_values for c in col_values]
+    shape = (len(row_values), len(col_values)) if spec.row else style.grid_shape(len(panels), 3)
+    fig, axes = _figure(*shape)
+    x_values = np.unique(curves[spec.x].to_numpy(dtype=float))
+    zeros = _zeros(frame, spec)
+    drawn, marks = 0, set()
+    for ax, (row_value, col_value) in zip(axes.flat, panels, strict=False):
+        panel = select_panel(lines, spec, row_value, col_value)
+        n, used = _draw_panel(ax, frame, curves, panel, spec, styles, limits, zeros)
+        drawn, marks = drawn + n, marks | used
+        _format_axes(ax, spec, x_values, limits)
+        ax.set_title(_panel_title(spec, row_value, col_value, fig.get_figwidth() / shape[1]), fontsize=9)
+    style.hide_unused(axes, len(panels))
+    _decorate(fig, axes, spec, lines, styles, top_k, marks, title)
+    result = FacetResult(
+        None, row_values, col_values, drawn, int(lines["highlight"].sum()), spec.style_by, spec
+    )
+    result.panels, result.colours = panels, styles[0]
+    return fig, result
+
+
+# ------------------------------------------------------------------------------------------- legend
+
+
+def _legend_handles(spec: FacetSpec, lines, styles, marks: set) -> list:
+    from optbench.figures.style import GREY, fmt_value, plt
+
+    colours, dashes = styles
+    title = lambda text: plt.Line2D([], [], ls="none", label=text)  # noqa: E731 - a section heading
+    handles = []
+    if spec.hue:
+        handles.append(title(f"colour: {spec.hue}"))
+        handles += [plt.Line2D([], [], color=colours[v], lw=2, label=fmt_value(v)) for v in colours]
+    if spec.style_by:
+        handles.append(title("line: " + ", ".join(spec.style_by)))
+        for key, (ls, marker) in dashes.items():
+            label = ", ".join(fmt_value(v) for v in key)
+            handles.append(plt.Line2D([], [], color="0.25", ls=ls, marker=marker, lw=1.6, label=label))
+    grey = int((~lines["highlight"]).sum())
+    if grey:
+        handles.append(plt.Line2D([], [], color=GREY, lw=0.8, label=f"{grey} other settings"))
+    if "diverged" in marks:
+        handles.append(plt.Line2D([], [], color="0.25", ls="none", marker="x", mew=2, label="diverged"))
+    if "zero" in marks:
+        handles.append(
+            plt.Line2D([], [], color="0.25", ls="none", marker="v", label="0 (underflow), on the floor")
+        )
+    return handles
+
+
+def _subtitle(spec: FacetSpec, lines, runs_seeds: int, top_k: int) -> str:
+    seeds = f"{runs_seeds} seed{'s' * (runs_seeds != 1)}"
+    if runs_seeds > 1:
+        centre = "geometric mean" if spec.logy else "mean"
+        band = {
+            "std": "×/÷ geometric std" if spec.logy else "±1 std",
+            "ci95": "95% interval of the mean" + (" (of log y)" if spec.logy else ""),
+            "range": "min to max",
+            "none": "",
+        }[spec.band]
+        text = f"{centre} over {seeds}" + (f", band {band}" if band else "")
+    else:
+        text = seeds
+    if (~lines["highlight"]).any():
+        text += f"; best {top_k} per panel by final loss in colour, the rest grey"
+    return text
+
+
+def _decorate(fig, axes, spec: FacetSpec, lines, styles, top_k: int, marks: set, title) -> None:
+    from optbench.figures import style
+
+    seeds = int(lines.attrs.get("seeds", 1))
+    text = [title or f"{spec.y} vs {spec.x}", _subtitle(spec, lines, seeds, top_k)]
+    panels_w = fig.get_figwidth() - LEGEND_WIDTH
+    lines_text = "\n".join(textwrap.fill(t, int(panels_w * 12)) for t in text)
+    fig.suptitle(lines_text, fontsize=10, x=0.5 * panels_w / fig.get_figwidth())  # centred over the panels
+    fig.supxlabel(style.axis_label(spec.x) + (" (log scale)" if spec.logx else ""), fontsize=9)
+    fig.supylabel(style.axis_label(spec.y) + (" (log scale)" if spec.logy else ""), fontsize=9)
+    legend(fig, _legend_handles(spec, lines, styles, marks))
+
+
+def legend(fig, handles: list) -> None:
+    """The figure's one legend, right of the panels (replacing one drawn before)."""
+    for old in list(fig.legends):
+        old.remove()
+    if handles:
+        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, handlelength=2.6)
+
+
+def facet_plot(
     runs,
     traces,
     path: Path,
     *,
     y: str = "loss",
-    x: str = "step",
-    hue: str | None = "lr",
-    col: str | None = None,
-    row: str | None = None,
-    logy: bool = False,
-    logx: bool = False,
+    x: str | None = None,
+    hue: str | None = "auto",
+    col: str | None = "auto",
+    row: str | None = "auto",
+    logy: bool | None = None,
+    logx: bool | None = None,
     band: str = "std",
+    top: int = TOP_DEFAULT,
     where: list[str] | None = None,
-    sharey: bool = True,
     title: str | None = None,
 ) -> FacetResult:
-    """Draw the faceted comparison (see the module docstring) to ``path`` and describe its layout."""
-    import numpy as np
-
+    """Choose (``resolve``), draw (``facet_figure``) and save the faceted comparison to ``path``."""
     from optbench.figures import style
+    from optbench.grid.summary import axis_frame
 
-    if band not in BANDS:
-        raise OptbenchError(f"unknown --band {band!r}; valid: {', '.join(BANDS)}")
     if runs.empty:
         raise OptbenchError("the results folder has no runs")
-    kind = check_columns(runs, y=y, x=x, hue=hue, col=col, row=row)
+    runs = axis_frame(runs)
     runs = apply_where(runs, parse_where(where, runs))
+    spec = resolve(runs, y=y, x=x, hue=hue, col=col, row=row, logy=logy, logx=logx, band=band, top=top)
     runs = runs[runs["status"].isin(["ok", "diverged"])]
     if runs.empty:
         raise OptbenchError("no finished runs to plot (every run is invalid or failed)")
-
-    named = {c for c in (hue, col, row, x) if c}
-    split_by = [
-        c
-        for c in CONFIG_FIELDS
-        if c != "seed" and c not in named and c in runs.columns and runs[c].astype(str).nunique() > 1
-    ]
-    row_values, col_values, hue_values = _values(runs, row), _values(runs, col), _values(runs, hue)
-    if len(row_values) * len(col_values) > MAX_PANELS:
-        raise OptbenchError(
-            f"{len(row_values)} x {len(col_values)} panels is too many (max {MAX_PANELS}); "
-            "narrow it with --where COLUMN=VALUE"
-        )
-    colors = style.value_colors([v for v in hue_values if v is not None]) if hue else {}
-
-    # Grouping columns get a "g:" prefix so run columns never clash with trace ones (lr is both).
-    group_cols = list(dict.fromkeys(c for c in (hue, col, row, *split_by) if c))
-    grouping = runs[["run_id"]].assign(
-        **{f"g:{c}": runs[c].astype(object).where(runs[c].notna(), None) for c in group_cols}
-    )
-    split_cols = [f"g:{c}" for c in split_by]
-    extras = sorted({tuple(_text(v) for v in row) for row in grouping[split_cols].itertuples(index=False)})
-    dash_of = {key: _DASHES[i % len(_DASHES)] for i, key in enumerate(extras)}
-    data = traces.merge(grouping, on="run_id") if kind == "trace" else runs.merge(grouping, on="run_id")
-    data = data[np.isfinite(data[y].astype(float)) & np.isfinite(data[x].astype(float))]
-    if logy:
-        data = data[data[y] > 0]
-    if logx:
-        data = data[data[x] > 0]
-
-    # Diverged runs climb to 1e12 and would flatten every other line: cap the y axis above the runs that
-    # finished (x 100 on a log axis, x 1.5 on a linear one) and mark the diverged ends at the top edge.
-    top = None
-    finished = data[data["run_id"].isin(runs[runs["status"] == "ok"]["run_id"])][y]
-    if kind == "trace" and len(finished) and sharey:
-        cap = finished.max() * 100 if logy else finished.max() + 0.5 * (finished.max() - finished.min())
-        if data[y].max() > cap:
-            top = cap
-
-    n_rows, n_cols = len(row_values), len(col_values)
-    entries = len(hue_values) * max(1, len(extras))  # legend lines: the figure must be tall enough
-    legend_cols = 1 if entries <= 24 else 2
-    height = max(2.9 * n_rows + 0.8, 0.19 * math.ceil(entries / legend_cols) + 1.2)
-    fig, axes = style.plt.subplots(
-        n_rows,
-        n_cols,
-        figsize=(3.9 * n_cols + 2.4 * legend_cols, height),
-        squeeze=False,
-        sharex=True,
-        sharey=sharey,
-        layout="constrained",
-    )
-    lines, any_diverged = 0, False
-    for i, row_value in enumerate(row_values):
-        for j, col_value in enumerate(col_values):
-            ax = axes[i, j]
-            panel = _select(_select(data, row, row_value), col, col_value)
-            for hue_value in hue_values:
-                part = _select(panel, hue, hue_value)
-                groups = part.groupby(split_cols, sort=True, dropna=False) if split_by else [((), part)]
-                for key, line in groups:
-                    if line.empty:
-                        continue
-                    key = tuple(_text(k) for k in (key if isinstance(key, tuple) else (key,)))
-                    xs, mean, half = _aggregate(line, x, y, band)
-                    color = colors.get(hue_value, "tab:blue")
-                    label = style.fmt_value(hue_value) if hue else y
-                    if split_by:
-                        label += " · " + ", ".join(f"{c}={v}" for c, v in zip(split_by, key, strict=True))
-                    ax.plot(
-                        xs,
-                        mean,
-                        color=color,
-                        ls=dash_of.get(key, "-"),
-                        lw=1.5,
-                        label=label,
-                        marker="o" if kind == "run" else None,
-                        ms=3.5,
-                    )
-                    if band != "none" and np.isfinite(half).any():
-                        low = mean - half
-                        if logy:
-                            low = np.maximum(low, mean * 1e-3)
-                        ax.fill_between(xs, low, mean + half, color=color, alpha=0.18, lw=0)
-                    if kind == "trace":
-                        statuses = runs[runs["run_id"].isin(line["run_id"].unique())]["status"]
-                        if len(statuses) and (statuses == "diverged").all():
-                            end = mean[-1] if top is None else min(mean[-1], top)
-                            ax.plot(xs[-1], end, "x", color=color, ms=8, mew=2, clip_on=False)
-                            any_diverged = True
-                    lines += 1
-            if logy:
-                ax.set_yscale("log")
-            if logx:
-                ax.set_xscale("log")
-                if data[x].nunique() <= 12:
-                    style.lr_ticks(ax, data[x].unique())
-            if top is not None:
-                ax.set_ylim(top=top)
-            ax.grid(True, which="major", alpha=0.3)
-            heading = [f"{c}={style.fmt_value(v)}" for c, v in ((row, row_value), (col, col_value)) if c]
-            # one heading part per line, each wrapped to the panel: long spec strings never run into the
-            # neighbouring panel's title
-            ax.set_title("\n".join(textwrap.fill(h, 42) for h in heading), fontsize=9)
-            if not ax.lines:
-                ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
-    n_seeds = (
-        runs.groupby([c for c in CONFIG_FIELDS if c != "seed" and c in runs.columns], dropna=False)["seed"]
-        .nunique()
-        .max()
-    )
-    band_text = {
-        "std": "band: ±1 std over seeds",
-        "ci95": "band: 95% interval of the mean over seeds",
-        "none": "no band",
-    }[band]
-    subtitle = f"mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}" + (
-        f"; {band_text}" if n_seeds > 1 else ""
-    )
-    if any_diverged:
-        subtitle += "; x: every seed diverged" + (
-            " (at the top edge when off scale)" if top is not None else ""
-        )
-    if split_by:
-        subtitle += f"; lines also split by {', '.join(split_by)}"
-    # Centre the title over the panels (not the panels + legend) and wrap it to their width, so a tall
-    # legend on the right never runs into it.
-    panels_w = 3.9 * n_cols
-    text = "\n".join(textwrap.fill(line, int(panels_w * 12)) for line in (title or f"{y} vs {x}", subtitle))
-    fig.suptitle(text, fontsize=10, x=(0.3 + panels_w / 2) / fig.get_figwidth())
-    fig.supxlabel(style.axis_label(x) + (" (log scale)" if logx else ""), fontsize=10)
-    fig.supylabel(style.axis_label(y) + (" (log scale)" if logy else ""), fontsize=10)
-    style.figure_legend(fig, axes, title=hue, ncol=legend_cols)
-    return FacetResult(style.save(fig, path), row_values, col_values, lines, split_by)
+    fig, result = facet_figure(runs, traces, spec, title)
+    result.path = style.save(fig, path)
+    return result
 
 
 def default_name(y: str, x: str, hue: str | None, col: str | None, row: str | None) -> str:
-    parts = [f"{y}_vs_{x}"] + [f"by_{c}" for c in (hue, col, row) if c]
+    parts = [f"{y}_vs_{x}"] + [f"by_{c}" for c in (hue, col, row) if c and c != "auto"]
     return "plot_" + "_".join(parts)

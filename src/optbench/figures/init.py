@@ -8,33 +8,17 @@ the measured gains, one group of bars per activation.
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 
-# One colour per init name in every figure: the ten classic schemes take tab10 in this order; any other
-# spec (e.g. normal(std=0.0625)) gets a colour from a stable hash of its name.
-_EXTRA_COLOURS = ("#000000", "#000080", "#006400", "#8b0000", "#4b0082", "#b8860b", "#008080", "#ff00ff")
+from optbench.figures.style import PALETTE, plt, save, spec_colors
+
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4e38: beyond it a float32 activation is inf
 FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)  # 1.4e-45: below it, exactly 0
 
 
-def init_colour(name: str) -> str:
-    """The colour of an init in every figure (stable across runs and processes)."""
-    from optbench.registry.inits import CLASSIC_INITS
-
-    if name in CLASSIC_INITS:
-        return plt.get_cmap("tab10")(CLASSIC_INITS.index(name))
-    return _EXTRA_COLOURS[zlib.crc32(name.encode()) % len(_EXTRA_COLOURS)]
-
-
-def plot_std_vs_layer(layers, path: Path, title: str | None = None) -> Path:  # noqa: C901 - to split (#13)
+def plot_std_vs_layer(layers, path: Path, title: str | None = None) -> Path:
     """Std of each layer's output against depth; ``layers`` has the columns of layers.parquet.
 
     Each activation gets two panels: the full range (explosion to float32's max, vanishing to 0) and a zoom
@@ -52,42 +36,21 @@ def plot_std_vs_layer(layers, path: Path, title: str | None = None) -> Path:  # 
         squeeze=False,
         gridspec_kw={"height_ratios": [3, 2] * chunks},
     )
-    # Inits with identical weights (xavier_normal and kaiming_normal on square layers) draw identical lines:
-    # earlier ones are drawn wider so they still show under the later ones.
-    widths = np.linspace(3.2, 1.2, len(inits)) if len(inits) > 1 else [1.6]
+    colours = spec_colors(inits)  # variants of one scheme (normal, normal(std=0.0625)) in its shades
     for index, activation in enumerate(activations):
         row, col = 2 * (index // ncols), index % ncols
-        full, zoom = axes[row, col], axes[row + 1, col]
-        panel = layers[layers["activation"] == activation]
-        for init, lw in zip(inits, widths, strict=True):
-            colour = init_colour(init)
-            runs = panel[panel["init"] == init]
-            for _, run in runs.groupby("seed"):
-                run = run.sort_values("layer")
-                std = run["act_std"].to_numpy(dtype=float)
-                drawn = np.isfinite(std) & (std > 0)  # log axis: inf/nan and exact zeros are left out
-                for ax in (full, zoom):
-                    ax.plot(
-                        run["layer"][drawn], std[drawn], color=colour, lw=lw, alpha=0.9 if seeds == 1 else 0.5
-                    )
-                bad = run.loc[~run["finite"].astype(bool), "layer"]
-                if len(bad):
-                    full.plot([bad.min()], [FLOAT32_MAX], "x", color=colour, ms=9, mew=2)
-            theory = runs[runs["seed"] == runs["seed"].min()].sort_values("layer")
-            values = theory["theory_std"].to_numpy(dtype=float)
-            shown = np.isfinite(values) & (values >= FLOAT32_TINY) & (values <= FLOAT32_MAX)
-            for ax in (full, zoom):
-                ax.plot(theory["layer"][shown], values[shown], "--", color=colour, lw=1.0)
-        full.axhline(FLOAT32_MAX, color="grey", ls=":", lw=1)
-        full.set_title(f"activation: {activation}")
-        zoom.set_ylim(1e-2, 1e2)
-        zoom.set_xlabel("layer (0-based)")
-        for ax in (full, zoom):
-            ax.set_yscale("log")
-            ax.grid(True, which="major", alpha=0.3)
+        _draw_activation(
+            axes[row, col],
+            axes[row + 1, col],
+            layers[layers["activation"] == activation],
+            inits,
+            colours,
+            seeds,
+        )
+        axes[row, col].set_title(f"activation: {activation}")
         if col == 0:
-            full.set_ylabel("std of the layer's output")
-            zoom.set_ylabel("zoom")
+            axes[row, col].set_ylabel("std of the layer's output")
+            axes[row + 1, col].set_ylabel("zoom")
     full_axes = [axes[2 * (i // ncols), i % ncols] for i in range(len(activations))]
     low = min(ax.get_ylim()[0] for ax in full_axes)  # one scale for every full-range panel
     for ax in full_axes:
@@ -96,31 +59,69 @@ def plot_std_vs_layer(layers, path: Path, title: str | None = None) -> Path:  # 
         row, col = 2 * (index // ncols), index % ncols
         axes[row, col].set_visible(False)
         axes[row + 1, col].set_visible(False)
-
-    handles = [plt.Line2D([], [], color=init_colour(i), lw=2, label=i) for i in inits]
-    handles += [
-        plt.Line2D([], [], color="grey", ls="--", label="theory (mean-field)"),
-        plt.Line2D([], [], color="grey", ls="", marker="x", mew=2, label="first non-finite layer"),
-        plt.Line2D([], [], color="grey", ls=":", label="float32 max"),
-    ]
     legend_w = 2.4 / fig.get_figwidth()
     fig.legend(
-        handles=handles, loc="center left", bbox_to_anchor=(1 - legend_w, 0.5), fontsize=8, frameon=False
+        handles=_legend_handles(inits, colours),
+        loc="center left",
+        bbox_to_anchor=(1 - legend_w, 0.5),
+        fontsize=8,
+        frameon=False,
     )
     depth = int(layers["layer"].max()) + 1 if len(layers) else 0
     fig.suptitle(
         title or f"Std of each layer's output in a {depth}-layer MLP (N(0,1) input, {seeds} seed(s))"
     )
     fig.tight_layout(rect=(0, 0, 1 - legend_w, 1))
-    return _save(fig, path)
+    return save(fig, path)
+
+
+def _draw_activation(full, zoom, panel, inits, colours, seeds: int) -> None:
+    """One activation's pair of panels: every init's measured std per seed (solid) and theory (dashed)."""
+    # Inits with identical weights (xavier_normal and kaiming_normal on square layers) draw identical lines:
+    # earlier ones are drawn wider so they still show under the later ones.
+    widths = np.linspace(3.2, 1.2, len(inits)) if len(inits) > 1 else [1.6]
+    for init, lw in zip(inits, widths, strict=True):
+        runs = panel[panel["init"] == init]
+        for _, run in runs.groupby("seed"):
+            _draw_measured(full, zoom, run.sort_values("layer"), colours[init], lw, seeds)
+        theory = runs[runs["seed"] == runs["seed"].min()].sort_values("layer")
+        values = theory["theory_std"].to_numpy(dtype=float)
+        shown = np.isfinite(values) & (values >= FLOAT32_TINY) & (values <= FLOAT32_MAX)
+        for ax in (full, zoom):
+            ax.plot(theory["layer"][shown], values[shown], "--", color=colours[init], lw=1.0)
+    full.axhline(FLOAT32_MAX, color="grey", ls=":", lw=1)
+    zoom.set_ylim(1e-2, 1e2)
+    zoom.set_xlabel("layer (0-based)")
+    for ax in (full, zoom):
+        ax.set_yscale("log")
+        ax.grid(True, which="major", alpha=0.3)
+
+
+def _draw_measured(full, zoom, run, colour, lw: float, seeds: int) -> None:
+    std = run["act_std"].to_numpy(dtype=float)
+    drawn = np.isfinite(std) & (std > 0)  # log axis: inf/nan and exact zeros are left out
+    for ax in (full, zoom):
+        ax.plot(run["layer"][drawn], std[drawn], color=colour, lw=lw, alpha=0.9 if seeds == 1 else 0.5)
+    bad = run.loc[~run["finite"].astype(bool), "layer"]
+    if len(bad):
+        full.plot([bad.min()], [FLOAT32_MAX], "x", color=colour, ms=9, mew=2)
+
+
+def _legend_handles(inits, colours) -> list:
+    handles = [plt.Line2D([], [], color=colours[i], lw=2, label=i) for i in inits]
+    return handles + [
+        plt.Line2D([], [], color="grey", ls="--", label="theory (mean-field)"),
+        plt.Line2D([], [], color="grey", ls="", marker="x", mew=2, label="first non-finite layer"),
+        plt.Line2D([], [], color="grey", ls=":", label="float32 max"),
+    ]
 
 
 def plot_gain_table(gains, path: Path) -> Path:
     """``calculate_gain`` next to the measured std and RMS gains, with the numbers on the bars."""
     columns = (
-        ("calculate_gain", "nn.init.calculate_gain", "#4c72b0"),
-        ("measured_gain", "measured std(x) / std(act(x))", "#dd8452"),
-        ("measured_rms_gain", "measured std(x) / rms(act(x))", "#55a868"),
+        ("calculate_gain", "nn.init.calculate_gain", PALETTE[0]),
+        ("measured_gain", "measured std(x) / std(act(x))", PALETTE[1]),
+        ("measured_rms_gain", "measured std(x) / rms(act(x))", PALETTE[2]),
     )
     n = len(gains)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * n + 1.5), 4.2))
@@ -143,12 +144,4 @@ def plot_gain_table(gains, path: Path) -> Path:
     ax.set_title(f"Init gain by formula and measured on {samples:,} N(0,1) samples")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # long titles stay inside
-    plt.close(fig)
-    return path
+    return save(fig, path)

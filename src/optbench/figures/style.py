@@ -1,8 +1,10 @@
-"""The one style of optbench's figures: palette, stable colours per registry name, axis labels, layout
-helpers and ``save`` (the format from the path's suffix).
+"""The one style of optbench's figures: the palette, stable colours per registry name, line styles that
+stay distinct, axis labels, size bounds, layout helpers and ``save`` (the format from the path's suffix).
 
-Colours are stable per registry name (``name_color``) so one optimizer has one colour in every figure;
-continuous hues such as lr use a sequential colormap ordered by value (``value_colors``).
+Colours are stable per registry name (``name_color``) so one optimizer has one colour in every figure,
+whatever its arguments (``steplr`` and ``steplr(step_size=50)`` share steplr's colour; a figure that shows
+both tells them apart by line style). Ordered values such as lr use a sequential colormap by rank
+(``value_colors``). Every figure module takes its colours from here; there is no other palette.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import numpy as np  # noqa: E402
 from optbench.errors import OptbenchError  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
+DPI = 120
+# No figure is larger than this (inches; at DPI 120: 1920 x 1440 px), however large the grid.
+MAX_FIGSIZE = (16.0, 12.0)
 
 # 20 colours that stay distinguishable as lines on white: tab10, then ten darker, different hues.
-_PALETTE = tuple(plt.get_cmap("tab10").colors) + tuple(
+PALETTE = tuple(plt.get_cmap("tab10").colors) + tuple(
     matplotlib.colors.to_rgb(c)
     for c in (
         "#000075",
@@ -38,6 +43,21 @@ _PALETTE = tuple(plt.get_cmap("tab10").colors) + tuple(
         "#4b8b3b",
     )
 )
+GREY = (0.62, 0.62, 0.62)  # context lines: the runs not highlighted
+# Precisions keep one colour each in every figure (the AMP bars, a precision axis of a grid).
+PRECISION_COLORS = {"fp32": "#9e9e9e", "fp16": "#1f77b4", "bf16": "#ff7f0e"}
+# Line styles that stay apart at 1.5 pt: solid, dashed, dotted, dash-dot, then longer patterns.
+DASHES = (
+    "-",
+    (0, (5, 2)),
+    (0, (1, 1.5)),
+    (0, (6, 2, 1, 2)),
+    (0, (10, 3)),
+    (0, (3, 1, 1, 1, 1, 1)),
+    (0, (2, 4)),
+    (0, (8, 2, 2, 2, 2, 2)),
+)
+MARKERS = (None, "o", "s", "^")  # a second style dimension, used only past len(DASHES) styles
 # Names people compare most often come first, so they get the clearest tab10 colours; every other
 # registry name follows in sorted order (names of one kind never share a colour).
 _PREFERRED = {
@@ -66,7 +86,7 @@ _PREFERRED = {
         "reducelronplateau",
     ),
     "problems": ("quadratic", "rosenbrock", "beale", "rastrigin", "mlp-classification", "mlp-regression"),
-    # the ten classic schemes in the order optbench.initplots gives them tab10, so both agree
+    # the ten classic schemes in the order the init report lists them (registry.inits.CLASSIC_INITS)
     "inits": (
         "xavier_uniform",
         "xavier_normal",
@@ -80,8 +100,6 @@ _PREFERRED = {
         "sparse",
     ),
 }
-# Precisions keep the colours of the AMP figure (optbench.ampplots.PRECISION_COLORS).
-_PRECISION_COLORS = {"fp32": "#9e9e9e", "fp16": "#1f77b4", "bf16": "#ff7f0e"}
 
 # Labels with units for the columns people plot.
 AXIS_LABELS = {
@@ -141,19 +159,25 @@ def _registry_index() -> dict[str, int]:
         return {}
 
 
+def base_name(name) -> str:
+    """The registry name of a spec string: ``steplr(step_size=50)`` -> ``steplr``."""
+    return str(name).split("(", 1)[0].strip()
+
+
 def name_color(name: str):
-    """The same colour for the same registry name in every figure.
+    """The same colour for the same registry name in every figure, whatever the spec's arguments.
 
     Registry names take the colour of their position in their registry (common names first; 20 colours
-    and no registry has more entries, so two optimizers never share one); anything else (a spec with arguments, an import
-    path) is hashed into the same palette.
+    and no registry has more entries, so two optimizers never share one); anything else (an import path)
+    is hashed into the same palette.
     """
-    if str(name) in _PRECISION_COLORS:
-        return matplotlib.colors.to_rgb(_PRECISION_COLORS[str(name)])
-    index = _registry_index().get(str(name))
+    base = base_name(name)
+    if base in PRECISION_COLORS:
+        return matplotlib.colors.to_rgb(PRECISION_COLORS[base])
+    index = _registry_index().get(base)
     if index is None:
-        index = int(hashlib.md5(str(name).encode()).hexdigest(), 16)
-    return _PALETTE[index % len(_PALETTE)]
+        index = int(hashlib.md5(base.encode()).hexdigest(), 16)
+    return PALETTE[index % len(PALETTE)]
 
 
 def _is_number(value) -> bool:
@@ -161,13 +185,52 @@ def _is_number(value) -> bool:
 
 
 def value_colors(values) -> dict:
-    """Colour per value: registry names by ``name_color``; numbers by rank on the viridis colormap."""
+    """Colour per value: registry names by ``name_color``; numbers by rank on viridis (0 to 0.9, so the
+    lightest stays visible on white). Rank, not value: 8 lrs get 8 well separated colours."""
     unique = sorted(set(values), key=sort_key)
     if unique and all(_is_number(v) for v in unique):
         cmap = plt.get_cmap("viridis")
         span = max(1, len(unique) - 1)
-        return {v: cmap(0.92 * i / span) for i, v in enumerate(unique)}
-    return {v: name_color(v) for v in unique}
+        return {v: cmap(0.9 * i / span) for i, v in enumerate(unique)}
+    return spec_colors(unique)
+
+
+_SHADES = (0.0, -0.45, 0.45, -0.7, 0.25, -0.25)  # <0: towards black, >0: towards white
+
+
+def spec_colors(names) -> dict:
+    """``name_color`` per spec; specs of one registry name (``steplr``, ``steplr(gamma=0.5)``) keep its hue
+    in different shades (darker, then lighter), so they stay one family yet never look alike."""
+    colors, seen = {}, {}
+    for name in dict.fromkeys(names):
+        base = base_name(name)
+        shade = _SHADES[seen.get(base, 0) % len(_SHADES)]
+        seen[base] = seen.get(base, 0) + 1
+        rgb = np.array(name_color(name)[:3])
+        target = np.ones(3) if shade > 0 else np.zeros(3)
+        colors[name] = tuple(rgb + abs(shade) * (target - rgb))
+    return colors
+
+
+def line_styles(keys) -> dict:
+    """A distinct (linestyle, marker) per key, in order: the dashes first, then dashes with markers.
+
+    ``len(DASHES) * len(MARKERS)`` keys at most; more raise OptbenchError (no two lines may look alike).
+    """
+    keys = list(dict.fromkeys(keys))
+    limit = len(DASHES) * len(MARKERS)
+    if len(keys) > limit:
+        raise OptbenchError(
+            f"{len(keys)} line styles needed but only {limit} stay distinct; name the varying columns "
+            "with --hue/--col/--row or narrow the runs with --where"
+        )
+    return {key: (DASHES[i % len(DASHES)], MARKERS[i // len(DASHES)]) for i, key in enumerate(keys)}
+
+
+def bounded_figsize(width: float, height: float) -> tuple[float, float]:
+    """``(width, height)`` in inches, scaled down (aspect kept) to fit ``MAX_FIGSIZE``."""
+    scale = min(1.0, MAX_FIGSIZE[0] / width, MAX_FIGSIZE[1] / height)
+    return width * scale, height * scale
 
 
 def sort_key(value):
@@ -193,7 +256,7 @@ def save(fig, path: Path) -> Path:
     if path.suffix.lstrip(".") not in FORMATS:
         raise OptbenchError(f"unknown figure format {path.suffix!r} for {path}; valid: {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight", metadata=_metadata(path))
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=_metadata(path))
     plt.close(fig)
     return path
 
@@ -231,8 +294,8 @@ def lr_ticks(ax, lrs, max_ticks: int = 7) -> None:
     from matplotlib.ticker import NullFormatter
 
     lrs = [v for v in sorted(lrs) if v > 0]
-    if not lrs:
-        return
+    if not lrs or (len(lrs) > 2 * max_ticks and lrs[-1] / lrs[0] >= 100):
+        return  # a dense grid over 2+ decades: the default ticks at 0.001, 0.01, ... read better
     gap = max(math.log10(lrs[-1] / lrs[0]), 0.3) / max_ticks  # ticks at least this far apart in decades
     ticks = [lrs[0]]
     for v in lrs[1:]:

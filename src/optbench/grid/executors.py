@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -121,11 +122,17 @@ def run_and_commit(task: Task, out: str | Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------- local
 
+MAX_DEATHS = 2  # a cell whose worker dies this often is recorded as failed (a batch is cut in two at once)
+MAX_UNEXPLAINED = 3  # pool breaks that no task can be blamed for before the grid stops
+_started = None  # in a pool worker: the queue on which it says which task it starts
 
-def _init_worker(out: str, parent: int) -> None:
+
+def _init_worker(out: str, parent: int, started=None) -> None:
     """Pool initializer, before any torch work: a writer's lock on ``out`` (a restarted grid waits for this
     process to be gone, folderlock), an exit when the parent grid dies (``kill -9``, the OOM killer) instead
-    of idling on forever, one intra- and inter-op thread, and Ctrl-C left to the parent."""
+    of idling on forever, one intra- and inter-op thread, and Ctrl-C left to the parent. ``started``: the
+    queue on which the worker says which task it starts (so a worker's death is blamed on its task)."""
+    global _started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     folderlock.hold_as_writer(out)
     # Checked after taking the lock: a grid restarted into ``out`` checks for writers only once the parent
@@ -133,6 +140,7 @@ def _init_worker(out: str, parent: int) -> None:
     # after its parent died would take ``getppid()`` = init for its parent and never notice.)
     if os.getppid() != parent:
         os._exit(1)
+    _started = started
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
@@ -148,47 +156,170 @@ def _exit_when_orphaned(parent: int) -> None:
     os._exit(1)  # whatever this worker had in flight was never committed: a re-run redoes it
 
 
+def _run_tracked(fn: Callable, index: int, task: Task, out: str) -> list[dict]:
+    """In a pool worker: say which task starts (SimpleQueue: written before the task runs), then run it."""
+    if _started is not None:
+        _started.put((os.getpid(), index))
+    return fn(task, out)
+
+
+class PoolBroken(OptbenchError):
+    """Worker processes keep dying and no task can be blamed: the grid stops (what is committed stays)."""
+
+    exit_code = 1  # not bad input: the CLI exits 1
+
+
+MAIN_GUARD = (
+    "run_grid was called while a worker process imported your script: a grid's workers start by "
+    'importing the script that runs it, so put the call under `if __name__ == "__main__":` '
+    "(or pass workers=1)"
+)
+
+
+def _refuse_in_worker_bootstrap() -> None:
+    """A spawned worker re-imports the ``__main__`` script; if that script calls run_grid at top level, the
+    worker would start a grid of its own and die on the folder lock with a misleading message. Say what is
+    wrong in one line and end the worker instead."""
+    import multiprocessing
+
+    # multiprocessing sets _inheriting while a child imports __main__ (spawn._check_not_importing_main).
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        print(f"error: {MAIN_GUARD}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 class LocalExecutor:
-    """``workers`` spawned processes (default: the usable cores); 1 = run in this process."""
+    """``workers`` spawned processes (default: the usable cores); 1 = run in this process.
+
+    A worker that dies (killed by the OOM killer, a segfault in a library) takes only its task with it: the
+    other tasks in flight run again on a fresh pool; a batch that was running is cut in two (both halves run
+    again), a single cell runs again once and, if its worker dies ``MAX_DEATHS`` times, is recorded as a
+    ``failed`` run whose reason names the signal. Committed runs are never touched.
+    """
 
     def __init__(self, workers: int | None = None):
         if workers is not None and workers < 1:
             raise OptbenchError(f"--workers must be >= 1, got {workers}")
         self.workers = workers or usable_cores()
+        _refuse_in_worker_bootstrap()
 
     def run(self, tasks: Sequence[Task], out: Path, on_result: OnResult) -> None:
-        workers = min(self.workers, len(tasks))
-        if workers <= 1:
+        if min(self.workers, len(tasks)) <= 1:
             with one_torch_thread():
                 for task in tasks:
                     for row in run_and_commit(task, out):
                         on_result(row)
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        pending, deaths, unexplained = list(tasks), {}, 0
+        while pending:
+            pending, killed = _run_pool(pending, min(self.workers, len(pending)), out, on_result)
+            if pending and not killed:
+                unexplained += 1
+                if unexplained >= MAX_UNEXPLAINED:
+                    raise PoolBroken(
+                        f"worker processes keep dying ({unexplained} times) and no run can be blamed; "
+                        "the runs committed so far are kept: run the same command again to resume"
+                    )
+            for task, exitcode in killed.items():
+                deaths[task] = deaths.get(task, 0) + 1
+                if len(task.configs) > 1 or deaths[task] >= MAX_DEATHS:
+                    pending.remove(task)
+                    pending += _after_deaths(task, exitcode, deaths[task], out, on_result)
 
-        pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(str(out), os.getpid()),
-        )
-        try:
-            futures = [pool.submit(run_and_commit, task, str(out)) for task in tasks]
-            for future in as_completed(futures):
+
+def _after_deaths(task: Task, exitcode: int, deaths: int, out: Path, on_result: OnResult) -> list[Task]:
+    """A task that killed its worker: a batch is cut in two, to run again (the culprit is found in log2(n)
+    rounds, and a batch too big for memory shrinks); a cell that killed it ``MAX_DEATHS`` times is committed
+    as a failed run (a cell is data) and nothing is left to run."""
+    if len(task.configs) > 1:
+        half = len(task.configs) // 2
+        return [Task(task.configs[:half], task.batched), Task(task.configs[half:], task.batched)]
+    reason = f"its worker process {_death(exitcode)} {deaths} times running this cell" + (
+        " (the OOM killer sends SIGKILL when memory runs out)" if exitcode == -signal.SIGKILL else ""
+    )
+    results = [_failed(config, reason, task.batched) for config in task.configs]
+    commit(out, task, results)
+    for result in results:
+        on_result(result.summary_row())
+    return []
+
+
+def _death(exitcode: int) -> str:
+    if exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"exited with code {exitcode}"
+
+
+def _failed(config: RunConfig, reason: str, batched: bool):
+    """The RunResult of a cell that could not be run: status failed, no trace."""
+    import numpy as np
+
+    from optbench.engine.reference import RunResult
+    from optbench.spec import TRACE_COLUMNS, RunSummary
+
+    summary = RunSummary(status="failed", reason=reason, engine="batched" if batched else "reference")
+    return RunResult(config, summary, {k: np.empty(0) for k in TRACE_COLUMNS if k != "run_id"})
+
+
+def _run_pool(tasks: list[Task], workers: int, out: Path, on_result: OnResult) -> tuple[list[Task], dict]:
+    """Run ``tasks`` on a fresh pool of ``workers`` spawned processes. Returns ([], {}) when every task is in;
+    if a worker died: (the tasks not finished, {task it was running: its exit code})."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    started = context.SimpleQueue()
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(str(out), os.getpid(), started)
+    )
+    processes = pool._processes  # no public API before 3.14: the worker objects, for their exit codes
+    futures = {
+        pool.submit(_run_tracked, run_and_commit, i, task, str(out)): i for i, task in enumerate(tasks)
+    }
+    finished: set[int] = set()
+    try:
+        for future in as_completed(futures):
+            rows = future.result()
+            finished.add(futures[future])
+            for row in rows:
+                on_result(row)
+    except BrokenProcessPool:
+        dead = {p.pid: p for p in list(processes.values())}
+        pool.shutdown(wait=True)  # the pool has terminated the other workers; their exit codes are in
+        for future, i in futures.items():  # finished and committed before the break, not yet reported
+            if i not in finished and future.done() and future.exception() is None:
+                finished.add(i)
                 for row in future.result():
                     on_result(row)
-        except BaseException:
-            # Ctrl-C or an error: drop the queue and stop the workers now. Committed runs stay; the runs
-            # in flight are lost (nothing of them is visible: their files are still dot-prefixed temps).
-            processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in processes:
-                process.terminate()
-            raise
-        pool.shutdown(
-            wait=False
-        )  # every run is in; the workers' exit (~1 s with torch loaded) overlaps the rest
+        blamed = _blame(started, dead, finished)
+        return [t for i, t in enumerate(tasks) if i not in finished], {tasks[i]: c for i, c in blamed.items()}
+    except BaseException:
+        # Ctrl-C or an error: drop the queue and stop the workers now. Committed runs stay; the runs
+        # in flight are lost (nothing of them is visible: their files are still dot-prefixed temps).
+        running = list((processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in running:
+            process.terminate()
+        raise
+    pool.shutdown(wait=False)  # every run is in; the workers' exit (~1 s with torch loaded) overlaps the rest
+    return [], {}
+
+
+def _blame(started, processes: dict, finished: set[int]) -> dict[int, int]:
+    """{index of the task a dead worker was running: its exit code}. The pool stops the other workers with
+    SIGTERM, so a worker that ended otherwise (SIGKILL, SIGSEGV, an exit code) died of its task."""
+    running: dict[int, int] = {}  # pid -> the last task it started
+    while not started.empty():
+        pid, index = started.get()
+        running[pid] = index
+    blamed = {}
+    for pid, process in processes.items():
+        code = process.exitcode
+        if code not in (None, 0, -signal.SIGTERM) and pid in running and running[pid] not in finished:
+            blamed[running[pid]] = code
+    return blamed
 
 
 # --------------------------------------------------------------------------------------------------- ray

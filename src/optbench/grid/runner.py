@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +46,7 @@ def run_grid(
     progress: Callable[[GridProgress], None] | None = None,
     command: str = "grid",
     max_cells: int | None = None,
+    say: Callable[[str], None] | None = None,
     exactness: str = "auto",
 ):
     """Run every cell of a grid not yet committed in ``out``; return the runs table (a DataFrame, one row
@@ -53,8 +54,10 @@ def run_grid(
 
     Args:
         spec: a GridSpec, a dict of axes (``make_spec``), a TOML file (``load_spec_toml``) or RunConfigs.
-        out: results folder (default: a new ``results/grid-<time>``). Runs already committed there are
-            skipped; ``force=True`` runs everything again (each commit replaces the old one).
+        out: results folder (default: a new ``results/grid-<time>``): new, empty, or a grid's (another
+            kind of folder, or a non-empty one optbench did not make, is refused). Runs already committed
+            there are skipped; ``force=True`` runs everything again (each commit replaces the old one).
+            Damaged files are moved to ``out/_damaged/`` and their runs run again.
         workers: local processes (default: the usable cores); 1 runs in this process.
         executor: ``local`` or ``ray``; ``address``: a Ray cluster (default: start a local Ray).
         gpus_per_run: GPU fraction each CUDA run requests from Ray (0.25: four runs share a GPU).
@@ -63,98 +66,104 @@ def run_grid(
             or ``reference`` (every cell through ``engine.run``). The ``engine`` column records which ran.
         progress: called with a ``GridProgress`` at the start and after every run.
         max_cells: refuse a GridSpec of more cells than this (default ``MAX_CELLS``) before building any.
+        say: where the one-line notes go (damaged files repaired, files optbench did not write); default stderr.
         exactness: the batched engine's contract, ``auto`` (exact on CPU, fast on CUDA), ``exact`` or
             ``fast`` (grid/plan.py); the ``exactness`` column records what each run kept.
     """
     from optbench import store
     from optbench.grid.executors import make_executor
-    from optbench.store import lock as folderlock
 
     configs, description = _as_configs(spec, max_cells)
-    if out is not None:
-        store.require_folder(out)  # before drop_uncommitted or purge_runs look inside it
     if engine not in ENGINES:
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     check_exactness(exactness, configs, engine)
+    out = store.check_out(out, "grid") if out is not None else store.default_out("grid")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
-    out = Path(out) if out is not None else store.default_out("grid")
     order = [c.run_id() for c in configs]
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)  # the lock file lives in it
-    with folderlock.exclusive(out):  # one grid per folder, and not before an earlier one's workers exit
-        try:
-            todo, done_ids, counts = _pending(out, configs, order, created, force)
-            tasks = plan_tasks(todo, engine, runner.workers or 1, exactness)
-            manifest = store.start_manifest(
-                out,
-                command,
-                {
-                    "experiment": "grid",
-                    "grid": description,
-                    "runs": len(configs),
-                    "already_done": len(done_ids),
-                    "executor": executor,
-                    "workers": runner.workers,
-                    "address": address,
-                    "force": force,
-                    "engine": engine,
-                    "exactness": exactness,
-                },
-            )
-
-            state = GridProgress(total=len(configs), done=len(done_ids), resumed=len(done_ids), counts=counts)
-            last_consolidated = time.monotonic()
-
-            def on_result(row: dict) -> None:
-                nonlocal last_consolidated
-                state.done += 1
-                state.counts[row["status"]] = state.counts.get(row["status"], 0) + 1
-                state.last = row
-                if progress is not None:
-                    progress(state)
-                if (
-                    time.monotonic() - last_consolidated > CONSOLIDATE_EVERY_S
-                ):  # keep runs.parquet roughly current
-                    store.consolidate_runs(out, order)
-                    last_consolidated = time.monotonic()
-
-            if progress is not None:
-                progress(state)
-            runner.run(tasks, out, on_result)
-        except BaseException:
-            if created and not store.completed_run_ids(out):
-                shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-made folder
-            elif (out / store.COMMITS_DIR).exists():
-                store.consolidate_runs(out, order)  # keep what was committed readable; a re-run resumes
-            raise
-        table = store.consolidate_runs(out, order)
-        runs = table.to_pandas()
-        runs = runs[runs["run_id"].isin(set(order))].reset_index(drop=True)
-        # Counted from the runs table, so a resumed grid's earlier runs are included.
-        store.finish_manifest(
+    with store.results_folder(out, "grid"):  # one writer per folder; removed again if nothing is committed
+        todo, state = _pending(out, configs, order, force, say or store.runs.warn)
+        tasks = plan_tasks(todo, engine, runner.workers or 1, exactness)
+        settings = {"executor": executor, "workers": runner.workers, "address": address, "force": force}
+        manifest = store.start_manifest(
             out,
-            manifest,
-            status_counts=runs["status"].value_counts().to_dict(),
-            engine_counts=runs["engine"].value_counts().to_dict(),
+            command,
+            {
+                "experiment": "grid",
+                "grid": description,
+                "runs": len(configs),
+                "already_done": state.resumed,
+                **settings,
+                "engine": engine,
+                "exactness": exactness,
+            },
         )
-        runs.attrs["out"] = str(out)
-        return runs
+        try:
+            _execute(runner, tasks, out, order, state, progress)
+        except BaseException:
+            if (out / store.COMMITS_DIR).exists():
+                with contextlib.suppress(OSError):  # a full disk: the original error is the one to show
+                    store.consolidate_runs(out, order)  # keep what was committed readable; a re-run resumes
+            raise
+        return _finish(out, order, manifest)
 
 
-def _pending(out: Path, configs: list[RunConfig], order: list[str], created: bool, force: bool):
-    """(cells to run, run ids already done, their status counts) in a folder this process holds."""
+def _pending(
+    out: Path, configs: list[RunConfig], order: list[str], force: bool, say
+) -> tuple[list, GridProgress]:
+    """(cells to run, the progress so far) in a folder this process holds: damaged files set aside (their
+    runs are not done), runs committed before skipped unless ``force`` (then purged, to leave no stale row)."""
     from optbench import store
 
+    found = store.prepare(out, say)
+    wanted = set(order)
+    if found.damaged:
+        say(store.runs.repair_line(found, wanted))
+    done_ids = set() if force else found.run_ids & wanted
     counts: dict[str, int] = {}
-    done_ids: set[str] = set()
-    if not created:
-        store.drop_uncommitted(out)  # what a killed run left between its two writes
-    if not force and not created:
-        done_ids = store.completed_run_ids(out) & set(order)
-        if done_ids:
-            previous = store.consolidate_runs(out, order).to_pandas()
-            counts = previous[previous["run_id"].isin(done_ids)]["status"].value_counts().to_dict()
+    if done_ids:
+        previous = store.consolidate_runs(out, order).to_pandas()
+        counts = previous[previous["run_id"].isin(done_ids)]["status"].value_counts().to_dict()
     todo = [c for c, run_id in zip(configs, order, strict=True) if run_id not in done_ids]
-    if force and not created:
+    if force and found.records:
         store.purge_runs(out, {c.run_id() for c in todo})  # no stale rows beside the new ones
-    return todo, done_ids, counts
+    progress = GridProgress(total=len(configs), done=len(done_ids), resumed=len(done_ids), counts=counts)
+    return todo, progress
+
+
+def _execute(runner, tasks: list, out: Path, order: list[str], state: GridProgress, progress) -> None:
+    """Run the tasks, updating ``state`` after every run and keeping runs.parquet roughly current."""
+    from optbench import store
+
+    last_consolidated = time.monotonic()
+
+    def on_result(row: dict) -> None:
+        nonlocal last_consolidated
+        state.done += 1
+        state.counts[row["status"]] = state.counts.get(row["status"], 0) + 1
+        state.last = row
+        if progress is not None:
+            progress(state)
+        if time.monotonic() - last_consolidated > CONSOLIDATE_EVERY_S:
+            store.consolidate_runs(out, order)
+            last_consolidated = time.monotonic()
+
+    if progress is not None:
+        progress(state)
+    runner.run(tasks, out, on_result)
+
+
+def _finish(out: Path, order: list[str], manifest: dict):
+    """runs.parquet rewritten, the manifest's counts (resumed runs included), this grid's rows."""
+    from optbench import store
+
+    table = store.consolidate_runs(out, order)
+    runs = table.to_pandas()
+    runs = runs[runs["run_id"].isin(set(order))].reset_index(drop=True)
+    store.finish_manifest(
+        out,
+        manifest,
+        status_counts=runs["status"].value_counts().to_dict(),
+        engine_counts=runs["engine"].value_counts().to_dict(),
+    )
+    runs.attrs["out"] = str(out)
+    return runs

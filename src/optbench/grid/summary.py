@@ -1,7 +1,14 @@
-"""The grid's summary: one row per group of seeds, with the best cell per optimizer."""
+"""The grid's summary: one row per group of seeds, with the best cell per optimizer (``summarize``), and the
+compact answer a reader wants from a large grid (``summary``: every setting best first, the best one per
+optimizer with its stable lr range)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
+from optbench.errors import OptbenchError
 from optbench.grid.axes import PROBLEM_OPTIONS
 from optbench.spec import CONFIG_FIELDS, Spec, parse_spec
 
@@ -50,3 +57,193 @@ def summarize(runs):
         best = candidates.groupby(comparable, sort=False)["final_loss_mean"].idxmin()
         summary.loc[best.to_numpy(), "best"] = True
     return summary
+
+
+# ------------------------------------------------------------------------------------- the compact answer
+
+# The axes a reader compares, in the order tables and figures name them. An MLP's width, depth and
+# activation are folded into the problem spec when a grid runs; here they are axes of their own again.
+AXIS_ORDER = (
+    "problem",
+    *PROBLEM_OPTIONS,
+    "optimizer",
+    "scheduler",
+    "lr",
+    "momentum",
+    "init",
+    "loss",
+    "precision",
+    "device",
+    "steps",
+    "batch_size",
+    "head_lr_scale",
+    "freeze",
+)
+# Columns of the settings table that can be sorted on; higher is better only for accuracy.
+SORT_COLUMNS = (
+    "final_loss",
+    "best_loss",
+    "final_val_loss",
+    "final_val_acc",
+    "wall_time_s",
+    "diverged",
+    "lr",
+)
+HIGHER_IS_BETTER = ("final_val_acc",)
+
+
+def axis_frame(runs):
+    """``runs`` with the problem spec split into axes: ``problem`` keeps what defines the data (the name and
+    any other argument), and each folded option (width, depth, activation) that some problem sets becomes
+    a column of its own (None where a spec leaves it at the default). The full spec stays in
+    ``problem_spec``."""
+    frame = runs.copy()
+    specs = {p: parse_spec(p, what="problem") for p in frame["problem"].unique()}
+    frame["problem_spec"] = frame["problem"]
+    frame["problem"] = frame["problem"].map({p: _problem_without_architecture(p) for p in specs})
+    for option in PROBLEM_OPTIONS:
+        values = {p: s.kw.get(option) for p, s in specs.items()}
+        if any(v is not None for v in values.values()):
+            frame[option] = frame["problem_spec"].map(values).astype(object)
+    return frame
+
+
+def varying_axes(frame) -> list[str]:
+    """The axes of ``axis_frame(runs)`` that take more than one value, in ``AXIS_ORDER``."""
+    return [c for c in AXIS_ORDER if c in frame.columns and _as_text(frame[c]).nunique() > 1]
+
+
+def _as_text(column):
+    """Values as text, missing ones included ("nan", "None"): what tells settings apart."""
+    return column.astype(object).map(str)
+
+
+def default_by(frame) -> list[str]:
+    """What "best" is per: the optimizer, and the problem, scheduler and loss where they vary (losses of
+    different problems or loss functions are not comparable; a scheduler is a choice worth seeing)."""
+    varying = set(varying_axes(frame))
+    return [c for c in ("problem", "optimizer", "scheduler", "loss") if c == "optimizer" or c in varying]
+
+
+def settings_table(runs, by: list[str] | None = None):
+    """One row per setting (every axis but the seed) with the outcome over its seeds, best per ``by`` marked.
+
+    Columns: the axes (``AXIS_ORDER``, problem split), ``seeds`` (runs), ``ok``, ``diverged``, ``invalid``,
+    ``failed``, ``final_loss`` (mean over the ok runs) and ``final_loss_std`` (ddof=1; NaN for one run),
+    ``best_loss``, ``final_val_loss``, ``final_val_acc`` (means over the ok runs), ``wall_time_s`` (mean),
+    ``best`` (the lowest mean final loss per ``by`` among settings where every seed finished ok) and, on best
+    rows, ``stable_lr_min``/``stable_lr_max``: the contiguous lrs around the best one, other axes held
+    fixed, where every seed finished ok (a range that touches the grid's edge may go on beyond it).
+    """
+    frame = axis_frame(runs)
+    by = list(by) if by else default_by(frame)
+    unknown = [c for c in by if c not in frame.columns or c not in AXIS_ORDER]
+    if unknown:
+        valid = [c for c in AXIS_ORDER if c in frame.columns]
+        raise OptbenchError(f"unknown --by {unknown[0]!r}; valid: {', '.join(valid)}")
+    axes = [c for c in AXIS_ORDER if c in frame.columns]
+    table = _aggregate_seeds(frame, axes)
+    table["best"] = False
+    table["stable_lr_min"] = float("nan")
+    table["stable_lr_max"] = float("nan")
+    clean = table[(table["ok"] == table["seeds"]) & table["final_loss"].notna()]
+    if len(clean):
+        best = clean.groupby([_as_text(clean[c]) for c in by], sort=False)["final_loss"].idxmin()
+        table.loc[best.to_numpy(), "best"] = True
+        for index in best.to_numpy():
+            table.loc[index, ["stable_lr_min", "stable_lr_max"]] = _stable_lr_range(table, index, axes)
+    table.attrs["by"] = by
+    table.attrs["axes"] = axes
+    return table
+
+
+def _aggregate_seeds(frame, axes: list[str]):
+    for status in ("ok", "diverged", "invalid", "failed"):
+        frame[f"_{status}"] = (frame["status"] == status).astype("int64")
+    ok = frame["status"] == "ok"
+    measured = ("final_loss", "best_loss", "final_val_loss", "final_val_acc")
+    for column in measured:
+        frame[f"_{column}"] = frame[column].where(ok).astype("float64")
+    grouped = frame.groupby(axes, dropna=False, sort=False)
+    return grouped.agg(
+        seeds=("run_id", "size"),
+        ok=("_ok", "sum"),
+        diverged=("_diverged", "sum"),
+        invalid=("_invalid", "sum"),
+        failed=("_failed", "sum"),
+        final_loss=("_final_loss", "mean"),
+        final_loss_std=("_final_loss", "std"),
+        best_loss=("_best_loss", "mean"),
+        final_val_loss=("_final_val_loss", "mean"),
+        final_val_acc=("_final_val_acc", "mean"),
+        wall_time_s=("wall_time_s", "mean"),
+    ).reset_index()
+
+
+def _stable_lr_range(table, index, axes: list[str]) -> tuple[float, float]:
+    """Walk out from the best row's lr over its siblings (same axes but lr) while every seed finished ok."""
+    row = table.loc[index]
+    same = np.ones(len(table), dtype=bool)
+    for column in axes:
+        if column != "lr":
+            same &= (_as_text(table[column]) == str(row[column])).to_numpy()
+    siblings = table[same].sort_values("lr")
+    lrs = siblings["lr"].to_numpy(dtype=float)
+    stable = (siblings["ok"] == siblings["seeds"]).to_numpy()
+    i = int(np.flatnonzero(lrs == row["lr"])[0])
+    lo, hi = i, i
+    while lo > 0 and stable[lo - 1]:
+        lo -= 1
+    while hi < len(lrs) - 1 and stable[hi + 1]:
+        hi += 1
+    return float(lrs[lo]), float(lrs[hi])
+
+
+def sort_settings(table, sort: str = "final_loss"):
+    """The settings table sorted best first on ``sort`` (within each problem when problems differ: their
+    losses are not comparable); settings without a value (every seed diverged) last."""
+    check_sort(sort)
+    ascending = sort not in HIGHER_IS_BETTER
+    keys = (["problem"] if table["problem"].nunique() > 1 else []) + [sort]
+    ordered = table.sort_values(
+        keys, ascending=[True] * (len(keys) - 1) + [ascending], na_position="last", kind="stable"
+    )
+    ordered = ordered.reset_index(drop=True)
+    ordered.attrs = dict(table.attrs)
+    return ordered
+
+
+def check_sort(sort: str, top: int | None = None) -> None:
+    """Validate ``--sort`` and ``--top`` (one line naming the bad value)."""
+    if sort not in SORT_COLUMNS:
+        raise OptbenchError(f"unknown --sort {sort!r}; valid: {', '.join(SORT_COLUMNS)}")
+    if top is not None and top < 1:
+        raise OptbenchError(f"--top must be >= 1, got {top}")
+
+
+def summary(results, *, by: list[str] | None = None, top: int | None = None, sort: str = "final_loss"):
+    """The settings of a grid, best first: ``settings_table`` sorted on ``sort``, the first ``top`` rows.
+
+    ``results`` is a results folder (its runs.parquet) or a runs DataFrame. ``by``: what "best" is per
+    (default: the optimizer, and the problem, scheduler and loss where they vary). Best rows carry their
+    stable lr range. Example: ``optbench.summary("results/grid", top=10)``.
+    """
+    check_sort(sort, top)
+    runs = load_runs(results) if isinstance(results, (str, Path)) else results
+    table = sort_settings(settings_table(runs, by), sort)
+    return table.head(top) if top is not None else table
+
+
+def load_runs(folder: str | Path):
+    """runs.parquet of a results folder; one-line OptbenchError when there is none or it is empty."""
+    from optbench import store
+
+    folder = Path(folder)
+    if not (folder / store.RUNS_FILE).exists():
+        raise OptbenchError(
+            f"no {store.RUNS_FILE} in {str(folder)!r}: not a grid, lr-sweep or lr-find folder"
+        )
+    runs = store.read_runs(folder)
+    if runs.empty:
+        raise OptbenchError(f"{str(folder / store.RUNS_FILE)!r} has no runs")
+    return runs

@@ -19,6 +19,7 @@ class Table:
     title: str
     frame: Any  # pandas DataFrame
     note: str | None = None
+    numeric: list[bool] | None = None  # right-aligned columns; None: those whose cells all read as numbers
 
 
 @dataclass

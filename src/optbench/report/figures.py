@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from optbench.errors import OptbenchError
@@ -21,10 +22,12 @@ FIGURE_NAMES = (
     "init-std",
     "init-gains",
     "amp",
+    "amp-scaling",
 )
 
 
-MAX_SENSITIVITY_PANELS = 24
+MAX_HEATMAP_PANELS = 12
+LOSS_LINES_PER_PANEL = 4  # loss-vs-step of a grid: the best few settings per panel, the rest grey
 
 
 def _logx(lrs) -> bool:
@@ -50,127 +53,147 @@ class _Figures(list):
             self.append(Figure(name, Path(path), caption))
 
 
-def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Figures) -> None:  # noqa: C901 - to split (#13)
+@dataclass
+class _RunFigures:
+    """What the run figures of one folder share: the finished runs, what varies, where figures go."""
+
+    results: Results
+    outdir: Path
+    fmt: str
+    done: object  # the ok and diverged runs
+    by: list[str]  # config columns besides lr and seed that vary
+    what: str  # the fixed problem/optimizer, for titles
+
+    @property
+    def lrs(self) -> list:
+        return sorted(self.done["lr"].unique())
+
+    def path(self, stem: str) -> Path:
+        return self.outdir / f"{stem}.{self.fmt}"
+
+    def titled(self, text: str) -> str:
+        return f"{self.what}: {text}" if self.what else text
+
+
+def _loss_vs_step(ctx: _RunFigures):
     from optbench.figures import facets
     from optbench.figures import runs as plots
+
+    if not ctx.by:
+        title = ctx.titled("loss vs step per learning rate")
+        return plots.loss_vs_step(ctx.done, ctx.results.traces, ctx.path("loss_vs_step"), title=title)
+    title = "training loss vs step"
+    return facets.facet_plot(
+        ctx.done, ctx.results.traces, ctx.path("loss_vs_step"), top=LOSS_LINES_PER_PANEL, title=title
+    ).path
+
+
+def _bounds(ctx: _RunFigures) -> dict:
+    """(problem, optimizer, momentum) -> the analytic bound 2(1+m)/L, where one applies."""
+    return analytic_bounds(ctx.done, ["problem", "optimizer", "momentum"]) if len(ctx.lrs) >= 2 else {}
+
+
+def _sensitivity(ctx: _RunFigures):
+    from optbench.figures import runs as plots
+
+    path = ctx.path("final_loss_vs_lr")
+    bounds = _bounds(ctx)
+    if not ctx.by:
+        bound = next(iter(bounds.values()), None)
+        title = ctx.titled("final loss vs learning rate")
+        return plots.final_loss_vs_lr(ctx.done, path, bound=bound, logx=_logx(ctx.lrs), title=title)
+    return plots.sensitivity(ctx.done, path, bounds=bounds, title=ctx.titled("final loss vs learning rate"))
+
+
+def _heatmap(ctx: _RunFigures):
+    from optbench.figures import runs as plots
+
+    by = [c for c in ctx.by if c != "momentum"]
+    groups = len(_groups(ctx.done, by))
+    if groups > MAX_HEATMAP_PANELS:
+        raise OptbenchError(
+            f"{groups} lr x momentum panels are too many (max {MAX_HEATMAP_PANELS}); draw a selection with "
+            "bench plot DIR --y final_loss --where ..."
+        )
+    title = ctx.titled("final loss over lr x momentum")
+    return plots.lr_momentum_heatmap(ctx.done, ctx.path("heatmap_lr_momentum"), by=by, title=title)
+
+
+def _trajectories(ctx: _RunFigures, figures: _Figures) -> None:
+    from optbench.figures import runs as plots
+
+    traces = ctx.results.traces
+    planar = traces.groupby("run_id")[["x0", "x1"]].apply(lambda t: t.notna().all(axis=None))
+    for problem in sorted(ctx.done["problem"].unique()):
+        ids = ctx.done[ctx.done["problem"] == problem]["run_id"]
+        if not planar.reindex(ids).fillna(False).astype(bool).all():
+            continue
+        path = ctx.path(f"trajectories_{_slug(problem)}")
+        figures.draw(
+            "trajectories",
+            f"Iterates of each optimizer on the contour lines of {problem} (start: black dot; last point: star).",
+            lambda p=problem, path=path: plots.trajectories(ctx.done, traces, path, p),
+        )
+
+
+def _lr_schedules(ctx: _RunFigures):
     from optbench.figures.schedules import schedules as schedules_figure
 
-    runs = results.runs
-    done = runs[runs["status"].isin(["ok", "diverged"])]
+    return schedules_figure(
+        _recorded_schedules(ctx.done, ctx.results.traces),
+        ctx.path("lr_schedules"),
+        ylabel="lr / configured lr",
+        title="lr multiplier each scheduler applied (recorded by the engine)",
+    )
+
+
+def _lr_find(ctx: _RunFigures):
+    from optbench.experiments import lrfind
+
+    found = lrfind.analyse_folder(ctx.results.folder)
+    if found is None:
+        return None
+    analysis, run = found
+    return lrfind.draw(analysis, ctx.path("lr_find"), config_of(run))
+
+
+_CAPTIONS = {
+    "loss-vs-step": "Training loss per step: one line per learning rate (diverged runs end in an x).",
+    "loss-vs-step-grid": "Training loss per step: the best settings per panel by final loss in colour, "
+    "the others grey; geometric mean over seeds.",
+    "sensitivity": "Final loss per learning rate; red shading: every run diverged from that lr on.",
+    "heatmap": "Median final loss over seeds per (lr, momentum) cell, the best framed; hatched red: every "
+    "seed diverged.",
+    "lr-schedules": "The lr each scheduler gave every step, divided by the run's configured lr.",
+    "lr-find": "Range test: loss against the lr of each step, the smoothed loss and the three suggestions.",
+}
+
+
+def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Figures) -> None:
+    done = results.runs[results.runs["status"].isin(["ok", "diverged"])]
     if done.empty:
         return
     by = varying(done)
     what = ", ".join(str(done[c].iloc[0]) for c in ("problem", "optimizer") if c not in by)
-    lrs = sorted(done["lr"].unique())
-    is_find = results.experiment == "lr-find"
-
-    def loss_vs_step():
-        path = outdir / f"loss_vs_step.{fmt}"
-        if not by:
-            return plots.loss_vs_step(
-                done, results.traces, path, title=f"{what}: loss vs step per learning rate"
-            )
-        return facets.facet_plot(
-            done,
-            results.traces,
-            path,
-            y="loss",
-            x="step",
-            hue="lr",
-            col=by[0],
-            row=by[1] if len(by) > 1 else None,
-            logy=True,
-            title="training loss vs step per lr",
-        ).path
-
-    bounds = analytic_bounds(done, by) if len(lrs) >= 2 else {}
-
-    def sensitivity():
-        path = outdir / f"final_loss_vs_lr.{fmt}"
-        title = f"{what}: final loss vs learning rate" if what else "final loss vs learning rate"
-        if not by:
-            return plots.final_loss_vs_lr(done, path, bound=bounds.get(()), logx=_logx(lrs), title=title)
-        n_groups = len(_groups(done, by))
-        if n_groups > MAX_SENSITIVITY_PANELS:
-            raise OptbenchError(
-                f"{n_groups} groups are too many panels; draw a selection with bench plot DIR "
-                "--y final_loss --x lr --logx --logy --hue ... --where ..."
-            )
-        return plots.sensitivity(done, path, by=by, bounds=bounds, logx=_logx(lrs), title=title)
-
-    def heatmap():
-        return plots.lr_momentum_heatmap(
-            done,
-            outdir / f"heatmap_lr_momentum.{fmt}",
-            by=[c for c in by if c != "momentum"],
-            title=f"{what}: final loss over lr x momentum" if what else "final loss over lr x momentum",
-        )
-
-    if len(lrs) >= 2 and not is_find and wanted("loss-vs-step"):
+    ctx = _RunFigures(results, outdir, fmt, done, by, what)
+    sweep = len(ctx.lrs) >= 2 and results.experiment != "lr-find"
+    if sweep and wanted("loss-vs-step"):
         figures.draw(
             "loss-vs-step",
-            "Training loss per step, one line per learning rate (mean over seeds, band ±1 "
-            "std); an x ends a run that diverged.",
-            loss_vs_step,
+            _CAPTIONS["loss-vs-step-grid" if by else "loss-vs-step"],
+            lambda: _loss_vs_step(ctx),
         )
-    if len(lrs) >= 2 and not is_find and wanted("sensitivity"):
-        figures.draw(
-            "sensitivity",
-            "Sensitivity: final loss per learning rate; red x = diverged, the shaded region "
-            "is where every run diverged"
-            + ("; the dashed line is the analytic bound 2(1+m)/L" if bounds else "")
-            + ".",
-            sensitivity,
-        )
-    if len(lrs) >= 2 and done["momentum"].astype(str).nunique() >= 2 and wanted("heatmap"):
-        figures.draw(
-            "heatmap",
-            "Median final loss over seeds per (lr, momentum) cell; hatched red 'div' = every "
-            "seed diverged, 'k/n div' = some did, grey n/a = could not run.",
-            heatmap,
-        )
+    if sweep and wanted("sensitivity"):
+        caption = _CAPTIONS["sensitivity"] + (" Dashed: the analytic bound 2(1+m)/L." if _bounds(ctx) else "")
+        figures.draw("sensitivity", caption, lambda: _sensitivity(ctx))
+    if len(ctx.lrs) >= 2 and done["momentum"].astype(object).map(str).nunique() >= 2 and wanted("heatmap"):
+        figures.draw("heatmap", _CAPTIONS["heatmap"], lambda: _heatmap(ctx))
     if wanted("trajectories"):
-        traces = results.traces
-        planar = traces.groupby("run_id")[["x0", "x1"]].apply(lambda t: t.notna().all(axis=None))
-        for problem in sorted(done["problem"].unique()):
-            ids = done[done["problem"] == problem]["run_id"]
-            if not planar.reindex(ids).fillna(False).astype(bool).all():
-                continue
-            path = outdir / f"trajectories_{_slug(problem)}.{fmt}"
-            figures.draw(
-                "trajectories",
-                f"Iterates of each optimizer on the contour lines of {problem} (start: "
-                "black dot; last point: star).",
-                lambda p=problem, path=path: plots.trajectories(done, traces, path, p),
-            )
-    if not is_find and (done["scheduler"] != "none").any() and wanted("lr-schedules"):
-        figures.draw(
-            "lr-schedules",
-            "The lr each scheduler gave every step of a run, divided by the run's "
-            "configured lr (one run per scheduler).",
-            lambda: schedules_figure(
-                _recorded_schedules(done, results.traces),
-                outdir / f"lr_schedules.{fmt}",
-                ylabel="lr / configured lr",
-                title="lr multiplier each scheduler applied (recorded by the engine)",
-            ),
-        )
-    if is_find and wanted("lr-find"):
-        from optbench.experiments import lrfind
-
-        def lr_find():
-            found = lrfind.analyse_folder(results.folder)
-            if found is None:
-                return None
-            analysis, run = found
-            return lrfind.draw(analysis, outdir / f"lr_find.{fmt}", config_of(run))
-
-        figures.draw(
-            "lr-find",
-            "Learning-rate range test: loss per step against the lr that step used "
-            "(exponential ramp), the bias-corrected EMA and the three suggestions.",
-            lr_find,
-        )
+        _trajectories(ctx, figures)
+    if results.experiment != "lr-find" and (done["scheduler"] != "none").any() and wanted("lr-schedules"):
+        figures.draw("lr-schedules", _CAPTIONS["lr-schedules"], lambda: _lr_schedules(ctx))
+    if results.experiment == "lr-find" and wanted("lr-find"):
+        figures.draw("lr-find", _CAPTIONS["lr-find"], lambda: _lr_find(ctx))
 
 
 def _recorded_schedules(runs, traces):
@@ -239,6 +262,13 @@ def standard_figures(
             "nn.init.calculate_gain against the measured gain per activation (drawn by "
             "optbench.figures.init).",
             lambda: initplots.plot_gain_table(results.gains, outdir / f"gain_table.{fmt}"),
+        )
+    if results.amp is not None and len(results.amp) and wanted("amp-scaling"):
+        figures.draw(
+            "amp-scaling",
+            "Speed-up over fp32 against width, with each precision's ceiling dashed and IQR error bars "
+            "(drawn by optbench.figures.amp).",
+            lambda: ampplots.plot_scaling(results.amp, outdir / f"amp_scaling.{fmt}"),
         )
     if results.amp is not None and len(results.amp) and wanted("amp"):
         figures.draw(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from optbench.errors import OptbenchError
-from optbench.spec import CONFIG_FIELDS
 from optbench.store.layout import AMP_FILE, GAINS_FILE, LAYERS_FILE, SCHEDULES_FILE
 
 
@@ -69,15 +67,7 @@ def load(folder: Path | str) -> Results:
 
 
 def config_of(row) -> Any:
-    """The RunConfig of a runs.parquet row (nulls back to None)."""
-    from optbench.spec import RunConfig
+    """The RunConfig of a runs.parquet row (nulls back to None): ``store.config_of`` (one home)."""
+    from optbench import store
 
-    values = {}
-    for name in CONFIG_FIELDS:
-        value = row[name]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            value = None  # momentum / batch_size: the default
-        elif hasattr(value, "item"):
-            value = value.item()
-        values[name] = value
-    return RunConfig(**values)
+    return store.config_of(row)

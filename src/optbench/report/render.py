@@ -1,10 +1,11 @@
-"""Rendering the report's sections as one self-contained HTML page or as Markdown."""
+"""Rendering the report's sections as one self-contained HTML page (Jinja2, templates/report.html) or as
+Markdown."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import html
+import functools
 import math
 from pathlib import Path
 
@@ -33,51 +34,11 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
     ]
 
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 1180px;
-       padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; border-bottom: 2px solid #ddd; padding-bottom: .3em; }
-h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 1px solid #eee; }
-h3 { font-size: 1.05em; margin-bottom: .3em; }
-table { border-collapse: collapse; font-size: .85em; margin: .5em 0 1em; }
-th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } tr:nth-child(even) td { background: #fafafa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 1em 0 2em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: .9em; color: #555; } code, pre { background: #f6f6f6; font-size: .85em; }
-pre { padding: .6em; overflow-x: auto; } nav ul { columns: 2; } .note { color: #666; font-size: .85em; }
-"""
-
-
-def _html_text(text: str) -> str:
-    """Paragraph text: ```blocks``` become <pre>, `code` becomes <code>, the rest is escaped."""
-    if text.count("```") >= 2:
-        before, _, rest = text.partition("```")
-        block, _, after = rest.partition("```")
-        return _html_text(before) + f"<pre>{html.escape(block.strip())}</pre>" + _html_text(after)
-    if not text.strip():
-        return ""
-    parts = text.split("`")
-    out = "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
-    return f"<p>{out}</p>"
-
-
-def _html_table(table: Table) -> str:
-    head, rows = _cells(table)
-    numeric = [all(_is_numeric_text(r[i]) for r in rows) for i in range(len(head))]
-    lines = [f"<h3>{html.escape(table.title)}</h3>"]
-    if table.note:
-        lines.append(f'<p class="note">{html.escape(table.note)}</p>')
-    lines.append(
-        "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
-    )
-    for row in rows:
-        cells = "".join(
-            f"<td{' class=num' if numeric[i] else ''}>{html.escape(v)}</td>" for i, v in enumerate(row)
-        )
-        lines.append(f"<tr>{cells}</tr>")
-    lines.append("</tbody></table>")
-    return "\n".join(lines)
+def _numeric_columns(table: Table, head: list[str], rows: list[list[str]]) -> list[bool]:
+    """Which columns are right-aligned: as the table says, else those whose every cell reads as a number."""
+    if table.numeric is not None:
+        return list(table.numeric)
+    return [all(_is_numeric_text(r[i]) for r in rows) for i in range(len(head))]
 
 
 def _is_numeric_text(text: str) -> bool:
@@ -93,27 +54,61 @@ def _data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def render_html(sections: list[Section], title: str) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>", "<nav><ul>"]
-    body += [f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections)]
-    body.append("</ul></nav>")
-    for i, section in enumerate(sections):
-        body.append(f'<section id="s{i}"><h2>{html.escape(section.title)}</h2>')
-        body += [_html_text(t) for t in section.text]
-        body += [_html_table(t) for t in section.tables]
-        for figure in section.figures:
-            if figure.path is None:
-                body.append(f'<p class="note">{html.escape(figure.caption)}</p>')
-                continue
-            body.append(
-                f'<figure><img src="{_data_uri(figure.path)}" alt="{html.escape(figure.name)}">'
-                f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>"
-            )
-        body.append("</section>")
-    page = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+def _paragraph(text: str):
+    """Paragraph text as HTML: ```blocks``` become <pre>, `code` becomes <code>, the rest is escaped."""
+    from markupsafe import Markup, escape
+
+    if text.count("```") >= 2:
+        before, _, rest = text.partition("```")
+        block, _, after = rest.partition("```")
+        return _paragraph(before) + Markup("<pre>{}</pre>").format(block.strip()) + _paragraph(after)
+    if not text.strip():
+        return Markup("")
+    parts = text.split("`")
+    inner = Markup("").join(
+        Markup("<code>{}</code>").format(p) if i % 2 else escape(p) for i, p in enumerate(parts)
     )
+    return Markup("<p>{}</p>").format(inner)
+
+
+@functools.cache
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("optbench.report", "templates"),
+        autoescape=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["paragraph"] = _paragraph
+    return env.get_template("report.html")
+
+
+def _table_context(table: Table) -> dict:
+    head, rows = _cells(table)
+    numeric = _numeric_columns(table, head, rows)
+    return {"title": table.title, "note": table.note, "head": head, "rows": rows, "numeric": numeric}
+
+
+def render_html(sections: list[Section], title: str) -> str:
+    """One self-contained page (templates/report.html, Jinja2 with autoescape): figures as data: URIs."""
+    context = [
+        {
+            "title": section.title,
+            "text": section.text,
+            "tables": [_table_context(t) for t in section.tables],
+            "figures": [
+                {
+                    "name": f.name,
+                    "caption": f.caption,
+                    "src": _data_uri(f.path) if f.path is not None else None,
+                }
+                for f in section.figures
+            ],
+        }
+        for section in sections
+    ]
+    page = _template().render(title=title, sections=context)
     # Text may quote URLs (torch warnings do); write "://" as an entity so the file names no network address.
     return page.replace("://", "&#58;//")
 

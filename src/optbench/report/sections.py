@@ -1,4 +1,5 @@
-"""The report's sections: results (runs, stability, lr-find, other experiments) and the environment."""
+"""The report's sections, results first: the answer (best settings, top settings, figures), details (status,
+stability bound, lr-find), the other experiments, and last the command and environment."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from optbench.report.figures import standard_figures
 from optbench.report.load import Results
 from optbench.report.render import fmt_cell
 from optbench.report.tables import (
-    best_cells,
     lr_find_comparison,
     reasons_table,
     stability_table,
@@ -26,7 +26,8 @@ ENV_KEYS = ("optbench", "torch", "python", "platform", "cpu", "cpu_count", "cuda
 _NOT_PARAMS = {"command", "argv", "started_at", "ended_at", *ENV_KEYS}
 
 
-def _header(results: Results) -> Section:
+def _environment(results: Results) -> Section:
+    """The command line, when it ran, the versions and device, the parameters: last, after the results."""
     import pandas as pd
 
     manifest = results.manifest
@@ -69,44 +70,58 @@ def _compact(value, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
+ANSWER_TOP = 10
+
+
+def _answer(results: Results) -> Section:
+    """The results first: the grid's shape, the best setting per optimizer, the top settings."""
+    from optbench.grid.summary import summary
+    from optbench.report.answer import best_table, shape_line, top_table
+
     runs = results.runs
-    sections = []
-    overview = Section("Runs")
+    section = Section("Results")
+    table = summary(runs)
+    section.text.append(shape_line(runs, table) + ".")
+    if results.experiment == "lr-find":
+        return section
+    for text, note in (
+        (
+            best_table(table),
+            "Stable lr: the lrs around the best one (other axes fixed) where every seed "
+            "finished without diverging; a range at the grid's edge may go on beyond it.",
+        ),
+        (
+            top_table(table, ANSWER_TOP, "final_loss"),
+            f"All {len(table)} settings: bench summary {results.folder} --top {len(table)}",
+        ),
+    ):
+        if text.rows:
+            section.tables.append(Table(text.title, text.frame(), note, [n for _, n in text.columns]))
+    return section
+
+
+def _details(results: Results, compare: list[Path]) -> list[Section]:
+    """Status per group, invalid/failed reasons, the stability bound, lr-find comparisons."""
+    runs = results.runs
+    details = Section("Runs in detail")
     counts = runs["status"].value_counts()
-    overview.text.append(
+    details.text.append(
         f"{len(runs)} runs: "
         + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "diverged", "invalid", "failed"))
         + ". Varying: "
         + (", ".join(f"{c} ({runs[c].astype(str).nunique()})" for c in varying(runs, ("seed",))) or "nothing")
         + f"; seeds per cell: {runs['seed'].nunique()}."
     )
-    if results.experiment != "lr-find":
-        overview.tables.append(
-            Table(
-                "Best cell per optimizer (per problem and loss)",
-                best_cells(runs),
-                "Lowest mean final loss over seeds among cells where every seed finished ok.",
-            )
-        )
-    overview.tables.append(Table("Status per group", status_table(runs)))
+    details.tables.append(Table("Status per group", status_table(runs)))
     reasons = reasons_table(runs)
     if reasons is not None:
-        overview.tables.append(Table("Invalid and failed runs", reasons))
-    sections.append(overview)
-    if (runs["problem"].map(_is_toy)).any():
-        table = stability_table(results)
-        if len(table):
-            stability = Section("Stability bound vs measurement")
-            stability.text.append(
-                "SGD (heavy ball m) on a quadratic of curvature L is stable iff lr < 2(1+m)/L. "
-                "Measured: an lr is stable when every seed ends ok below its initial loss; the "
-                "bound agrees when largest stable < bound <= smallest unstable."
-            )
-            stability.tables.append(Table("Analytic bound vs measured bracket", table))
-            sections.append(stability)
+        details.tables.append(Table("Invalid and failed runs", reasons))
+    sections = [details]
+    stability = _stability_section(results)
+    if stability is not None:
+        sections.append(stability)
     if results.experiment == "lr-find":
-        sections.append(_lr_find_section(results, compare))
+        sections.insert(0, _lr_find_section(results, compare))
     else:
         comparison = lr_find_comparison(results, compare)
         if len(comparison):
@@ -114,6 +129,22 @@ def _run_sections(results: Results, compare: list[Path]) -> list[Section]:
             section.tables.append(Table("Range-test suggestion against the grid's best lr", comparison))
             sections.append(section)
     return sections
+
+
+def _stability_section(results: Results) -> Section | None:
+    if not results.runs["problem"].map(_is_toy).any():
+        return None
+    table = stability_table(results)
+    if not len(table):
+        return None
+    section = Section("Stability bound vs measurement")
+    section.text.append(
+        "SGD (heavy ball m) on a quadratic of curvature L is stable iff lr < 2(1+m)/L. "
+        "Measured: an lr is stable when every seed ends ok below its initial loss; the "
+        "bound agrees when largest stable < bound <= smallest unstable."
+    )
+    section.tables.append(Table("Analytic bound vs measured bracket", table))
+    return section
 
 
 def _is_toy(problem: str) -> bool:
@@ -198,57 +229,78 @@ def _other_sections(results: Results) -> list[Section]:
             section.tables.append(Table("Gains", results.gains))
         sections.append(section)
     if results.amp is not None:
-        section = Section("Mixed precision (AMP)")
-        shown = [
-            c
-            for c in (
-                "width",
-                "depth",
-                "batch",
-                "precision",
-                "tf32",
-                "median_s",
-                "iqr_s",
-                "speedup",
-                "peak_mem_bytes",
-                "device",
-                "device_name",
-            )
-            if c in results.amp.columns
-        ]
-        section.tables.append(Table("Step time per width and precision", results.amp[shown]))
-        if "warning" in results.amp.columns:
-            warnings = list(
-                dict.fromkeys(w for text in results.amp["warning"].dropna() for w in str(text).split("\n"))
-            )
-            section.text += [f"Warning: {w}" for w in warnings[:10]]
-        sections.append(section)
+        sections.append(_amp_section(results))
     return sections
+
+
+# amp.parquet columns the report's table shows (times in ms), when a folder has them.
+_AMP_COLUMNS = {
+    "width": "width", "batch": "batch", "precision": "precision", "tf32": "TF32",
+    "median_s": "step ms", "iqr_s": "IQR ms", "n_blocks": "blocks", "device_s": "device ms",
+    "graph_median_s": "graph ms", "speedup": "vs fp32", "speedup_tf32": "vs fp32+TF32",
+    "ceiling_share": "of ceiling", "ceiling_share_tf32": "of ceiling (TF32)",
+    "graph_over_eager": "graph vs eager", "peak_mem_bytes": "peak MiB", "peak_mem_ratio": "peak vs fp32",
+}  # fmt: skip
+
+
+def _amp_section(results: Results) -> Section:
+    """The answer (summary lines), the ceiling, the step table and every warning naming its rows."""
+    import pandas as pd
+
+    amp, manifest = results.amp, results.manifest
+    section = Section("Mixed precision (AMP)")
+    section.text += [f"Answer: {line}" for line in manifest.get("amp_summary", {}).get("lines", [])]
+    ceiling = manifest.get("amp_ceiling", {})
+    if ceiling.get("tflops"):
+        rates = ", ".join(f"{k} {fmt_cell(v)}" for k, v in ceiling["tflops"].items())
+        section.text.append(
+            f"Ceiling ({ceiling.get('n')}^3 matmul, torch.utils.benchmark), TFLOP/s: {rates}. A step's "
+            "speed-up can approach the ratio of these rates."
+        )
+    shown = {c: name for c, name in _AMP_COLUMNS.items() if c in amp.columns and amp[c].notna().any()}
+    table = amp[list(shown)].copy()
+    for column in ("median_s", "iqr_s", "device_s", "graph_median_s"):
+        if column in table:
+            table[column] = table[column] * 1e3
+    if "peak_mem_bytes" in table:
+        table["peak_mem_bytes"] = table["peak_mem_bytes"] / 2**20
+    section.tables.append(Table("Step time per size and configuration", table.rename(columns=shown)))
+    warnings = manifest.get("warnings") if "amp_summary" in manifest else None
+    if warnings is None and "warning" in amp.columns:  # a folder written before the summary existed
+        warnings = list(dict.fromkeys(w for text in amp["warning"].dropna() for w in str(text).split("\n")))
+    if warnings:
+        section.tables.append(Table("Warnings", pd.DataFrame({"warning": warnings})))
+    return section
 
 
 # Which section each figure belongs to.
 _FIGURE_SECTION = {
-    "loss-vs-step": "Runs",
-    "sensitivity": "Runs",
-    "heatmap": "Runs",
-    "trajectories": "Runs",
-    "lr-schedules": "Runs",
+    "loss-vs-step": "Results",
+    "sensitivity": "Results",
+    "heatmap": "Results",
+    "trajectories": "Results",
+    "lr-schedules": "Results",
     "lr-find": "Learning-rate range test",
     "schedules": "LR schedulers",
     "init-std": "Init report",
     "init-gains": "Init report",
     "amp": "Mixed precision (AMP)",
+    "amp-scaling": "Mixed precision (AMP)",
 }
 
 
 def build_sections(
     results: Results, outdir: Path, fmt: str = "png", compare: list[Path] | None = None
 ) -> list[Section]:
-    sections = [_header(results)]
+    """Results first (the answer, then its figures with one-line captions), details next, environment last."""
+    sections = []
     if results.runs is not None and len(results.runs):
-        sections += _run_sections(results, list(compare or []))
+        sections += [_answer(results), *_details(results, list(compare or []))]
     sections += _other_sections(results)
+    environment = _environment(results)
     by_title = {s.title: s for s in sections}
     for figure in standard_figures(results, outdir, fmt):
-        by_title.get(_FIGURE_SECTION[figure.name], sections[-1]).figures.append(figure)
-    return sections
+        by_title.get(_FIGURE_SECTION[figure.name], sections[0] if sections else environment).figures.append(
+            figure
+        )
+    return [*sections, environment]

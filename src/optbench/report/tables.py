@@ -84,26 +84,6 @@ def stability_table(results: Results):
     return pd.DataFrame(rows)
 
 
-def best_cells(runs):
-    summary = summarize(runs)
-    best = summary[summary["best"]].sort_values(["problem", "final_loss_mean"])
-    shown = [
-        "problem",
-        "optimizer",
-        "lr",
-        "momentum",
-        *[c for c in varying(runs) if c not in ("problem", "optimizer", "momentum")],
-        "seeds",
-        "final_loss_mean",
-        "final_loss_std",
-    ]
-    if runs["final_val_acc"].notna().any():
-        acc = runs.groupby([c for c in CONFIG_FIELDS if c != "seed"], dropna=False)["final_val_acc"].mean()
-        best = best.merge(acc.rename("final_val_acc_mean").reset_index(), how="left")
-        shown.append("final_val_acc_mean")
-    return best[[c for c in dict.fromkeys(shown) if c in best.columns]]
-
-
 def status_table(runs):
     """Runs per status and the lrs where divergence starts, per problem/optimizer (and what else varies)."""
     import pandas as pd

@@ -1,53 +1,68 @@
-"""Storing results: atomic Parquet files, per-batch commit records, the manifest, one grid per folder.
+"""Storing results: atomic Parquet files, commit records that describe their trace files, the manifest,
+which folders a command may write into, one writer per folder.
 
 ``from optbench import store`` gives the whole public surface; each fact has its home in one module:
-``layout`` (file names), ``files`` (atomic writes), ``manifest``, ``runs`` (commit, resume, read back),
+``layout`` (file names), ``files`` (atomic writes), ``manifest``, ``folder`` (which folder a command may
+write into, holding it), ``runs`` (commit, check, resume, read back), ``verify`` (``bench verify``),
 ``lock`` (one writer per folder).
 """
 
-from optbench.store.files import table_from_rows, write_parquet_atomic, write_text_atomic
-from optbench.store.layout import COMMITS_DIR, MANIFEST_FILE, RUNS_FILE, TRACES_DIR
+from optbench.store.files import FileFacts, table_from_rows, write_parquet_atomic, write_text_atomic
+from optbench.store.folder import check_out, folder_kind, require_folder, results_folder
+from optbench.store.layout import COMMITS_DIR, DAMAGED_DIR, MANIFEST_FILE, RUNS_FILE, TRACES_DIR
 from optbench.store.manifest import (
     default_out,
     environment,
     finish_manifest,
     read_manifest,
-    require_folder,
     start_manifest,
 )
 from optbench.store.runs import (
-    PURGE_MARKER,
     TRACE_DICTIONARY_COLUMNS,
+    Scan,
     commit_run,
     commit_runs,
     completed_run_ids,
+    config_of,
     consolidate_runs,
     drop_uncommitted,
+    prepare,
     purge_runs,
     read_runs,
     read_traces,
+    scan,
+    set_aside,
 )
 
 __all__ = [
     "COMMITS_DIR",
+    "DAMAGED_DIR",
     "MANIFEST_FILE",
-    "PURGE_MARKER",
     "RUNS_FILE",
     "TRACES_DIR",
     "TRACE_DICTIONARY_COLUMNS",
+    "FileFacts",
+    "Scan",
+    "check_out",
     "commit_run",
     "commit_runs",
     "completed_run_ids",
+    "config_of",
     "consolidate_runs",
     "default_out",
     "drop_uncommitted",
     "environment",
     "finish_manifest",
+    "folder_kind",
+    "prepare",
     "purge_runs",
     "read_manifest",
     "read_runs",
     "read_traces",
     "require_folder",
+    "results_folder",
+    "scan",
+    "set_aside",
     "start_manifest",
     "table_from_rows",
     "write_parquet_atomic",

@@ -1,14 +1,16 @@
-"""One grid at a time per results folder, and none before the last one's workers are gone.
+"""One writing command at a time per results folder, and none before the last grid's workers are gone.
 
-Two ``bench grid`` commands writing into one folder would each run the missing cells and commit them twice,
-and each one's clean-up (``store.drop_uncommitted``, the ``--force`` purge) would delete the other's files
-in flight. A grid killed with ``kill -9`` leaves its pool workers alive for up to a second
+Two commands writing into one folder (two ``bench grid``, or a grid and an ``lr-sweep``) would each run the
+missing cells and commit them twice, and each one's clean-up (``store.drop_uncommitted``, the ``--force``
+purge) would delete the other's files in flight. A grid killed with ``kill -9`` leaves its pool workers alive for up to a second
 (``executors._exit_when_orphaned``), and one of them can still write a trace file after a restarted grid
 has cleaned the folder. Two advisory locks (``flock``: the kernel drops them when their process dies,
 ``kill -9`` included) rule both out:
 
-- ``.grid.lock``: held exclusively by the process running the grid, for the whole grid. A second grid
-  fails at once with a one-line error naming the holder's pid.
+- ``.grid.lock``: held exclusively by the process running a writing command (grid, lr-sweep, lr-find,
+  schedules, init-report, amp, verify --repair), for the whole command. A second one fails at once with a
+  one-line error naming the holder's command and pid. Re-entrant within a process (the CLI and the Python
+  function it calls may both take it).
 - ``.writers.lock``: held shared by every pool worker for its lifetime. A grid that has taken
   ``.grid.lock`` then waits (up to ``WRITERS_WAIT_S``) until it can take this one exclusively, i.e. until
   the workers of any earlier grid have exited, before it looks inside the folder.
@@ -39,33 +41,49 @@ WRITERS_WAIT_S = 30.0  # an orphaned worker exits within ~1 s; a busy machine ma
 POLL_S = 0.05
 
 _writer_fd: int | None = None  # a worker's shared lock, held until the process exits
+_held: dict[str, int] = {}  # folders this process holds (real path -> nesting depth)
 
 
 @contextlib.contextmanager
-def exclusive(out: Path) -> Iterator[None]:
-    """Hold ``out`` (an existing folder) for one grid: fail if another grid holds it, wait for the workers of
-    an earlier one to exit."""
-    if fcntl is None:
-        yield
+def exclusive(out: Path, command: str = "grid") -> Iterator[None]:
+    """Hold ``out`` (an existing folder) for one command: fail if another command holds it, wait for the
+    workers of an earlier grid to exit. ``command`` names this one in the error another command would get."""
+    key = os.path.realpath(out)
+    if fcntl is None or key in _held:  # nothing to lock, or already ours
+        _held[key] = _held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            _release(key)
         return
     fd = _open(Path(out) / GRID_LOCK)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            pid, _, holder = os.pread(fd, 64, 0).decode(errors="replace").strip().partition(" ")
             raise OptbenchError(
-                f"another grid (pid {holder}) is writing to {out}; wait for it to finish or "
-                "choose another --out"
+                f"another {holder or 'grid'} (pid {pid or '?'}) is writing to {out}; wait for it to finish "
+                "or choose another --out"
             ) from None
         except OSError as err:  # a file system without flock
             raise OptbenchError(f"cannot lock {out}: {err.strerror}") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {command}".encode(), 0)
         _wait_for_writers(Path(out))
-        yield
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _release(key)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _release(key: str) -> None:
+    _held[key] -= 1
+    if not _held[key]:
+        del _held[key]
 
 
 def _open(path: Path) -> int:

@@ -1,0 +1,252 @@
+"""The compact answer of a grid (`bench summary`, the end of `bench grid`, ``optbench.summary``), the ETA of
+the progress bar and the small things of the command line (--version, -h, metavars, bench list)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optbench.grid.summary import axis_frame, settings_table, sort_settings, summary
+
+LRS = [0.01, 0.03, 0.1, 0.3, 1.0]
+
+
+def make_runs(rows) -> pd.DataFrame:
+    """runs.parquet-like rows: (problem, optimizer, lr, momentum, seed, status, final_loss[, val_acc])."""
+    from optbench.spec import CONFIG_FIELDS
+
+    defaults = {c: None for c in CONFIG_FIELDS}
+    defaults.update(scheduler="none", init="default", loss="none", precision="fp32", device="cpu", steps=50)
+    frame = []
+    for i, row in enumerate(rows):
+        problem, optimizer, lr, momentum, seed, status, loss, *acc = row
+        frame.append(
+            {
+                **defaults,
+                "run_id": f"r{i}",
+                "problem": problem,
+                "optimizer": optimizer,
+                "lr": lr,
+                "momentum": momentum,
+                "seed": seed,
+                "status": status,
+                "final_loss": loss,
+                "best_loss": loss,
+                "final_val_loss": np.nan,
+                "final_val_acc": acc[0] if acc else np.nan,
+                "wall_time_s": 0.1,
+                "reason": None,
+                "warnings": None,
+                "batch_size": np.nan,
+                "head_lr_scale": 1.0,
+                "freeze": 0,
+            }
+        )
+    return pd.DataFrame(frame)
+
+
+@pytest.fixture
+def sweep_runs():
+    """SGD: loss 1/lr until lr 0.3 diverges (one seed of two at 0.3, both at 1.0); Adam: loss = lr."""
+    rows = []
+    for lr in LRS:
+        for seed in (0, 1):
+            diverged = lr == 1.0 or (lr == 0.3 and seed == 1)
+            rows.append(("quadratic", "sgd", lr, 0.9, seed, "diverged" if diverged else "ok", 1 / lr + seed))
+            rows.append(("quadratic", "adam", lr, 0.9, seed, "ok", lr + 0.01 * seed))
+    return make_runs(rows)
+
+
+def test_best_setting_and_its_stable_lr_range(sweep_runs):
+    table = settings_table(sweep_runs).set_index(["optimizer", "lr"])
+    best = table[table["best"]]
+    assert sorted(best.index) == [("adam", 0.01), ("sgd", 0.1)]  # sgd at 0.3 lost a seed: not "every seed ok"
+    sgd = best.loc[("sgd", 0.1)]
+    assert sgd["final_loss"] == pytest.approx((10 + 11) / 2)
+    assert sgd["final_loss_std"] == pytest.approx(np.std([10, 11], ddof=1))
+    assert (sgd["stable_lr_min"], sgd["stable_lr_max"]) == (0.01, 0.1)  # 0.3 has a diverged seed
+    adam = best.loc[("adam", 0.01)]
+    assert (adam["stable_lr_min"], adam["stable_lr_max"]) == (0.01, 1.0)  # the whole grid: may go on beyond
+    assert table.loc[("sgd", 0.3), "diverged"] == 1 and table.loc[("sgd", 0.3), "ok"] == 1
+
+
+def test_sorted_top_k_and_sort_columns(sweep_runs):
+    top = summary(sweep_runs, top=3)
+    assert list(zip(top["optimizer"], top["lr"], strict=True)) == [
+        ("adam", 0.01),
+        ("adam", 0.03),
+        ("adam", 0.1),
+    ]
+    by_lr = summary(sweep_runs, sort="lr")
+    assert by_lr["lr"].is_monotonic_increasing
+    last = sort_settings(settings_table(sweep_runs)).iloc[-1]
+    assert (last["optimizer"], last["lr"]) == ("sgd", 1.0)  # no ok seed: no loss, ranked last
+    with pytest.raises(Exception, match="unknown --sort 'speed'"):
+        summary(sweep_runs, sort="speed")
+    with pytest.raises(Exception, match="--top must be >= 1"):
+        summary(sweep_runs, top=0)
+
+
+def test_accuracy_sorts_highest_first():
+    runs = make_runs(
+        [("mlp-classification", "adam", lr, None, 0, "ok", 1.0, acc) for lr, acc in ((0.01, 0.5), (0.1, 0.9))]
+    )
+    assert summary(runs, sort="final_val_acc")["lr"].tolist() == [0.1, 0.01]
+
+
+def test_folded_architecture_options_are_axes_again():
+    runs = make_runs(
+        [
+            ("mlp-classification(activation='tanh', width=16)", "adam", 0.1, None, 0, "ok", 0.5),
+            ("mlp-classification(width=64)", "adam", 0.1, None, 0, "ok", 0.2),
+        ]
+    )
+    frame = axis_frame(runs)
+    assert frame["problem"].unique().tolist() == ["mlp-classification"]
+    assert frame["width"].tolist() == [16, 64]
+    assert frame["activation"].iloc[0] == "tanh" and pd.isna(frame["activation"].iloc[1])  # the default
+    table = settings_table(runs)
+    assert table["best"].sum() == 1 and table.loc[table["best"], "width"].item() == 64  # they compete
+
+
+def test_best_per_another_axis(sweep_runs):
+    table = settings_table(sweep_runs, by=["lr"])
+    assert table["best"].sum() == len(LRS)  # one best per lr
+    assert table.loc[table["best"] & (table["lr"] == 1.0), "optimizer"].item() == "adam"  # sgd diverged there
+    with pytest.raises(Exception, match="unknown --by 'colour'"):
+        settings_table(sweep_runs, by=["colour"])
+
+
+# ------------------------------------------------------------------------------------------ bench summary
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from optbench.grid import run_grid
+
+    out = tmp_path_factory.mktemp("grid")
+    run_grid(
+        {"optimizer": ["sgd", "adam"], "lr": "logspace(-3,0,7)", "momentum": [0, 0.9], "steps": 30},
+        out=out,
+        workers=1,
+    )
+    return out
+
+
+def test_python_api_returns_the_settings_table(folder):
+    import optbench
+
+    table = optbench.summary(folder)
+    assert isinstance(table, pd.DataFrame) and len(table) == 2 * 7 * 2
+    assert table["best"].sum() == 2 and {"stable_lr_min", "stable_lr_max", "final_loss_std"} <= set(
+        table.columns
+    )
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_bench_summary_machine_formats(cli, folder, fmt):
+    result = cli("summary", folder, "--format", fmt, "--top", "5", "--sort", "final_loss")
+    assert result.exit_code == 0, result.output
+    if fmt == "csv":
+        frame = pd.read_csv(__import__("io").StringIO(result.stdout))
+    else:
+        frame = pd.DataFrame(json.loads(result.stdout))
+    assert len(frame) == 5 and frame["final_loss"].is_monotonic_increasing
+
+
+def _numbers(text: str) -> list[str]:
+    return re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]\d+)?", text)
+
+
+def test_the_answer_fits_80_columns_and_never_cuts_a_number(folder):
+    from rich.console import Console
+
+    from optbench.cli.summary import print_summary
+    from optbench.grid.summary import load_runs
+
+    runs = load_runs(folder)
+    table = summary(runs)
+    console = Console(width=80, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_summary(console, runs, table, folder, top=10)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert len(lines) <= 40  # one screen
+    best = table[table["best"]]
+    for _, row in best.iterrows():  # every best loss appears whole
+        assert f"{row['final_loss']:.3g}" in text
+    assert f"bench report {folder}" in text and "best per optimizer" in text
+
+
+def test_bench_summary_bad_input(cli, folder, tmp_path):
+    assert cli("summary", tmp_path / "nope").exit_code == 2
+    bad = cli("summary", folder, "--sort", "speed")
+    assert bad.exit_code == 2 and "unknown --sort 'speed'" in bad.stderr
+    fmt = cli("summary", folder, "--format", "xml")
+    assert fmt.exit_code == 2 and "unknown --format 'xml'" in fmt.stderr
+
+
+def test_bench_grid_refuses_a_bad_sort_before_running(cli, tmp_path):
+    result = cli("grid", "--lr", "0.1", "--sort", "speed", "--out", tmp_path / "g")
+    assert result.exit_code == 2 and "unknown --sort 'speed'" in result.stderr
+    assert not (tmp_path / "g").exists()
+
+
+# ------------------------------------------------------------------------------------------------- ETA
+
+
+def test_eta_counts_config_steps_and_says_a_batch_is_running():
+    from optbench.cli.grid import _eta_text
+
+    fields = {"steps_left": 1000.0, "steps_done": 0.0, "started": 100.0, "note": "1st of 8 batches running"}
+    assert _eta_text(fields, now=113.0) == "1st of 8 batches running"  # no pace yet: say what runs
+    fields["steps_done"] = 250.0  # a quarter of the config-steps in 10 s: 30 s to go
+    assert _eta_text(fields, now=110.0) == "ETA 0:00:30"
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def test_version_and_short_help(cli):
+    from optbench import __version__
+
+    assert cli("--version").stdout.strip() == f"optbench {__version__}"
+    assert cli("-h").exit_code == 0 and "Usage" in cli("-h").stdout
+    assert cli("grid", "-h").exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["grid", "plot", "report", "lr-sweep", "summary", "list", "amp"])
+def test_metavars_read_like_typers(cli, command):
+    text = cli(command, "--help").stdout
+    assert not re.search(r"<(bool|str|int|float|path|list\[\w+\])>", text, re.IGNORECASE), text
+
+
+def test_bench_list_shows_no_markup(cli):
+    text = cli("list", "inits").stdout
+    assert ":math:" not in text and "`" not in text
+    assert "Fill the input Tensor with the value val." in text
+
+
+@pytest.mark.slow
+def test_a_script_without_a_main_guard_is_told_so(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import optbench
+            optbench.run_grid({{"lr": [0.01, 0.1], "steps": 5}}, out={str(tmp_path / "out")!r}, workers=2,
+                              engine="reference")
+            """
+        )
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert 'if __name__ == "__main__":' in result.stderr
+    assert "another grid" not in result.stderr  # the old, misleading lock error
