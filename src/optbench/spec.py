@@ -179,9 +179,7 @@ class RunSummary:
     final_val_acc: float | None = None
     warnings: str | None = None  # warnings torch raised during the run, one per line
     engine: str = "reference"
-    exactness: str = (
-        "exact"  # the engines' contract this run's numbers keep: "exact" (torch.optim's bits) or "fast"
-    )
+    exactness: str = "exact"  # the contract its numbers keep: "exact" (torch.optim's bits) or "fast"
     extras: dict[str, Any] = field(default_factory=dict)
 
 
