@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def bare_sgd_loop(lr: float, steps: int, momentum: float = 0.0) -> list[float]:
+def bare_sgd_loop(lr: float, steps: int, momentum: float = 0.0, device: str = "cpu") -> list[float]:
     """Plain SGD on f(x) = (2x)^2 from x = 2, reading the loss with .item() every step."""
-    x = torch.tensor([2.0], requires_grad=True)
+    x = torch.tensor([2.0], requires_grad=True, device=device)
     optimizer = torch.optim.SGD([x], lr=lr, momentum=momentum)
     losses = []
     for _ in range(steps):

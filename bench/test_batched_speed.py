@@ -9,7 +9,11 @@ Both sides run with one torch thread, as a grid worker does (executors.py). Targ
   on ``OPTBENCH_BENCH_HAND_CELLS`` cells (default 100) of the same grid;
 - MLP grid, 64 cells (8 lr x 8 momentum; width 64, depth 3) x 500 steps: >= 5x ``engine.run`` one by one
   (all 64 cells, ~20-40 s);
+- toy grid, 10,000 cells (100 lr x 100 momentum) x 200 steps, in-process ``run_batch``: <= 0.4 s, and
+  the per-cell work outside the tensor loop (grouping, plans, tables, results) <= 20% of it;
 - peak RSS of a 10,000-cell toy batch, in a fresh subprocess: < 2 GB.
+
+The GPU figures are in ``bench/test_batched_gpu.py``.
 """
 
 from __future__ import annotations
@@ -42,14 +46,43 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _toy_grid(lrs: int, momenta: int, steps: int = TOY_STEPS) -> list[RunConfig]:
+def _toy_grid(lrs: int, momenta: int, steps: int = TOY_STEPS, device: str = "cpu") -> list[RunConfig]:
+    """SGD on (2x)^2: lrs x momenta cells (one canonical config, its lr and momentum replaced per cell)."""
+    base = canonical_config(
+        RunConfig(problem="quadratic", optimizer="sgd", lr=0.1, momentum=0.0, steps=steps)
+    )
+    base = base.replace(device=device)
     return [
-        canonical_config(
-            RunConfig(problem="quadratic", optimizer="sgd", lr=float(lr), momentum=float(m), steps=steps)
-        )
+        base.replace(lr=float(lr), momentum=float(m))
         for lr in np.linspace(0.001, 0.3, lrs)
         for m in np.linspace(0.0, 0.99, momenta)
     ]
+
+
+def timed_loop(monkeypatch) -> list[float]:
+    """Seconds spent in each batch's tensor loop (``run_loop``: every step, the checks, the host copy)."""
+    import optbench.engine.batched as package
+
+    spent: list[float] = []
+    real = package.run_loop
+
+    def loop(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(package, "run_loop", loop)
+    return spent
+
+
+def materialize(results) -> float:
+    """Seconds to read every result's summary and trace, as the store does when it commits the batch."""
+    started = time.perf_counter()
+    for r in results:
+        r.summary, r.trace["loss"]
+    return time.perf_counter() - started
 
 
 def _report(benchmark, **info) -> None:
@@ -83,6 +116,30 @@ def test_toy_grid_vs_hand_written_loop(benchmark):
         hand_loop_steps_per_s=round(hand_rate),
         speedup_x=round(batched_rate / hand_rate, 1),
         target_x=100,
+    )
+
+
+def test_toy_grid_of_10000_cells_in_process(benchmark, monkeypatch):
+    """run_batch on 10,000 cells x 200 steps, best of 5; the loop's share from the same rounds."""
+    cells = _toy_grid(100, 100)
+    batched.run_batch(cells[:4])  # warm-up: torch._dynamo on the first optimizer, caches
+    spent = timed_loop(monkeypatch)
+    results = benchmark.pedantic(batched.run_batch, args=(cells,), rounds=5, iterations=1)
+    assert {r.summary.engine for r in results} == {"batched"}
+    times = benchmark.stats.stats.data
+    best = min(range(len(times)), key=times.__getitem__)
+    total_s, loop_s = times[best], spent[best]
+    _report(
+        benchmark,
+        cells=len(cells),
+        steps=TOY_STEPS,
+        run_batch_s=round(total_s, 4),
+        loop_s=round(loop_s, 4),
+        outside_loop_share=round((total_s - loop_s) / total_s, 3),
+        config_steps_per_s=round(len(cells) * TOY_STEPS / total_s),
+        results_read_s=round(materialize(results), 4),
+        target_s=0.4,
+        target_outside_loop_share=0.2,
     )
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from optbench import engine
 from optbench.engine import batched
+from optbench.engine.batched import kernels
 from optbench.engine.batched.rules import RULES
 from optbench.registry.schedulers import schedulers
 from optbench.registry.validate import canonical_config
@@ -454,7 +455,7 @@ def test_log_softmax_fast_path_is_only_taken_where_exact(monkeypatch, first_seed
     """50 and 100 rows of 3 classes: the fast kernel differs from the reference's in a few rows only, so a
     probe on one small random draw could pass by chance (it did, when the probe drew from the global RNG
     these seeds had reseeded). Here the traces must be the reference's bit for bit."""
-    monkeypatch.setattr(batched, "_EXACT", {})  # probe afresh, as a new process would
+    monkeypatch.setattr(kernels, "_EXACT", {})  # probe afresh, as a new process would
     problem = "mlp-classification(width=32, depth=2, n_train=300, n_val=100, eval_every=3)"
     configs = [
         RunConfig(problem=problem, optimizer="adam", lr=lr, seed=first_seed + k, steps=25, batch_size=50)
@@ -509,7 +510,7 @@ def test_gelu_on_single_elements():
 
 def test_tiny_products_take_the_batched_kernel_only_where_exact(monkeypatch):
     """[1 row x 2] @ [2 x 8]: baddbmm rounds like addmm on about a third of random data only."""
-    monkeypatch.setattr(batched, "_EXACT", {})
+    monkeypatch.setattr(kernels, "_EXACT", {})
     problem = "mlp-classification(depth=1, n_train=128, n_val=1, width=8)"
     (result,) = _assert_bits(
         [RunConfig(problem=problem, optimizer="sgd", lr=0.1, seed=3, steps=1, batch_size=16)]

@@ -16,12 +16,9 @@ from optbench.grid import (
     load_spec_toml,
     make_spec,
     parse_lr_values,
-    plan_tasks,
     run_grid,
     summarize,
 )
-from optbench.registry.validate import canonical_config
-from optbench.spec import RunConfig
 
 ISSUE_GRID = {
     "problem": "mlp-classification",
@@ -325,17 +322,6 @@ def test_engines_agree_bit_for_bit_on_the_toy_grid(tmp_path):
     tb = store.read_traces(tmp_path / "b").sort_values(key).reset_index(drop=True)
     tr = store.read_traces(tmp_path / "r").sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(tb, tr)
-
-
-def test_auto_batches_cpu_cells_only_and_batched_takes_cuda_cells_too():
-    """Planning only (no GPU needed): auto keeps CUDA cells on the reference engine, --engine batched not."""
-    cells = [canonical_config(RunConfig(lr=lr, steps=20)) for lr in (0.1, 0.2, 0.3)]
-    cuda = [c.replace(device="cuda") for c in cells]  # replace() skips the device check: no GPU needed here
-    auto = plan_tasks([*cells, *cuda], "auto", workers=1)
-    assert [(len(t.configs), t.batched) for t in auto] == [(3, True), (1, False), (1, False), (1, False)]
-    assert {c.device for t in auto if not t.batched for c in t.configs} == {"cuda"}
-    forced = plan_tasks(cuda, "batched", workers=1)
-    assert [(len(t.configs), t.batched) for t in forced] == [(3, True)]
 
 
 def test_unknown_engine_is_a_user_error(tmp_path):

@@ -229,3 +229,31 @@ def test_mlp_non_positive_batch_size_is_an_error_not_the_default(batch_size):
     """batch_size=None means the default; 0 is a bad value, not "use 64"."""
     with pytest.raises(OptbenchError, match="batch size"):
         build_problem(f"mlp-classification{SMALL}", steps=1, batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    "spec", ["quadratic(scale=3)", "rosenbrock(a=2.0, b=50.0)", "rastrigin(A=5.0)", "beale", "quadratic"]
+)
+def test_toy_functions_run_over_the_last_dimension_row_by_row_bit_for_bit(spec):
+    """One formula for both engines: on a stack [C, d] each row's loss and gradient are the bits the
+    same point gets alone (the reference's 0-dim loss of a [d] point)."""
+    problem = build_problem(spec)
+    d = problem.x.numel()
+    points = torch.randn(64, d, generator=torch.Generator().manual_seed(0)) * 2
+    stack = points.clone().requires_grad_(True)
+    losses = problem.fn(stack)
+    assert losses.shape == (64,)
+    (grads,) = torch.autograd.grad(losses.sum(), stack)
+    for c in range(64):
+        alone = points[c].clone().requires_grad_(True)
+        loss = problem.fn(alone)
+        assert loss.dim() == 0 and torch.equal(loss, losses[c])
+        loss.backward()
+        assert torch.equal(alone.grad, grads[c])
+
+
+def test_is_toy_is_the_one_predicate_and_names_unknown_problems():
+    assert [name for name in problems.names() if is_toy(name)] == TOYS
+    assert is_toy("rosenbrock(a=2.0)") and not is_toy("mlp-regression(width=4)")
+    with pytest.raises(OptbenchError, match="quadratik"):
+        is_toy("quadratik")

@@ -207,6 +207,7 @@ class RunSummary:
     final_val_acc: float | None = None
     warnings: str | None = None  # warnings torch raised during the run, one per line
     engine: str = "reference"
+    exactness: str = "exact"  # the contract its numbers keep: "exact" (torch.optim's bits) or "fast"
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -246,6 +247,7 @@ def runs_schema():
             ("final_val_acc", pa.float64()),
             ("warnings", pa.string()),
             ("engine", pa.string()),
+            ("exactness", pa.string()),
         ]
     )
 

@@ -112,6 +112,14 @@ def grid_cmd(
             "run every cell through torch.optim one by one."
         ),
     ] = "auto",
+    exactness: Annotated[
+        str,
+        typer.Option(
+            help="The batched engine's contract: auto (exact on CPU, fast on CUDA); exact (torch.optim's "
+            "float32 bits; CPU only); fast (every product, activation and loss batched; agrees with "
+            "torch.optim within the spread of torch's own implementations, docs/batched-engine.md)."
+        ),
+    ] = "auto",
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
     max_cells: Annotated[
         int,
@@ -189,6 +197,7 @@ def grid_cmd(
                 gpus_per_run=gpus_per_run,
                 force=force,
                 engine=engine,
+                exactness=exactness,
                 progress=tracker,
             )
     except KeyboardInterrupt:  # run_grid has stopped the workers and rewritten runs.parquet

@@ -66,6 +66,7 @@ class RunResult:
             "final_val_acc": s.final_val_acc,
             "warnings": s.warnings,
             "engine": s.engine,
+            "exactness": s.exactness,
         }
 
     def trace_rows(self) -> dict[str, list]:

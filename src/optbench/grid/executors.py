@@ -70,6 +70,7 @@ class Task:
 
     configs: tuple[RunConfig, ...]
     batched: bool = False
+    exactness: str = "auto"  # the batched engine's contract (grid/plan.py)
 
     @property
     def device(self) -> str:
@@ -83,7 +84,10 @@ class Task:
             return [self]
         chunks = max(1, min(parts, len(self.configs) // MIN_CHUNK))
         size = -(-len(self.configs) // chunks)
-        return [Task(self.configs[i : i + size], batched=True) for i in range(0, len(self.configs), size)]
+        return [
+            Task(self.configs[i : i + size], batched=True, exactness=self.exactness)
+            for i in range(0, len(self.configs), size)
+        ]
 
 
 MIN_CHUNK = 16  # cells: a smaller batch spends more on per-step Python than a worker of its own saves
@@ -94,7 +98,7 @@ def run_task(task: Task) -> list:
     if task.batched:
         from optbench.engine.batched import run_batch
 
-        return run_batch(list(task.configs))
+        return run_batch(list(task.configs), task.exactness)
     from optbench.engine.reference import run
 
     return [run(config) for config in task.configs]

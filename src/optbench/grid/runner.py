@@ -12,6 +12,7 @@ from pathlib import Path
 from optbench.errors import OptbenchError
 from optbench.grid.axes import GridSpec
 from optbench.grid.expand import _as_configs
+from optbench.grid.plan import ENGINES, check_exactness, plan_tasks
 from optbench.spec import RunConfig
 
 CONSOLIDATE_EVERY_S = 30.0
@@ -46,6 +47,7 @@ def run_grid(
     command: str = "grid",
     max_cells: int | None = None,
     say: Callable[[str], None] | None = None,
+    exactness: str = "auto",
 ):
     """Run every cell of a grid not yet committed in ``out``; return the runs table (a DataFrame, one row
     per cell, in expansion order).
@@ -59,12 +61,14 @@ def run_grid(
         workers: local processes (default: the usable cores); 1 runs in this process.
         executor: ``local`` or ``ray``; ``address``: a Ray cluster (default: start a local Ray).
         gpus_per_run: GPU fraction each CUDA run requests from Ray (0.25: four runs share a GPU).
-        engine: ``auto`` (CPU cells the batched engine supports run batched, in groups of at least
-            ``MIN_BATCH``; the rest on the reference engine), ``batched`` (every supported cell batched, CUDA
-            included) or ``reference`` (every cell through ``engine.run``). The ``engine`` column records which ran.
+        engine: ``auto`` (cells the batched engine supports run batched, in groups of at least
+            ``MIN_BATCH``; the rest on the reference engine), ``batched`` (every supported cell batched)
+            or ``reference`` (every cell through ``engine.run``). The ``engine`` column records which ran.
         progress: called with a ``GridProgress`` at the start and after every run.
         max_cells: refuse a GridSpec of more cells than this (default ``MAX_CELLS``) before building any.
         say: where the one-line notes go (damaged files repaired, files optbench did not write); default stderr.
+        exactness: the batched engine's contract, ``auto`` (exact on CPU, fast on CUDA), ``exact`` or
+            ``fast`` (grid/plan.py); the ``exactness`` column records what each run kept.
     """
     from optbench import store
     from optbench.grid.executors import make_executor
@@ -72,12 +76,13 @@ def run_grid(
     configs, description = _as_configs(spec, max_cells)
     if engine not in ENGINES:
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    check_exactness(exactness, configs, engine)
     out = store.check_out(out, "grid") if out is not None else store.default_out("grid")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
     order = [c.run_id() for c in configs]
     with store.results_folder(out, "grid"):  # one writer per folder; removed again if nothing is committed
         todo, state = _pending(out, configs, order, force, say or store.runs.warn)
-        tasks = plan_tasks(todo, engine, runner.workers or 1)
+        tasks = plan_tasks(todo, engine, runner.workers or 1, exactness)
         settings = {"executor": executor, "workers": runner.workers, "address": address, "force": force}
         manifest = store.start_manifest(
             out,
@@ -89,6 +94,7 @@ def run_grid(
                 "already_done": state.resumed,
                 **settings,
                 "engine": engine,
+                "exactness": exactness,
             },
         )
         try:
@@ -161,39 +167,3 @@ def _finish(out: Path, order: list[str], manifest: dict):
     )
     runs.attrs["out"] = str(out)
     return runs
-
-
-# ---------------------------------------------------------------------------------------------- planning
-
-ENGINES = ("auto", "batched", "reference")
-MIN_BATCH = 2  # auto: a group this small gains nothing from batching
-# auto batches only where the batched engine's equality with the reference is tested (tests/test_batched.py
-# on CPU); on CUDA it runs when asked for (--engine batched) until its CUDA tests have passed on a GPU.
-AUTO_BATCHED_DEVICES = ("cpu",)
-
-
-def plan_tasks(configs: list[RunConfig], engine: str, workers: int) -> list:
-    """Cut the cells into executor tasks: batches of cells the batched engine can run together (split in
-    up to ``workers`` contiguous chunks so every worker gets a share), then one task per remaining cell."""
-    from optbench.grid.executors import Task
-
-    if engine == "reference" or not configs:
-        return [Task((c,)) for c in configs]
-    from optbench.engine import batched
-
-    groups: dict[tuple, list[RunConfig]] = {}
-    singles: list[RunConfig] = []
-    for config in configs:
-        if engine == "auto" and config.device not in AUTO_BATCHED_DEVICES:
-            singles.append(config)
-        elif batched.unsupported_reason(config) is None:
-            groups.setdefault(batched.batch_key(config), []).append(config)
-        else:
-            singles.append(config)
-    tasks = []
-    for group in groups.values():
-        if engine == "auto" and len(group) < MIN_BATCH:
-            singles.extend(group)
-            continue
-        tasks += Task(tuple(group), batched=True).split(workers)
-    return tasks + [Task((c,)) for c in singles]

@@ -8,7 +8,9 @@ only from a package the user allowed (``optbench.registry.imports``).
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections.abc import Mapping
 
 import torch
 from torch.optim import Optimizer
@@ -70,9 +72,15 @@ def _summary(cls) -> str:
     return doc.strip().splitlines()[0].rstrip(".")
 
 
+@functools.cache
+def _init_parameters(cls) -> Mapping[str, inspect.Parameter]:
+    """The constructor's parameters (``inspect.signature`` costs ~60 µs; an optimizer is built per run)."""
+    return inspect.signature(cls.__init__).parameters
+
+
 def momentum_knob(cls) -> str | None:
     """Which constructor argument --momentum sets: "momentum", "betas[0]" or None."""
-    params = inspect.signature(cls.__init__).parameters
+    params = _init_parameters(cls)
     if "momentum" in params:
         return "momentum"
     if "betas" in params:
@@ -152,7 +160,7 @@ def optimizer_arguments(optimizer: str, momentum: float | None) -> tuple[type, d
         elif knob == "betas[0]":
             if "betas" in kwargs:
                 raise OptbenchError(f"momentum given twice: --momentum {momentum} and betas in {optimizer!r}")
-            default_betas = inspect.signature(cls.__init__).parameters["betas"].default
+            default_betas = _init_parameters(cls)["betas"].default
             beta2 = kwargs.get("betas", default_betas)[1]
             kwargs["betas"] = (momentum, beta2)
         elif momentum != 0:

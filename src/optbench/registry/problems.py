@@ -7,6 +7,7 @@ Every problem takes keyword arguments in spec syntax, e.g. ``quadratic(scale=3)`
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -57,7 +58,11 @@ class Problem:
 
 
 class ToyProblem(Problem):
-    """A scalar function of a 1-D or 2-D point; the point is the only parameter."""
+    """A scalar function of a 1-D or 2-D point; the point is the only parameter.
+
+    ``fn`` is written over the last dimension: a point [d] gives a 0-dim loss, a stack of points [C, d] the
+    C losses, each computed by the same operations in the same order (the batched engine runs it so).
+    """
 
     def __init__(self, name: str, fn, x0, device: str, curvature: float | None = None):
         super().__init__()
@@ -70,6 +75,31 @@ class ToyProblem(Problem):
 
     def coords(self) -> torch.Tensor:
         return self.x
+
+
+# The toy functions, over the last dimension of x (one point [d] or a stack [C, d]); both engines use them.
+
+
+def quadratic_loss(x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+    """(scale·x)^2 summed over the point's coordinates."""
+    return ((scale * x) ** 2).sum(-1)
+
+
+def rosenbrock_loss(x: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
+    """(a - x)^2 + b(y - x^2)^2 of the point (x, y)."""
+    u, v = x[..., 0], x[..., 1]
+    return (a - u) ** 2 + b * (v - u**2) ** 2
+
+
+def rastrigin_loss(x: torch.Tensor, A: float = 10.0) -> torch.Tensor:
+    """A·n + Σ(x_i^2 - A cos 2πx_i) over the point's n coordinates."""
+    return A * x.shape[-1] + (x**2 - A * torch.cos(2 * math.pi * x)).sum(-1)
+
+
+def beale_loss(x: torch.Tensor) -> torch.Tensor:
+    """(1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2 of the point (x, y)."""
+    u, v = x[..., 0], x[..., 1]
+    return (1.5 - u + u * v) ** 2 + (2.25 - u + u * v**2) ** 2 + (2.625 - u + u * v**3) ** 2
 
 
 def _point(x0, dims: int, name: str) -> tuple[float, ...]:
@@ -99,7 +129,7 @@ def quadratic(device: str, scale: float = 2.0, x0: float = 2.0, **rest):
     _toy_kwargs("quadratic", rest, {"scale", "x0"})
     return ToyProblem(
         "quadratic",
-        lambda x: ((scale * x) ** 2).sum(),
+        functools.partial(quadratic_loss, scale=scale),
         _point(x0, 1, "quadratic"),
         device,
         curvature=2 * scale**2,
@@ -116,10 +146,7 @@ def rosenbrock(device: str, a: float = 1.0, b: float = 100.0, x0=(-1.2, 1.0), **
     """
     _toy_kwargs("rosenbrock", rest, {"a", "b", "x0"})
     return ToyProblem(
-        "rosenbrock",
-        lambda p: (a - p[0]) ** 2 + b * (p[1] - p[0] ** 2) ** 2,
-        _point(x0, 2, "rosenbrock"),
-        device,
+        "rosenbrock", functools.partial(rosenbrock_loss, a=a, b=b), _point(x0, 2, "rosenbrock"), device
     )
 
 
@@ -132,12 +159,7 @@ def rastrigin(device: str, A: float = 10.0, x0=(2.2, -1.8), **rest):
     Start (2.2, -1.8) (inside the usual [-5.12, 5.12]^2 box, between local minima); global minimum 0 at 0.
     """
     _toy_kwargs("rastrigin", rest, {"A", "x0"})
-    return ToyProblem(
-        "rastrigin",
-        lambda p: A * p.numel() + (p**2 - A * torch.cos(2 * math.pi * p)).sum(),
-        _point(x0, 2, "rastrigin"),
-        device,
-    )
+    return ToyProblem("rastrigin", functools.partial(rastrigin_loss, A=A), _point(x0, 2, "rastrigin"), device)
 
 
 @problems.register(
@@ -151,12 +173,7 @@ def beale(device: str, x0=(1.0, 1.5), **rest):
     Start (1, 1.5); global minimum f = 0 at (3, 0.5).
     """
     _toy_kwargs("beale", rest, {"x0"})
-
-    def fn(p):
-        x, y = p[0], p[1]
-        return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2
-
-    return ToyProblem("beale", fn, _point(x0, 2, "beale"), device)
+    return ToyProblem("beale", beale_loss, _point(x0, 2, "beale"), device)
 
 
 # ----------------------------------------------------------------------------------------------------- MLPs
@@ -409,7 +426,9 @@ def default_loss(problem: str) -> str:
     return problems.get(parse_spec(problem, what="problem").name).meta["default_loss"]
 
 
+@functools.lru_cache(maxsize=256)
 def is_toy(problem: str) -> bool:
+    """The one test for "is this a toy problem" (a function of a point, no weights, no data, no loss)."""
     return default_loss(problem) == "none"
 
 

@@ -33,7 +33,6 @@ decorate it with ``@register``, and add it to the tests' strategies.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +50,7 @@ class Block:
     param: Tensor  # [cells, n] view into the flat parameters (updated in place)
     grad: Tensor  # [cells, n] the gradient of this step
     state: dict[str, Tensor]  # [cells, n] views into the flat optimizer state
-    hp: Callable[[str], Tensor]  # a per-step value of ``Rule.tables`` as float32 [cells, 1]
+    hp: dict[str, Tensor]  # this step's value of each of ``Rule.tables``, float32 [cells, 1]
     on: dict[str, bool]  # the block's switches (``Rule.switches``)
     first: bool  # the run's first step
 
@@ -84,12 +83,13 @@ class Rule:
                 return f"{self.name}({key}={group[key]!r}) is not in the batched engine's proven subset"
         return None
 
-    def tables(self, h: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Per-step float64 values [steps, G, C] from the group entries ``h`` (same shape)."""
+    def tables(self, h: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
+        """Float64 values [steps or 1, G, C] from the group entries ``h`` ([steps or 1, G, C]: 1 where an
+        entry is constant over the run); a table that does not depend on the step may stay [1, G, C]."""
         raise NotImplementedError
 
     def switches(self, h: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The branches torch takes, as bool [steps, G, C]; each must stay fixed over a run."""
+        """The branches torch takes, as bool [steps or 1, G, C]; each must stay fixed over a run."""
         return {}
 
     def state_names(self, flags: dict[str, bool]) -> tuple[str, ...]:
@@ -112,28 +112,29 @@ def register(cls: type[Rule]) -> type[Rule]:
 
 
 def _pow(base: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """``base ** exponent`` elementwise with Python floats (libm pow, as torch's Python-side math does)."""
-    shape = np.broadcast_shapes(base.shape, exponent.shape)
-    flat_b = np.broadcast_to(base, shape).reshape(-1)
-    flat_e = np.broadcast_to(exponent, shape).reshape(-1)
+    """``base ** exponent`` elementwise with Python floats (libm pow, as torch's Python-side math does;
+    numpy's vectorised pow may round otherwise), computed once per distinct pair of values."""
+    base, exponent = np.broadcast_arrays(np.asarray(base, np.float64), np.asarray(exponent, np.float64))
+    bases, base_at = np.unique(base, return_inverse=True)
+    exponents, exponent_at = np.unique(exponent, return_inverse=True)
+    if bases.size * exponents.size <= 4 * base.size:  # a table of every pair is small: the usual case
+        table = np.array([[b**e for e in exponents.tolist()] for b in bases.tolist()]).reshape(
+            bases.size, exponents.size
+        )
+        return table[base_at.reshape(base.shape), exponent_at.reshape(base.shape)]
     cache: dict[tuple[float, float], float] = {}
-    out = np.empty(flat_b.size)
-    for i, key in enumerate(zip(flat_b.tolist(), flat_e.tolist(), strict=True)):
-        value = cache.get(key)
-        if value is None:
-            value = cache[key] = key[0] ** key[1]
-        out[i] = value
-    return out.reshape(shape)
+    pairs = zip(base.ravel().tolist(), exponent.ravel().tolist(), strict=True)
+    return np.array([cache.setdefault(k, k[0] ** k[1]) for k in pairs]).reshape(base.shape)
 
 
-def _step_count(h: np.ndarray) -> np.ndarray:
-    """torch's ``state['step']`` after its increment: 1.0, 2.0, ... broadcast like a [steps, G, C] table."""
-    return np.arange(1, h.shape[0] + 1, dtype=np.float64).reshape(-1, 1, 1)
+def _step_count(steps: int) -> np.ndarray:
+    """torch's ``state['step']`` after its increment: 1.0, 2.0, ... as a [steps, 1, 1] table."""
+    return np.arange(1, steps + 1, dtype=np.float64).reshape(-1, 1, 1)
 
 
 def _decayed(b: Block, g: Tensor) -> Tensor:
     """``grad.add(param, alpha=weight_decay)`` where torch does it (weight_decay != 0)."""
-    return torch.addcmul(g, b.param, b.hp("weight_decay")) if b.on["weight_decay"] else g
+    return torch.addcmul(g, b.param, b.hp["weight_decay"]) if b.on["weight_decay"] else g
 
 
 # -------------------------------------------------------------------------------------------------- SGD
@@ -150,7 +151,7 @@ class SGDRule(Rule):
     varying = ("lr", "momentum")
     flags = ("nesterov", "maximize")
 
-    def tables(self, h):
+    def tables(self, h, steps):
         return {
             "neg_lr": -h["lr"],
             "momentum": h["momentum"],
@@ -172,9 +173,9 @@ class SGDRule(Rule):
             if b.first:
                 buf.copy_(g)
             else:
-                buf.mul_(b.hp("momentum")).addcmul_(g, b.hp("one_minus_dampening"))
-            g = torch.addcmul(g, buf, b.hp("momentum")) if flags["nesterov"] else buf
-        b.param.addcmul_(g, b.hp("neg_lr"))
+                buf.mul_(b.hp["momentum"]).addcmul_(g, b.hp["one_minus_dampening"])
+            g = torch.addcmul(g, buf, b.hp["momentum"]) if flags["nesterov"] else buf
+        b.param.addcmul_(g, b.hp["neg_lr"])
 
 
 @register
@@ -187,7 +188,7 @@ class SGDL1L2Rule(Rule):
     varying = ("lr", "momentum")
     required = {}
 
-    def tables(self, h):
+    def tables(self, h, steps):
         return {"neg_lr": -h["lr"], "momentum": h["momentum"], "l1": h["l1"], "l2": h["l2"]}
 
     def switches(self, h):
@@ -199,17 +200,17 @@ class SGDL1L2Rule(Rule):
     def step(self, b, flags):
         g = b.grad
         if b.on["l1"]:
-            g = torch.addcmul(g, torch.sign(b.param), b.hp("l1"))
+            g = torch.addcmul(g, torch.sign(b.param), b.hp["l1"])
         if b.on["l2"]:
-            g = torch.addcmul(g, b.param, b.hp("l2"))
+            g = torch.addcmul(g, b.param, b.hp["l2"])
         if b.on["momentum"]:
             buf = b.state["momentum_buffer"]
             if b.first:
                 buf.copy_(g)
             else:
-                buf.mul_(b.hp("momentum")).add_(g)
+                buf.mul_(b.hp["momentum"]).add_(g)
             g = buf
-        b.param.addcmul_(g, b.hp("neg_lr"))
+        b.param.addcmul_(g, b.hp["neg_lr"])
 
 
 # ------------------------------------------------------------------------------------------ Adam, AdamW
@@ -230,8 +231,8 @@ class AdamRule(Rule):
     varying = ("lr", "beta1", "beta2")
     flags = ("amsgrad", "maximize", "decoupled_weight_decay")
 
-    def tables(self, h):
-        step = _step_count(h["lr"])
+    def tables(self, h, steps):
+        step = _step_count(steps)
         bias_correction1 = 1 - _pow(h["beta1"], step)
         bias_correction2 = 1 - _pow(h["beta2"], step)
         return {
@@ -255,18 +256,18 @@ class AdamRule(Rule):
         g = -b.grad if flags["maximize"] else b.grad
         if b.on["weight_decay"]:
             if flags["decoupled_weight_decay"]:
-                b.param.mul_(b.hp("decay"))
+                b.param.mul_(b.hp["decay"])
             else:
-                g = torch.addcmul(g, b.param, b.hp("weight_decay"))
+                g = torch.addcmul(g, b.param, b.hp["weight_decay"])
         exp_avg, exp_avg_sq = b.state["exp_avg"], b.state["exp_avg_sq"]
-        exp_avg.lerp_(g, b.hp("one_minus_beta1"))
-        exp_avg_sq.mul_(b.hp("beta2")).addcmul_(b.hp("one_minus_beta2") * g, g)
+        exp_avg.lerp_(g, b.hp["one_minus_beta1"])
+        exp_avg_sq.mul_(b.hp["beta2"]).addcmul_(b.hp["one_minus_beta2"] * g, g)
         second = exp_avg_sq
         if flags["amsgrad"]:
             second = b.state["max_exp_avg_sq"]
             torch.maximum(second, exp_avg_sq, out=second)
-        denom = (second.sqrt() / b.hp("bias_correction2_sqrt")).add_(b.hp("eps"))
-        b.param.addcdiv_(b.hp("neg_step_size") * exp_avg, denom)
+        denom = (second.sqrt() / b.hp["bias_correction2_sqrt"]).add_(b.hp["eps"])
+        b.param.addcdiv_(b.hp["neg_step_size"] * exp_avg, denom)
 
 
 @register
@@ -294,7 +295,7 @@ class RMSpropRule(Rule):
     varying = ("lr", "momentum")
     flags = ("centered", "maximize")
 
-    def tables(self, h):
+    def tables(self, h, steps):
         return {
             "neg_lr": -h["lr"],
             "alpha": h["alpha"],
@@ -318,20 +319,20 @@ class RMSpropRule(Rule):
         g = -b.grad if flags["maximize"] else b.grad
         g = _decayed(b, g)
         square_avg = b.state["square_avg"]
-        square_avg.mul_(b.hp("alpha")).addcmul_(b.hp("one_minus_alpha") * g, g)
+        square_avg.mul_(b.hp["alpha"]).addcmul_(b.hp["one_minus_alpha"] * g, g)
         if flags["centered"]:
             grad_avg = b.state["grad_avg"]
-            grad_avg.lerp_(g, b.hp("one_minus_alpha"))
+            grad_avg.lerp_(g, b.hp["one_minus_alpha"])
             avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
         else:
             avg = square_avg.sqrt()
-        avg = avg.add_(b.hp("eps"))
+        avg = avg.add_(b.hp["eps"])
         if b.on["momentum"]:
             buf = b.state["momentum_buffer"]
-            buf.mul_(b.hp("momentum")).addcdiv_(g, avg)
-            b.param.addcmul_(buf, b.hp("neg_lr"))
+            buf.mul_(b.hp["momentum"]).addcdiv_(g, avg)
+            b.param.addcmul_(buf, b.hp["neg_lr"])
         else:
-            b.param.addcdiv_(b.hp("neg_lr") * g, avg)
+            b.param.addcdiv_(b.hp["neg_lr"] * g, avg)
 
 
 # ------------------------------------------------------------------------------------------------ Adagrad
@@ -348,8 +349,8 @@ class AdagradRule(Rule):
     varying = ("lr",)
     flags = ("maximize",)
 
-    def tables(self, h):
-        step = _step_count(h["lr"])
+    def tables(self, h, steps):
+        step = _step_count(steps)
         return {
             "neg_clr": -(h["lr"] / (1 + (step - 1) * h["lr_decay"])),
             "eps": h["eps"],
@@ -364,12 +365,12 @@ class AdagradRule(Rule):
         return ("sum",)
 
     def init_state(self, b):
-        b.state["sum"].copy_(b.hp("initial_accumulator_value").expand_as(b.param))  # torch.full_like
+        b.state["sum"].copy_(b.hp["initial_accumulator_value"].expand_as(b.param))  # torch.full_like
 
     def step(self, b, flags):
         g = -b.grad if flags["maximize"] else b.grad
         g = _decayed(b, g)
         state_sum = b.state["sum"]
         state_sum.addcmul_(g, g, value=1)
-        std = state_sum.sqrt().add_(b.hp("eps"))
-        b.param.addcdiv_(b.hp("neg_clr") * g, std)
+        std = state_sum.sqrt().add_(b.hp["eps"])
+        b.param.addcdiv_(b.hp["neg_clr"] * g, std)
