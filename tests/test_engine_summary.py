@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from optbench import engine
-from optbench.engine.summary import SUMMARY_FIELDS, summarize, summary_of
+from optbench.engine.summary import TRACE_SUMMARY_FIELDS, summarize, summary_of
 from optbench.registry.validate import canonical_config
 from optbench.spec import RunConfig
 
@@ -61,7 +61,7 @@ def test_one_cell_gives_the_reference_engines_summary(cfg):
     """``summary_of`` on a reference run's trace gives the summary the reference engine computed."""
     result = engine.run(canonical_config(cfg))
     got = summary_of(result.trace, result.summary.diverged_step, cfg.steps)
-    want = {name: getattr(result.summary, name) for name in SUMMARY_FIELDS}
-    for name in SUMMARY_FIELDS:
+    want = {name: getattr(result.summary, name) for name in TRACE_SUMMARY_FIELDS}
+    for name in TRACE_SUMMARY_FIELDS:
         a, b = got[name], want[name]
         assert (a is None) == (b is None) and (a == b or (a != a and b != b)), (name, a, b)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from optbench.engine.reference import _last_finite, run
+from optbench.engine.reference import run
+from optbench.engine.summary import summary_of
 from optbench.errors import OptbenchError
 from optbench.grid import GridSpec, expand, load_spec_toml
 from optbench.registry import limits, standins
@@ -222,9 +223,16 @@ def test_fp16_whose_grad_scaler_skipped_every_step_is_failed_not_ok():
     assert ordinary.summary.status == "ok" and not ordinary.trace["skipped_step"].all()
 
 
-def test_last_finite_skips_inf_and_nan():
-    assert _last_finite(np.array([0.5, 0.25, math.inf, math.nan])) == 0.25
-    assert _last_finite(np.array([math.inf, -math.inf])) is None
+def test_final_val_metrics_are_the_last_measured_values():
+    """One trace->summary function for both engines: NaN means "not evaluated at this step" and is skipped;
+    an inf was measured (the held-out loss blew up) and is reported, not hidden behind an older value."""
+    trace = {"loss": np.array([2.0, 1.0, 0.5, 0.25]), "val_loss": np.array([0.5, np.nan, math.inf, np.nan]),
+             "val_acc": np.array([0.5, np.nan, 0.75, np.nan])}  # fmt: skip
+    summary = summary_of(trace, diverged_step=None, steps_done=4)
+    assert summary["final_val_loss"] == math.inf and summary["final_val_acc"] == 0.75
+    assert summary["final_loss"] == 0.25 and summary["best_loss"] == 0.25 and summary["status"] == "ok"
+    nothing = summary_of({**trace, "val_loss": np.full(4, np.nan)}, diverged_step=None, steps_done=4)
+    assert nothing["final_val_loss"] is None
 
 
 def test_the_runs_of_a_refused_grid_leave_no_rows(tmp_path):

@@ -193,7 +193,7 @@ STATUSES = ("ok", "diverged", "invalid", "failed")
 
 @dataclass
 class RunSummary:
-    """One row of runs.parquet beyond the config columns."""
+    """One row of runs.parquet beyond the config columns: every field but ``extras`` is a column."""
 
     status: str
     final_loss: float | None = None
@@ -208,87 +208,66 @@ class RunSummary:
     warnings: str | None = None  # warnings torch raised during the run, one per line
     engine: str = "reference"
     exactness: str = "exact"  # the contract its numbers keep: "exact" (torch.optim's bits) or "fast"
-    extras: dict[str, Any] = field(default_factory=dict)
+    # In memory only, never stored: what the batched engine did (its step program, notes on fallbacks).
+    extras: dict[str, Any] = field(default_factory=dict, metadata={"column": False})
+
+
+SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(RunSummary) if f.metadata.get("column", True))
 
 
 # ------------------------------------------------------------------------------------------ Parquet schemas
 
+# The Arrow type of each field type written in the dataclasses above: the one table the schemas come from.
+_ARROW_TYPES = {"str": "string", "float": "float64", "int": "int64", "bool": "bool_"}
+
+
+def _arrow_type(annotation: str):
+    import pyarrow as pa
+
+    return getattr(pa, _ARROW_TYPES[annotation.replace(" | None", "")])()
+
+
+def _columns(cls, names) -> list[tuple[str, Any]]:
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    return [(name, _arrow_type(types[name])) for name in names]
+
 
 def runs_schema():
-    """Explicit schema of runs.parquet: run_id, config columns, then the summary."""
+    """Explicit schema of runs.parquet: run_id, the RunConfig fields, then the RunSummary fields."""
     import pyarrow as pa
 
     return pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("problem", pa.string()),
-            ("optimizer", pa.string()),
-            ("lr", pa.float64()),
-            ("momentum", pa.float64()),
-            ("scheduler", pa.string()),
-            ("init", pa.string()),
-            ("loss", pa.string()),
-            ("precision", pa.string()),
-            ("device", pa.string()),
-            ("seed", pa.int64()),
-            ("steps", pa.int64()),
-            ("batch_size", pa.int64()),
-            ("head_lr_scale", pa.float64()),
-            ("freeze", pa.int64()),
-            ("status", pa.string()),
-            ("final_loss", pa.float64()),
-            ("best_loss", pa.float64()),
-            ("diverged_step", pa.int64()),
-            ("steps_completed", pa.int64()),
-            ("wall_time_s", pa.float64()),
-            ("reason", pa.string()),
-            ("momentum_knob", pa.string()),
-            ("final_val_loss", pa.float64()),
-            ("final_val_acc", pa.float64()),
-            ("warnings", pa.string()),
-            ("engine", pa.string()),
-            ("exactness", pa.string()),
-        ]
+        [("run_id", pa.string()), *_columns(RunConfig, CONFIG_FIELDS), *_columns(RunSummary, SUMMARY_FIELDS)]
     )
 
 
-# Per-step trace columns. x0/x1 are the parameters of the 1-D/2-D toy problems (null for MLPs);
-# val_loss/val_acc are filled on evaluation steps of MLP problems only; loss_scale/skipped_step are
+def summary_row(run_id: str, config: RunConfig, summary: RunSummary) -> dict[str, Any]:
+    """One row of runs.parquet, in the schema's column order."""
+    return {"run_id": run_id, **config.to_dict(), **{name: getattr(summary, name) for name in SUMMARY_FIELDS}}
+
+
+# Per-step trace columns and their types. x0/x1 are the parameters of the 1-D/2-D toy problems (null for
+# MLPs); val_loss/val_acc are filled on evaluation steps of MLP problems only; loss_scale/skipped_step are
 # the GradScaler's (null / False without one).
-TRACE_COLUMNS = (
-    "run_id",
-    "step",
-    "loss",
-    "lr",
-    "grad_norm",
-    "update_norm",
-    "param_norm",
-    "x0",
-    "x1",
-    "val_loss",
-    "val_acc",
-    "loss_scale",
-    "skipped_step",
-)
+TRACE_TYPES = {
+    "run_id": "str",
+    "step": "int",
+    "loss": "float",
+    "lr": "float",
+    "grad_norm": "float",
+    "update_norm": "float",
+    "param_norm": "float",
+    "x0": "float",
+    "x1": "float",
+    "val_loss": "float",
+    "val_acc": "float",
+    "loss_scale": "float",
+    "skipped_step": "bool",
+}
+TRACE_COLUMNS = tuple(TRACE_TYPES)
 
 
 def traces_schema():
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("step", pa.int64()),
-            ("loss", pa.float64()),
-            ("lr", pa.float64()),
-            ("grad_norm", pa.float64()),
-            ("update_norm", pa.float64()),
-            ("param_norm", pa.float64()),
-            ("x0", pa.float64()),
-            ("x1", pa.float64()),
-            ("val_loss", pa.float64()),
-            ("val_acc", pa.float64()),
-            ("loss_scale", pa.float64()),
-            ("skipped_step", pa.bool_()),
-        ]
-    )
+    return pa.schema([(name, _arrow_type(kind)) for name, kind in TRACE_TYPES.items()])

@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from optbench.engine.summary import summary_of
 from optbench.errors import NotApplicable, OptbenchError
 from optbench.registry.optimizers import build_optimizer, needs_closure
 from optbench.registry.precision import autocast_context, check_precision, device_type
 from optbench.registry.problems import Problem, build_problem
 from optbench.registry.schedulers import Scheduler, build_scheduler
 from optbench.registry.validate import check_lr
-from optbench.spec import TRACE_COLUMNS, RunConfig, RunSummary, parse_spec
+from optbench.spec import TRACE_COLUMNS, RunConfig, RunSummary, parse_spec, summary_row
 
 DIVERGENCE_FACTOR = 1e6
 CHECK_EVERY = 32
@@ -50,24 +51,7 @@ class RunResult:
 
     def summary_row(self) -> dict:
         """One row of runs.parquet: run_id, config columns, summary columns."""
-        s = self.summary
-        return {
-            "run_id": self.run_id,
-            **self.config.to_dict(),
-            "status": s.status,
-            "final_loss": s.final_loss,
-            "best_loss": s.best_loss,
-            "diverged_step": s.diverged_step,
-            "steps_completed": s.steps_completed,
-            "wall_time_s": s.wall_time_s,
-            "reason": s.reason,
-            "momentum_knob": s.momentum_knob,
-            "final_val_loss": s.final_val_loss,
-            "final_val_acc": s.final_val_acc,
-            "warnings": s.warnings,
-            "engine": s.engine,
-            "exactness": s.exactness,
-        }
+        return summary_row(self.run_id, self.config, self.summary)
 
     def trace_rows(self) -> dict[str, list]:
         """Columns of traces.parquet for this run (run_id repeated)."""
@@ -307,19 +291,8 @@ def _assemble_trace(run: _Setup, record: _Record, end: int) -> dict[str, np.ndar
 def _summarize(run: _Setup, trace: dict[str, np.ndarray], diverged_step: int | None, done: int) -> RunSummary:
     """The runs-table row: ``diverged`` at the first bad loss; ``failed`` when GradScaler skipped every
     step (the parameters never changed, so the final loss says nothing about the optimizer); else ``ok``."""
-    losses = trace["loss"]
-    end = len(losses)
-    finite = losses[np.isfinite(losses)]
-    summary = RunSummary(
-        status="diverged" if diverged_step is not None else "ok",
-        final_loss=float(losses[-1]) if end else None,
-        best_loss=float(finite.min()) if finite.size else None,
-        diverged_step=diverged_step,
-        steps_completed=diverged_step if diverged_step is not None else done,
-        momentum_knob=run.knob,
-        final_val_loss=_last_finite(trace["val_loss"]),
-        final_val_acc=_last_finite(trace["val_acc"]),
-    )
+    end = len(trace["loss"])
+    summary = RunSummary(**summary_of(trace, diverged_step, done), momentum_knob=run.knob)
     if summary.status == "ok" and end and trace["skipped_step"].all():
         scales = trace["loss_scale"]
         summary.status = "failed"
@@ -377,9 +350,3 @@ def _first_diverged(losses: torch.Tensor, threshold: float) -> int | None:
 
 def _host(values: torch.Tensor) -> np.ndarray:
     return values.detach().to("cpu", torch.float64).numpy()
-
-
-def _last_finite(values: np.ndarray) -> float | None:
-    """The last finite value (inf and nan skipped), None if there is none."""
-    finite = values[np.isfinite(values)]
-    return float(finite[-1]) if finite.size else None

@@ -36,10 +36,10 @@ class SummaryColumns:
 
     def row(self, c: int) -> dict:
         """Run c's fields, as keyword arguments of ``RunSummary``."""
-        return {name: getattr(self, name)[c] for name in SUMMARY_FIELDS}
+        return {name: getattr(self, name)[c] for name in TRACE_SUMMARY_FIELDS}
 
 
-SUMMARY_FIELDS = (
+TRACE_SUMMARY_FIELDS = (
     "status",
     "final_loss",
     "best_loss",
