@@ -64,7 +64,7 @@ def test_a_folder_optbench_did_not_make_is_refused_and_untouched(tmp_path, comma
     assert files_in(user) == ["runs.parquet", "traces", "traces/important.parquet"]  # not even a lock file
 
 
-@pytest.mark.parametrize("command", ["grid", "lr-sweep", "lr-find", "schedules"])
+@pytest.mark.parametrize("command", list(WRITERS))
 def test_a_blank_out_is_an_error_not_the_current_folder(tmp_path, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     for blank in ("", "  "):

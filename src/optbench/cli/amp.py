@@ -7,7 +7,6 @@ imported until the command runs.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -103,7 +102,8 @@ def amp_cmd(
         typer.Option(help="torch intra-op threads (CPU). Default: torch's own choice (one per core)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Results folder. Default: results/amp-<date>-<time>.")
+        str | None,  # a str, not a Path: Typer would turn --out '' into '.', the current folder
+        typer.Option(help="Results folder. Default: results/amp-<date>-<time>."),
     ] = None,
 ) -> None:
     """Time a full MLP training step (forward, backward, optimizer, GradScaler for fp16) per size and
@@ -119,7 +119,7 @@ def amp_cmd(
     from optbench.experiments.amp import amp_benchmark
 
     out = out if out is not None else store.default_out("amp")
-    with fresh_out_dir(out):
+    with fresh_out_dir(out) as folder:
         result = amp_benchmark(
             device=device,
             widths=width_list,
@@ -132,7 +132,7 @@ def amp_cmd(
             num_threads=threads,
             cuda_graphs=cuda_graphs,
             budget_s=budget,
-            out=out,
+            out=folder,
             progress=lambda line: echo_err(f"amp: {line}"),
         )
     print_result(result)
