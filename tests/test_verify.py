@@ -252,7 +252,7 @@ def test_the_commit_record_describes_its_trace_file(undisturbed):
 
     out = undisturbed / "batched"
     for record in (out / store.COMMITS_DIR).glob("*.parquet"):
-        facts = json.loads(pq.read_schema(record).metadata[store.runs.TRACE_FACTS])
+        facts = json.loads(pq.read_schema(record).metadata[store.commit.TRACE_FACTS])
         trace = out / store.TRACES_DIR / record.name
         table = pq.read_table(trace)
         assert facts["rows"] == table.num_rows and facts["bytes"] == trace.stat().st_size
