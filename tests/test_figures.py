@@ -346,7 +346,15 @@ def test_a_scheduler_keeps_its_colour_whatever_its_arguments():
 def test_one_palette():
     """figures/init.py and figures/amp.py take their colours from figures/style.py."""
     source = Path(style.__file__).parent
-    for name in ("init.py", "amp.py", "runs.py", "facets.py", "schedules.py", "lrfind.py"):
+    names = (
+        "init.py",
+        "amp.py",
+        "runs.py",
+        "schedules.py",
+        "lrfind.py",
+        *(f"facets/{p.name}" for p in (source / "facets").glob("*.py")),
+    )
+    for name in names:
         text = (source / name).read_text()
         assert "#1f77b4" not in text and 'get_cmap("tab10")' not in text, name
 
