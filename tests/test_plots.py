@@ -292,7 +292,7 @@ def test_bench_schedules_unknown_name_leaves_no_folder(cli, tmp_path):
 def test_plotting_never_imports_the_engine_and_commands_import_nothing_heavy():
     code = (
         "import sys\n"
-        "import optbench.cli.plots\n"
+        "import optbench.cli.app\n"
         "heavy = {'torch', 'pandas', 'matplotlib'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
         "import optbench.figures.runs, optbench.figures.facets, optbench.report, optbench.experiments.lrfind\n"
