@@ -70,13 +70,7 @@ def grid_cmd(
     out_given = out is not None
     out = store.check_out(out, "grid") if out_given else store.default_out("grid")
 
-    from rich.console import Console
-
-    console = Console()
-    if (
-        not console.is_terminal
-    ):  # piped or captured: wide lines beat spec strings folded into 3-letter columns
-        console = Console(width=200)
+    console = _console()
     note = _plan_note(configs, engine, workers, executor) if progress else ""
     tracker = _live_progress(console, enabled=progress, configs=configs, plan_note=note)
     try:
@@ -102,6 +96,14 @@ def grid_cmd(
             f"{os_error_line(err)}; {_kept(out, configs, _again(out, out_given, force))}", os_error_code(err)
         )
     print_grid_summary(console, runs, out, top=top, sort=sort, resumed=tracker.resumed or 0)
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # Piped or captured: wide lines beat spec strings folded into 3-letter columns.
+    return console if console.is_terminal else Console(width=200)
 
 
 def _again(out: Path, out_given: bool, force: bool) -> str:
