@@ -26,8 +26,11 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
 
-    def add(self, name: str, factory: Callable[..., Any], summary: str, *, aliases=(), **meta) -> Entry:
-        if name in self._entries or name in self._aliases:
+    def add(
+        self, name: str, factory: Callable[..., Any], summary: str, *, aliases=(), replace=False, **meta
+    ) -> Entry:
+        """Register ``name``; ``replace=True`` replaces an entry of that name (never an alias)."""
+        if name in self._aliases or (name in self._entries and not replace):
             raise ValueError(f"{self.kind} {name!r} registered twice")
         entry = Entry(name, summary, factory, dict(meta))
         self._entries[name] = entry
