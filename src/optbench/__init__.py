@@ -15,6 +15,8 @@ _LAZY = {
     "allow_imports": "optbench.registry.imports",
     "ModelProblem": "optbench.registry.modelproblem",
     "register_problem": "optbench.registry.modelproblem",
+    "lr_find": "optbench.experiments.lrfind_model",
+    "load": "optbench.store.results",
 }
 
 

@@ -383,6 +383,27 @@ def registered_problems() -> dict[str, Entry]:
     return {e.name: e for e in problems.entries() if e.meta.get("user")}
 
 
+def travels(factory) -> bool:
+    """Whether a spawned worker can have ``factory``: it pickles (by reference) and, defined in
+    ``__main__``, that is a script the worker re-imports (not an interactive session)."""
+    import pickle
+    import sys
+
+    try:
+        pickle.dumps(factory)
+    except Exception:  # noqa: BLE001 - a lambda, a nested function: pickle's own reasons vary
+        return False
+    main = sys.modules.get("__main__")
+    return getattr(factory, "__module__", None) != "__main__" or bool(getattr(main, "__file__", None))
+
+
+def adopt(shipped: tuple) -> None:
+    """In a worker: register the problems its grid's process registered (``travels``), once."""
+    for name, factory, summary in shipped:
+        if name not in problems or problems.get(name).factory is not factory:
+            register_problem(name, factory, summary)
+
+
 def _forget_checks() -> None:
     """A name registered again must be checked again: clear what was cached about problem specs."""
     from optbench.registry import limits, standins, validate
