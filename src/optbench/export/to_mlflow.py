@@ -26,6 +26,8 @@ def store_uri(dest: Path) -> str:
 
 
 def write(tables, dest: Path) -> list[Path]:
+    import mlflow.tracking  # noqa: F401 - configures mlflow's loggers, which _quiet_logs then turns down
+
     with _quiet_logs("mlflow", "alembic"):  # the store's schema set-up logs a line per migration
         return _write(tables, dest)
 

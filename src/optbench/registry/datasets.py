@@ -41,7 +41,13 @@ def has_sklearn() -> bool:
 def _split_sizes(name: str, val_fraction: float = 0.2) -> dict:
     rows = SIZES[name]["rows"]
     n_val = -(-rows * val_fraction // 1)  # train_test_split rounds the test share up
-    return {"in_dim": SIZES[name]["in_dim"], "classes": SIZES[name]["classes"], "n_train": int(rows - n_val)}
+    sizes = SIZES[name]
+    return {
+        "in_dim": sizes["in_dim"],
+        "classes": sizes["classes"],
+        "n_train": int(rows - n_val),
+        "n_val": int(n_val),
+    }
 
 
 @functools.lru_cache(maxsize=16)

@@ -366,6 +366,7 @@ _MLP_OPTIONS = (
     "mlp-regression",
     "MLP (width 64, depth 2, relu) on y = sin(2x·a) + (x·b)^2/2 + noise, 8-D x, MSE",
     default_loss="mse",
+    batched="mlp",
 )
 def mlp_regression(
     device,
@@ -406,6 +407,7 @@ def mlp_regression(
     "mlp-classification",
     "MLP (width 64, depth 2, relu) on 3 interleaved 2-D spirals, cross-entropy",
     default_loss="cross-entropy",
+    batched="mlp",
 )
 def mlp_classification(
     device,
