@@ -22,7 +22,7 @@ for a seed: (inputs, targets) tensors are cut into minibatches as the built-in M
 (``problems.minibatch_index``, ``--batch-size`` or ``batch_size``); a DataLoader (or any re-iterable of
 ``(inputs, targets)``) is iterated epoch after epoch, each epoch started under a torch RNG seeded from the
 run's seed, so its shuffling is the seed's and the caller's RNG is left as it was (a loader with its own
-``generator`` has it seeded for the epoch and restored). ``--loss`` other than ``auto`` replaces
+``generator`` gets a seeded one for the epoch; the user's is never drawn from). ``--loss`` other than ``auto`` replaces
 ``loss_fn`` by that registry loss (``classes`` turns class-index targets into one-hot ones where the loss
 needs them). ``--head-lr-scale`` and ``--freeze`` apply to the built-in MLPs only.
 
@@ -273,20 +273,28 @@ def _epochs(loader: Iterable, seed: int) -> Iterator:
 
 def _start_epoch(loader: Iterable, epoch_seed: int):
     """(the epoch's iterator, its first batch): a sampler draws its order when the first batch is taken,
-    and workers their seeds when the iterator is made, so both happen under the seeded RNG."""
-    own = getattr(loader, "generator", None)
-    saved = own.get_state() if isinstance(own, torch.Generator) else None
+    and workers their seeds when the iterator is made, so both happen under the seeded RNG. A loader (or
+    sampler) with a generator of its own gets a seeded one for the epoch (the sampler keeps it to the
+    epoch's end); the user's generator is never drawn from."""
+    holders = [h for h in (loader, getattr(loader, "sampler", None)) if _own_generator(h) is not None]
+    saved = [h.generator for h in holders]
+    epoch_generator = torch.Generator().manual_seed(epoch_seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(epoch_seed)
-        if saved is not None:
-            own.manual_seed(epoch_seed)
         try:
+            for holder in holders:
+                holder.generator = epoch_generator
             batches = iter(loader)
             first = next(batches, None)
         finally:
-            if saved is not None:
-                own.set_state(saved)
+            for holder, generator in zip(holders, saved, strict=True):
+                holder.generator = generator
     return batches, first
+
+
+def _own_generator(holder) -> torch.Generator | None:
+    generator = getattr(holder, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
 
 
 # -------------------------------------------------------------------------------- factories and entries

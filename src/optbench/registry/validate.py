@@ -204,7 +204,7 @@ def _canonical_strings(
     from optbench.registry.schedulers import canonical_scheduler
 
     problem = _remember_typed("problem", canonical_problem(problem), problem)
-    if loss == "auto":
+    if loss in ("auto", default_loss(problem)):  # a user problem's own loss is "custom", no registry name
         loss = default_loss(problem)
     elif loss != "none":
         loss = _remember_typed("loss", canonical_loss(loss), loss)
