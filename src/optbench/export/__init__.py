@@ -13,7 +13,8 @@ are replaced; anything else there is left alone); any other non-empty folder is 
 * ``mlflow`` (extra ``mlflow``): one experiment named after DIR, one MLflow run per cell (config as params,
   summary as tags, trace columns as metrics over the steps) in a local SQLite store ``DEST/mlflow.db``
   (``mlflow ui --backend-store-uri sqlite:///DEST/mlflow.db``); no server. (MLflow 3 refuses its
-  ``file:`` store unless told otherwise, so the local store is SQLite.)
+  ``file:`` store unless told otherwise, so the local store is SQLite.) Exported again, the experiment's
+  earlier runs are deleted (MLflow's soft delete) and the new ones logged.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def export(folder: str | Path, to: str, out: str | Path | None = None) -> Path:
     previous = check_destination(dest, to)
     tables = load(folder)
     dest.mkdir(parents=True, exist_ok=True)
-    _forget(dest, previous)
-    written = _writer(to)(tables, dest)
+    writer = _writer(to)
+    _forget(dest, [name for name in previous if name not in getattr(writer, "UPDATED_IN_PLACE", ())])
+    written = writer.write(tables, dest)
     _write_marker(dest, to, folder, written)
     return dest
 
@@ -57,13 +59,11 @@ def _check_extra(to: str) -> None:
 
 
 def _writer(to: str):
-    if to == "csv":
-        from optbench.export.to_csv import write
-    elif to == "tensorboard":
-        from optbench.export.to_tensorboard import write
-    else:
-        from optbench.export.to_mlflow import write
-    return write
+    """The module that writes ``to``: its ``write(tables, dest)`` returns the files it wrote; files it
+    names in ``UPDATED_IN_PLACE`` are not removed before it writes again (it replaces their content)."""
+    import importlib
+
+    return importlib.import_module(f"optbench.export.to_{to}")
 
 
 def check_destination(dest: Path, to: str) -> list[str]:

@@ -18,6 +18,7 @@ from optbench.export import run_labels
 from optbench.export.to_tensorboard import METRICS, SCALARS, _plain
 
 DATABASE = "mlflow.db"
+UPDATED_IN_PLACE = (DATABASE,)  # MLflow caches its store per URI: the database is reused, not removed
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -52,7 +53,7 @@ def _write(tables, dest: Path) -> list[Path]:
 
     client = MlflowClient(tracking_uri=store_uri(dest))
     name = tables.folder.resolve().name if tables.folder is not None else "optbench"
-    experiment = client.create_experiment(name)
+    experiment = _fresh_experiment(client, name)
     labels = run_labels(tables.runs)
     traces = tables.traces
     by_run = dict(tuple(traces.groupby("run_id", sort=False))) if len(traces) else {}
@@ -73,6 +74,22 @@ def _write(tables, dest: Path) -> list[Path]:
             run.info.run_id, "FINISHED" if row["status"] in ("ok", "diverged") else "FAILED"
         )
     return [dest / DATABASE]
+
+
+def _fresh_experiment(client, name: str) -> str:
+    """The experiment ``name`` (made if new) without the runs an earlier export logged in it."""
+    from mlflow.entities import ViewType
+
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name)
+    if found.lifecycle_stage == "deleted":
+        client.restore_experiment(found.experiment_id)
+    for run in client.search_runs(
+        [found.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=50000
+    ):
+        client.delete_run(run.info.run_id)
+    return found.experiment_id
 
 
 def _log(client, run_id: str, trace, row: dict, params: dict, stamp: int) -> None:
