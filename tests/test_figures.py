@@ -158,6 +158,7 @@ def test_y_range_holds_every_panel_best_run(grid500):
     close(fig)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", ["grid1", "grid10"])
 def test_bench_plot_defaults_small(grid, request):
     _, runs, traces = request.getfixturevalue(grid)
@@ -370,6 +371,7 @@ def test_out_with_a_trailing_slash_is_a_folder(cli, grid10, tmp_path):
     assert not (tmp_path / "accdir.png").exists()
 
 
+@pytest.mark.slow
 def test_figure_all_never_overwrites_the_folder_own_figures(cli, tmp_path):
     sweep = tmp_path / "sweep"
     assert cli("lr-sweep", "--num", "3", "--steps", "20", "--out", sweep).exit_code == 0
