@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,6 +37,7 @@ def _byop_example() -> str:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
 
 
+@pytest.mark.slow
 def test_the_bring_your_own_problem_example_is_short_and_runs_as_it_stands(tmp_path):
     """The README's example, run as a user runs it: a script in an empty folder, a fresh interpreter."""
     import os
