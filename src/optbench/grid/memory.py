@@ -16,21 +16,21 @@ def run_in_memory(
     exactness: str,
     workers: int | None,
     executor: str,
+    state,
     progress: Callable | None,
 ):
     """The grid's ``RunTables`` (runs in expansion order). One process: worker processes and Ray commit
-    into a folder (give ``out=`` for them)."""
+    into a folder (give ``out=`` for them). ``state``: the ``GridProgress`` that ``progress`` is called
+    with, at the start and after every run."""
     from optbench.engine.runtime import one_torch_thread
     from optbench.grid.executors import run_task
     from optbench.grid.plan import plan_tasks
-    from optbench.grid.runner import GridProgress
     from optbench.store.results import in_memory
 
     if executor != "local" or workers not in (None, 1):
         raise OptbenchError(
             "a grid run in memory (out=None) runs in this process: give out=FOLDER to use workers or Ray"
         )
-    state = GridProgress(total=len(configs), done=0, resumed=0)
     if progress is not None:
         progress(state)
     results = {}

@@ -86,13 +86,12 @@ def ship_problems(configs: list[RunConfig], runner, say) -> tuple:
     registered = registered_problems()
     if not registered:
         return ()
-    used = {parse_spec(c.problem, what="problem").name for c in configs} & set(registered)
-    entries = [registered[name] for name in sorted(used)]
-    stuck = [e.name for e in entries if not travels(e.factory)]
+    used = sorted({parse_spec(c.problem, what="problem").name for c in configs} & set(registered))
+    stuck = [name for name in used if not travels(registered[name][0])]
     if stuck and runner.workers is not None and runner.workers > 1:
         say(
             f"note: problem {stuck[0]!r} was registered with a factory that worker processes cannot import "
             "(a lambda, a nested function or one defined interactively): the grid runs in this process"
         )
         runner.workers = 1
-    return tuple((e.name, e.factory, e.summary) for e in entries)
+    return tuple((name, *registered[name]) for name in used)

@@ -82,8 +82,15 @@ def run_grid(
     if out is None:
         from optbench.grid.memory import run_in_memory
 
+        state = GridProgress(total=len(configs), done=0, resumed=0)
         return run_in_memory(
-            configs, engine=engine, exactness=exactness, workers=workers, executor=executor, progress=progress
+            configs,
+            engine=engine,
+            exactness=exactness,
+            workers=workers,
+            executor=executor,
+            state=state,
+            progress=progress,
         )
     out = store.check_out(out, "grid")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)

@@ -234,4 +234,6 @@ def digits_cnn(
         classes=10,
         name="digits-cnn",
     )
-    return recipe.build(init=init, loss=loss, device=device, seed=seed, steps=steps, batch_size=batch_size)
+    return recipe.for_run(
+        "digits-cnn", init=init, loss=loss, device=device, seed=seed, steps=steps, batch_size=batch_size
+    )

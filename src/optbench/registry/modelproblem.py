@@ -22,9 +22,9 @@ for a seed: (inputs, targets) tensors are cut into minibatches as the built-in M
 (``problems.minibatch_index``, ``--batch-size`` or ``batch_size``); a DataLoader (or any re-iterable of
 ``(inputs, targets)``) is iterated epoch after epoch, each epoch started under a torch RNG seeded from the
 run's seed, so its shuffling is the seed's and the caller's RNG is left as it was (a loader with its own
-``generator`` gets a seeded one for the epoch; the user's is never drawn from). ``--loss`` other than ``auto`` replaces
-``loss_fn`` by that registry loss (``classes`` turns class-index targets into one-hot ones where the loss
-needs them). ``--head-lr-scale`` and ``--freeze`` apply to the built-in MLPs only.
+``generator`` gets a seeded one for the epoch; the user's is never drawn from). ``--loss`` other than
+``auto`` replaces ``loss_fn`` by that registry loss (``classes`` turns class-index targets into one-hot
+ones where the loss needs them). ``--head-lr-scale`` and ``--freeze`` apply to the built-in MLPs only.
 
 A problem registered from Python lives in this process; a grid ships it to its worker processes when its
 factory can be pickled (a function at the top level of a module or script), else runs those cells here.
@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import inspect
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -46,13 +44,9 @@ import torch
 import torch.nn as nn
 
 from optbench.errors import NotApplicable, OptbenchError
-from optbench.registry.base import Entry
-from optbench.registry.imports import allowed_packages, import_object
 from optbench.registry.problems import Problem, minibatch_index, problems
-from optbench.spec import Spec
+from optbench.registry.userfactory import CUSTOM_LOSS, user_entry
 
-CUSTOM_LOSS = "custom"  # the loss column of a user's problem run with its own loss_fn
-CONTEXT = ("device", "seed", "steps", "batch_size")  # what a user's factory may declare to be given
 DEFAULT_BATCH_SIZE = 64
 _NAME_RE = re.compile(r"^[A-Za-z_][\w.\-]*$")
 
@@ -106,12 +100,13 @@ class ModelProblem(Problem):
 
     # ------------------------------------------------------------------------------------- building a run
 
-    def build(
-        self, *, init: str, loss: str, device: str, seed: int, steps: int, batch_size: int | None
+    def for_run(
+        self, name: str, *, init: str, loss: str, device: str, seed: int, steps: int, batch_size: int | None
     ) -> ModelProblem:
         """This run's problem: a copy of the recipe with its model and batches built (the recipe itself is
         left as it was, so a factory may return the same one every time)."""
         run = copy.copy(self)
+        run.name = name
         run._build(init, loss, device, seed, steps, batch_size)
         return run
 
@@ -297,74 +292,7 @@ def _own_generator(holder) -> torch.Generator | None:
     return generator if isinstance(generator, torch.Generator) else None
 
 
-# -------------------------------------------------------------------------------- factories and entries
-
-
-def call_factory(entry: Entry, spec: Spec, context: dict) -> Any:
-    """The user's factory called with the spec's keywords and the context keywords it declares."""
-    factory = entry.factory
-    kwargs = spec.kw
-    clash = sorted(set(kwargs) & set(CONTEXT))
-    if clash:
-        raise OptbenchError(
-            f"problem {spec.canonical()!r}: {clash[0]!r} comes from the run (--{clash[0].replace('_', '-')}), "
-            "not from the spec"
-        )
-    accepted = _declared(factory)
-    kwargs.update({k: v for k, v in context.items() if k in accepted})
-    try:
-        inspect.signature(factory).bind(**kwargs)
-    except TypeError as err:
-        raise OptbenchError(f"problem {spec.canonical()!r}: {err}") from None
-    except ValueError:  # no signature (a builtin): let the call say
-        pass
-    return factory(**kwargs)
-
-
-def _declared(factory) -> set[str]:
-    """Parameter names ``factory`` declares by name (a context keyword is never passed through **kwargs)."""
-    try:
-        return set(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def build_user_problem(
-    entry: Entry, spec: Spec, *, init: str, loss: str, device: str, seed: int, steps: int, batch_size
-) -> Problem:
-    """One run's problem from a user's factory (seed torch before calling, as for every problem)."""
-    context = {"device": device, "seed": seed, "steps": steps, "batch_size": batch_size}
-    made = call_factory(entry, spec, context)
-    if isinstance(made, ModelProblem):
-        made.name = spec.name
-        return made.build(init=init, loss=loss, device=device, seed=seed, steps=steps, batch_size=batch_size)
-    if isinstance(made, Problem):  # the advanced route: the factory built everything itself
-        if init != "default" or loss != CUSTOM_LOSS:
-            raise NotApplicable(
-                f"problem {spec.name!r} returns a built Problem: --init and --loss do not apply to it"
-            )
-        return made
-    raise OptbenchError(
-        f"problem {spec.canonical()!r}: the factory returned {type(made).__name__}, not a ModelProblem"
-    )
-
-
-def imported_entry(path: str) -> Entry:
-    """The entry of a problem named by import path (its package must be allowed: ``registry.imports``)."""
-    return _imported_entry(path, allowed_packages())
-
-
-@functools.lru_cache(maxsize=256)
-def _imported_entry(path: str, allowed: frozenset[str]) -> Entry:
-    factory = import_object(path, "problem")
-    if not callable(factory):
-        raise OptbenchError(f"problem {path!r} is not callable (a factory that returns a ModelProblem)")
-    return Entry(path, _summary(factory), factory, {"default_loss": CUSTOM_LOSS, "user": True})
-
-
-def _summary(factory) -> str:
-    doc = inspect.getdoc(factory) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else "user problem"
+# ----------------------------------------------------------------------------- registering from Python
 
 
 def register_problem(name: str, factory: Callable[..., Any], summary: str | None = None) -> str:
@@ -380,15 +308,16 @@ def register_problem(name: str, factory: Callable[..., Any], summary: str | None
         raise OptbenchError(f"register_problem({name!r}, ...): the factory must be callable")
     if name in problems and not problems.get(name).meta.get("user"):
         raise OptbenchError(f"problem {name!r} is built in; choose another name")
-    meta = {"default_loss": CUSTOM_LOSS, "user": True}
-    problems.add(name, factory, summary or _summary(factory), replace=True, **meta)
+    entry = user_entry(name, factory, summary)
+    problems.add(name, entry.factory, entry.summary, replace=True, **entry.meta)
     _forget_checks()
     return name
 
 
-def registered_problems() -> dict[str, Entry]:
-    """The problems registered from Python in this process (what a grid ships to its workers)."""
-    return {e.name: e for e in problems.entries() if e.meta.get("user")}
+def registered_problems() -> dict[str, tuple[Callable, str]]:
+    """The problems registered from Python in this process, name -> (the user's factory, summary): what
+    a grid ships to its workers."""
+    return {e.name: (e.factory.factory, e.summary) for e in problems.entries() if e.meta.get("user")}
 
 
 def travels(factory) -> bool:
@@ -408,7 +337,7 @@ def travels(factory) -> bool:
 def adopt(shipped: tuple) -> None:
     """In a worker: register the problems its grid's process registered (``travels``), once."""
     for name, factory, summary in shipped:
-        if name not in problems or problems.get(name).factory is not factory:
+        if name not in problems or problems.get(name).factory.factory is not factory:
             register_problem(name, factory, summary)
 
 

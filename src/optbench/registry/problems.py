@@ -13,8 +13,9 @@ The problem protocol (the one place it is written down):
   and step, so runs are deterministic; called again for the same step by LBFGS); optionally held-out data,
   evaluated by ``evaluate()`` every ``eval_every`` steps (loss and accuracy); ``param_groups`` for the
   optimizer; ``coords()`` for a toy's point. A user's factory returns a ``ModelProblem`` (an nn.Module
-  factory, the training data, a loss function, optional validation data and metric), which is such a
-  Problem built by optbench for the run's seed, init and device.
+  factory, the training data, a loss function, optional validation data and metric): optbench wraps the
+  factory (``registry.userfactory``) and asks what it returns to build itself for the run's seed, init,
+  loss and device (``Problem.for_run``).
 
 Every problem takes keyword arguments in spec syntax, e.g. ``quadratic(scale=3)``,
 ``rosenbrock(x0=(-1.5, 2.0))``, ``mlp-classification(width=32, depth=4, activation='tanh')``.
@@ -35,9 +36,11 @@ from optbench.registry.base import Entry, Registry
 from optbench.registry.imports import is_import_path
 from optbench.registry.inits import apply_init
 from optbench.registry.losses import make_loss
+from optbench.registry.userfactory import CUSTOM_LOSS, imported_entry
 from optbench.spec import Spec, parse_spec
 
-problems = Registry("problem")
+# The problems on real data are a module of their own that adds itself when the registry is first read.
+problems = Registry("problem", providers=("optbench.registry.datasets",))
 
 
 class Problem:
@@ -51,6 +54,20 @@ class Problem:
 
     def __init__(self):
         self.params: list[torch.Tensor] = []
+
+    @property
+    def size(self) -> int:
+        """Scalar parameters, trainable or not."""
+        return sum(p.numel() for p in self.params)
+
+    def for_run(self, name: str, *, init: str, loss: str, **run) -> Problem:
+        """This problem built for one run (a user's factory returned it): a ``ModelProblem`` builds its model
+        and batches for the run's seed, init, loss and device; a Problem that came built is used as it is."""
+        if init != "default" or loss != CUSTOM_LOSS:
+            raise NotApplicable(
+                f"problem {name!r} returns a built Problem: --init and --loss do not apply to it"
+            )
+        return self
 
     def param_groups(self, lr: float, head_lr_scale: float = 1.0, freeze: int = 0) -> list[dict]:
         if head_lr_scale != 1.0 or freeze:
@@ -70,11 +87,6 @@ class Problem:
     @property
     def trainable(self) -> list[torch.Tensor]:
         return [p for p in self.params if p.requires_grad]
-
-    @property
-    def size(self) -> int:
-        """Scalar parameters, trainable or not."""
-        return sum(p.numel() for p in self.params)
 
 
 # ------------------------------------------------------------------------------------------ toy functions
@@ -451,8 +463,6 @@ def problem_entry(name: str) -> Entry:
     """The registry entry of a problem name; for an import path ``pkg.mod:factory`` (of an allowed package
     only: ``registry.imports``), an entry made for the user's factory."""
     if is_import_path(name):
-        from optbench.registry.modelproblem import imported_entry
-
         return imported_entry(name)
     return problems.get(name)
 
@@ -468,8 +478,6 @@ def default_loss(problem: str) -> str:
     user's ``loss_fn``). Known without importing a user's package."""
     name = parse_spec(problem, what="problem").name
     if is_import_path(name):
-        from optbench.registry.modelproblem import CUSTOM_LOSS
-
         return CUSTOM_LOSS
     return problems.get(name).meta["default_loss"]
 
@@ -494,11 +502,6 @@ def build_problem(
     spec = parse_spec(problem, what="problem")
     entry = problem_entry(spec.name)
     loss = entry.meta["default_loss"] if loss in ("auto", entry.meta["default_loss"]) else loss
-    if entry.meta.get("user"):
-        from optbench.registry.modelproblem import build_user_problem
-
-        context = {"device": device, "seed": seed, "steps": steps, "batch_size": batch_size}
-        return build_user_problem(entry, spec, init=init, loss=loss, **context)
     if entry.meta["default_loss"] == "none":
         if parse_spec(init, what="init").name != "default":
             raise NotApplicable(f"problem {spec.name!r} has no weights: init must be 'default', got {init!r}")
@@ -515,11 +518,5 @@ def build_problem(
             device, init=init, loss=loss, seed=seed, steps=steps, batch_size=batch_size, **spec.kw
         )
     except TypeError as err:
-        raise OptbenchError(
-            f"problem {spec.canonical()!r}: {err}; options: width, depth, activation, in_dim/classes, "
-            f"{', '.join(_MLP_OPTIONS[3:])}"
-        ) from None
-
-
-# The problems on real data register themselves (their factories import scikit-learn when called).
-from optbench.registry import datasets  # noqa: E402, F401
+        options = "" if entry.meta.get("user") else f"; options: {', '.join(_MLP_OPTIONS)}, in_dim/classes"
+        raise OptbenchError(f"problem {spec.canonical()!r}: {err}{options}") from None
