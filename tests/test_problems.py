@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 
@@ -12,16 +13,32 @@ from optbench.errors import NotApplicable, OptbenchError
 from optbench.registry.problems import build_problem, canonical_problem, default_loss, is_toy, problems
 
 TOYS = [name for name in problems.names() if problems.get(name).meta["default_loss"] == "none"]
-MLPS = [name for name in problems.names() if name not in TOYS]
+MLP_NAMES = [
+    name for name in problems.names() if problems.get(name).meta.get("batched") == "mlp"
+]  # MLPProblems
 SMALL = "(width=8, depth=1, n_train=64, n_val=32)"
+# The data set problems need scikit-learn (the datasets extra, part of the dev extra); skipped without it.
+NEEDS_SKLEARN = pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="the datasets extra")
+ALL = [
+    pytest.param(n, marks=NEEDS_SKLEARN) if problems.get(n).meta.get("extra") else n for n in problems.names()
+]
+MLPS = [pytest.param(n, marks=NEEDS_SKLEARN) if problems.get(n).meta.get("extra") else n for n in MLP_NAMES]
 
 
 def _build(name: str, **kwargs):
     torch.manual_seed(0)
-    return build_problem(name if name in TOYS else f"{name}{SMALL}", **kwargs)
+    if name in TOYS:
+        return build_problem(name, **kwargs)
+    return build_problem(
+        f"{name}{SMALL if name in problems_of_mlps() else '(n_train=64, n_val=32)'}", **kwargs
+    )
 
 
-@pytest.mark.parametrize("name", problems.names())
+def problems_of_mlps() -> list[str]:
+    return [n for n in problems.names() if problems.get(n).meta.get("batched") == "mlp"]
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_every_problem_builds_and_gives_a_finite_scalar_loss_with_gradients(name):
     problem = _build(name, steps=3)
     loss = problem.loss(0)
@@ -32,7 +49,7 @@ def test_every_problem_builds_and_gives_a_finite_scalar_loss_with_gradients(name
     assert is_toy(name) == (name in TOYS)
 
 
-@pytest.mark.parametrize("name", problems.names())
+@pytest.mark.parametrize("name", ALL)
 def test_unknown_problem_option_is_an_error_naming_it(name):
     with pytest.raises(OptbenchError, match="bogus"):
         build_problem(f"{name}(bogus=1)", steps=1)
@@ -186,7 +203,7 @@ def test_mlp_evaluate_uses_the_held_out_split_and_restores_train_mode(name):
     val_loss, val_acc = problem.evaluate()
     assert problem.model.training
     assert val_loss.dim() == 0 and torch.isfinite(val_loss) and not val_loss.requires_grad
-    if name == "mlp-classification":
+    if problem.val_labels is not None:  # classification
         assert 0.0 <= val_acc.item() <= 1.0
         expected = (problem.model(problem.x_val).argmax(1) == problem.val_labels).float().mean()
         assert val_acc.item() == pytest.approx(expected.item())

@@ -13,6 +13,10 @@ _LAZY = {
     "summary": "optbench.grid.summary",
     "init_report": "optbench.experiments.initprobe",
     "allow_imports": "optbench.registry.imports",
+    "ModelProblem": "optbench.registry.modelproblem",
+    "register_problem": "optbench.registry.modelproblem",
+    "lr_find": "optbench.experiments.lrfind_model",
+    "load": "optbench.store.results",
 }
 
 

@@ -13,6 +13,7 @@ import typer
 
 from optbench.cli import (
     amp,
+    export,
     grid,
     init_report,
     listing,
@@ -97,7 +98,20 @@ def main_options(
 
 
 # Each command module defines COMMANDS = {"cli-name": function}: one module per command.
-for _module in (listing, sweep, grid, summary, init_report, amp, plot, schedules, plots, report, verify):
+for _module in (
+    listing,
+    sweep,
+    grid,
+    summary,
+    init_report,
+    amp,
+    plot,
+    schedules,
+    plots,
+    report,
+    verify,
+    export,
+):
     for _cli_name, _fn in _module.COMMANDS.items():
         app.command(_cli_name, context_settings=HELP_OPTIONS, cls=ClassicCommand)(_fn)
 

@@ -47,7 +47,16 @@ def list_entries(
     for entry in registry.entries():
         aliases = registry.aliases_of(entry.name)
         alias_text = f" (alias: {', '.join(aliases)})" if aliases else ""
-        typer.echo(f"{entry.name:<28} {plain(entry.summary)}{alias_text}")
+        typer.echo(f"{entry.name:<28} {plain(entry.summary)}{alias_text}{_needs(entry)}")
+
+
+def _needs(entry) -> str:
+    """A data set problem without scikit-learn: what to install to run it."""
+    if entry.meta.get("extra") != "datasets":
+        return ""
+    from optbench.registry.datasets import has_sklearn
+
+    return "" if has_sklearn() else " [needs pip install 'optbench[datasets]']"
 
 
 COMMANDS = {"list": list_entries}

@@ -276,12 +276,14 @@ def _run_and_commit(out: Path, config) -> str:
     return result.summary.status
 
 
-def draw(analysis: LRFindAnalysis, path: Path, config=None) -> Path:
+def draw(analysis: LRFindAnalysis, path: Path, config=None, title: str | None = None) -> Path:
+    """The range test's figure; titled after the config's problem and optimizer, or ``title``."""
     from optbench.figures.lrfind import lr_find as draw_lr_find
 
-    title = "learning-rate range test"
-    if config is not None:
-        title = f"{config.problem}, {config.optimizer}: {title}"
+    if title is None:
+        title = "learning-rate range test"
+        if config is not None:
+            title = f"{config.problem}, {config.optimizer}: {title}"
     return draw_lr_find(
         analysis.lrs,
         analysis.losses,

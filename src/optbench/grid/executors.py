@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from optbench.engine.runtime import one_torch_thread, pin_worker_to_one_thread
@@ -71,6 +71,7 @@ class Task:
     configs: tuple[RunConfig, ...]
     batched: bool = False
     exactness: str = "auto"  # the batched engine's contract (grid/plan.py)
+    problems: tuple = ()  # (name, factory, summary): problems registered in the grid's process (plan.py)
 
     @property
     def device(self) -> str:
@@ -84,10 +85,7 @@ class Task:
             return [self]
         chunks = max(1, min(parts, len(self.configs) // MIN_CHUNK))
         size = -(-len(self.configs) // chunks)
-        return [
-            Task(self.configs[i : i + size], batched=True, exactness=self.exactness)
-            for i in range(0, len(self.configs), size)
-        ]
+        return [replace(self, configs=self.configs[i : i + size]) for i in range(0, len(self.configs), size)]
 
 
 MIN_CHUNK = 16  # cells: a smaller batch spends more on per-step Python than a worker of its own saves
@@ -95,6 +93,10 @@ MIN_CHUNK = 16  # cells: a smaller batch spends more on per-step Python than a w
 
 def run_task(task: Task) -> list:
     """The task's RunResults, in the order of its configs."""
+    if task.problems:
+        from optbench.registry.modelproblem import adopt
+
+        adopt(task.problems)
     if task.batched:
         from optbench.engine.batched import run_batch
 
@@ -229,7 +231,7 @@ def _after_deaths(task: Task, exitcode: int, deaths: int, out: Path, on_result: 
     as a failed run (a cell is data) and nothing is left to run."""
     if len(task.configs) > 1:
         half = len(task.configs) // 2
-        return [Task(task.configs[:half], task.batched), Task(task.configs[half:], task.batched)]
+        return [replace(task, configs=task.configs[:half]), replace(task, configs=task.configs[half:])]
     reason = f"its worker process {_death(exitcode)} {deaths} times running this cell" + (
         " (the OOM killer sends SIGKILL when memory runs out)" if exitcode == -signal.SIGKILL else ""
     )

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from optbench.errors import OptbenchError
-from optbench.spec import RunConfig
+from optbench.spec import RunConfig, parse_spec
 
 ENGINES = ("auto", "batched", "reference")
 EXACTNESS = ("auto", "exact", "fast")
@@ -74,3 +74,24 @@ def plan_tasks(configs: list[RunConfig], engine: str, workers: int, exactness: s
 def _device_type(device: str) -> str:
     """``cuda:1`` -> ``cuda`` (without importing torch)."""
     return device.split(":", 1)[0]
+
+
+def ship_problems(configs: list[RunConfig], runner, say) -> tuple:
+    """The problems registered from Python (``optbench.register_problem``) that these cells use, as
+    (name, factory, summary) for the tasks to carry to worker processes, which do not have them (Ray
+    pickles any function). A factory that a spawned local worker cannot import (a lambda, a nested
+    function, one defined in an interactive session) keeps the grid in this process, with one line."""
+    from optbench.registry.modelproblem import registered_problems, travels
+
+    registered = registered_problems()
+    if not registered:
+        return ()
+    used = sorted({parse_spec(c.problem, what="problem").name for c in configs} & set(registered))
+    stuck = [name for name in used if not travels(registered[name][0])]
+    if stuck and runner.workers is not None and runner.workers > 1:
+        say(
+            f"note: problem {stuck[0]!r} was registered with a factory that worker processes cannot import "
+            "(a lambda, a nested function or one defined interactively): the grid runs in this process"
+        )
+        runner.workers = 1
+    return tuple((name, *registered[name]) for name in used)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from optbench.errors import OptbenchError
 from optbench.grid.axes import GridSpec
 from optbench.grid.expand import _as_configs
-from optbench.grid.plan import ENGINES, check_exactness, plan_tasks
+from optbench.grid.plan import ENGINES, check_exactness, plan_tasks, ship_problems
 from optbench.spec import RunConfig
 
 CONSOLIDATE_EVERY_S = 30.0
@@ -50,14 +50,16 @@ def run_grid(
     exactness: str = "auto",
 ):
     """Run every cell of a grid not yet committed in ``out``; return the runs table (a DataFrame, one row
-    per cell, in expansion order).
+    per cell, in expansion order). With ``out=None`` the grid runs in memory, in this process, writes
+    nothing anywhere and returns its ``RunTables`` (``.runs``, ``.traces``, ``.joined()``; what
+    ``optbench.load`` reads back from a folder).
 
     Args:
         spec: a GridSpec, a dict of axes (``make_spec``), a TOML file (``load_spec_toml``) or RunConfigs.
-        out: results folder (default: a new ``results/grid-<time>``): new, empty, or a grid's (another
-            kind of folder, or a non-empty one optbench did not make, is refused). Runs already committed
-            there are skipped; ``force=True`` runs everything again (each commit replaces the old one).
-            Damaged files are moved to ``out/_damaged/`` and their runs run again.
+        out: results folder (``bench grid``'s default: a new ``results/grid-<time>``): new, empty, or a
+            grid's (another kind of folder, or a non-empty one optbench did not make, is refused). Runs
+            already committed there are skipped; ``force=True`` runs everything again (each commit replaces
+            the old one). Damaged files are moved to ``out/_damaged/`` and their runs run again.
         workers: local processes (default: the usable cores); 1 runs in this process.
         executor: ``local`` or ``ray``; ``address``: a Ray cluster (default: start a local Ray).
         gpus_per_run: GPU fraction each CUDA run requests from Ray (0.25: four runs share a GPU).
@@ -77,12 +79,28 @@ def run_grid(
     if engine not in ENGINES:
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     check_exactness(exactness, configs, engine)
-    out = store.check_out(out, "grid") if out is not None else store.default_out("grid")
+    if out is None:
+        from optbench.grid.memory import run_in_memory
+
+        state = GridProgress(total=len(configs), done=0, resumed=0)
+        return run_in_memory(
+            configs,
+            engine=engine,
+            exactness=exactness,
+            workers=workers,
+            executor=executor,
+            state=state,
+            progress=progress,
+        )
+    out = store.check_out(out, "grid")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
+    shipped = ship_problems(configs, runner, say or store.warn)
     order = [c.run_id() for c in configs]
     with store.results_folder(out, "grid"):  # one writer per folder; removed again if nothing is committed
         todo, state = _pending(out, configs, order, force, say or store.warn)
-        tasks = plan_tasks(todo, engine, runner.workers or 1, exactness)
+        tasks = [
+            replace(t, problems=shipped) for t in plan_tasks(todo, engine, runner.workers or 1, exactness)
+        ]
         settings = {"executor": executor, "workers": runner.workers, "address": address, "force": force}
         manifest = store.start_manifest(
             out,

@@ -21,13 +21,25 @@ class Entry:
 
 
 class Registry:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, providers: tuple[str, ...] = ()):
         self.kind = kind  # singular noun used in messages: "optimizer", "scheduler", ...
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
+        # Modules that add entries to this registry when imported (registry/datasets.py adds problems):
+        # imported when the registry is first read, so that they may import the module that holds it.
+        self._providers = list(providers)
 
-    def add(self, name: str, factory: Callable[..., Any], summary: str, *, aliases=(), **meta) -> Entry:
-        if name in self._entries or name in self._aliases:
+    def _provide(self) -> None:
+        import importlib
+
+        while self._providers:
+            importlib.import_module(self._providers.pop(0))
+
+    def add(
+        self, name: str, factory: Callable[..., Any], summary: str, *, aliases=(), replace=False, **meta
+    ) -> Entry:
+        """Register ``name``; ``replace=True`` replaces an entry of that name (never an alias)."""
+        if name in self._aliases or (name in self._entries and not replace):
             raise ValueError(f"{self.kind} {name!r} registered twice")
         entry = Entry(name, summary, factory, dict(meta))
         self._entries[name] = entry
@@ -46,6 +58,7 @@ class Registry:
 
     def canonical_name(self, name: str) -> str:
         """Resolve an alias (``cosine`` -> ``cosineannealinglr``); unknown names raise."""
+        self._provide()
         if name in self._entries:
             return name
         if name in self._aliases:
@@ -56,13 +69,16 @@ class Registry:
         return self._entries[self.canonical_name(name)]
 
     def names(self) -> list[str]:
+        self._provide()
         return sorted(self._entries)
 
     def entries(self) -> list[Entry]:
         return [self._entries[n] for n in self.names()]
 
     def aliases_of(self, name: str) -> list[str]:
+        self._provide()
         return sorted(a for a, target in self._aliases.items() if target == name)
 
     def __contains__(self, name: str) -> bool:
+        self._provide()
         return name in self._entries or name in self._aliases

@@ -111,7 +111,7 @@ def init_weight(weight, spec: str | Spec, activation: str = "relu") -> None:
 
 
 def apply_init(model, spec: str | Spec, activation: str = "relu") -> None:
-    """Apply an init scheme to every nn.Linear in ``model`` (bias zeroed unless ``default``)."""
+    """Apply an init scheme to every nn.Linear and convolution in ``model`` (bias zeroed unless ``default``)."""
     import torch
     import torch.nn as nn
 
@@ -119,7 +119,7 @@ def apply_init(model, spec: str | Spec, activation: str = "relu") -> None:
     entry = inits.get(spec.name)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
                 entry.factory(module.weight, activation, spec.kw)
                 if entry.name != "default" and module.bias is not None:
                     module.bias.zero_()

@@ -78,13 +78,17 @@ def _where(device: str) -> str:
 def mlp_sizes(problem: str) -> dict | None:
     """width, depth, in_dim, out_dim, n_train, n_val of an MLP problem spec (None: a toy function, or a
     size that is not a whole number, which the stand-in build reports)."""
-    from optbench.registry.problems import is_toy, problems
+    from optbench.registry.problems import is_toy, problem_entry
 
     if is_toy(problem):
         return None
     spec = parse_spec(problem, what="problem")
-    params = inspect.signature(problems.get(spec.name).factory).parameters
+    entry = problem_entry(spec.name)
+    if entry.meta.get("user"):
+        return None  # a user's model: its size is known once built
+    params = inspect.signature(entry.factory).parameters
     given = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+    given.update(entry.meta.get("data_sizes", {}))  # a data set's in_dim, classes, n_train, n_val
     given.update(spec.kw)
     sizes = {
         "width": given.get("width"),

@@ -1,6 +1,22 @@
-"""What can be optimized: toy functions with known minima and small MLPs on deterministic synthetic data.
+"""What can be optimized: toy functions with known minima, small MLPs on deterministic synthetic data, the
+data set problems (``registry.datasets``) and the user's own (``registry.modelproblem``).
 
-A Problem owns its parameters and data and exposes one training loss per step; the engine does the rest.
+The problem protocol (the one place it is written down):
+
+* a *factory* makes one run's problem. Registered under a name (``problems.add``, the decorator, or
+  ``optbench.register_problem``) or named by import path (``--problem 'pkg.mod:factory(arg=1)'``, behind
+  ``--allow-imports``), it is called with the spec's keyword arguments after ``torch.manual_seed(seed)``;
+  a built-in factory also gets ``device`` and ``init, loss, seed, steps, batch_size`` (toys: ``device``
+  only), a user's factory those of ``device, seed, steps, batch_size`` it declares;
+* it returns a ``Problem``: its ``name``, its parameters (``params``; ``size`` counts them), built for the
+  seed and the init; ``loss(step)``, the training loss of step t's batch (the same batch for the same seed
+  and step, so runs are deterministic; called again for the same step by LBFGS); optionally held-out data,
+  evaluated by ``evaluate()`` every ``eval_every`` steps (loss and accuracy); ``param_groups`` for the
+  optimizer; ``coords()`` for a toy's point. A user's factory returns a ``ModelProblem`` (an nn.Module
+  factory, the training data, a loss function, optional validation data and metric): optbench wraps the
+  factory (``registry.userfactory``) and asks what it returns to build itself for the run's seed, init,
+  loss and device (``Problem.for_run``).
+
 Every problem takes keyword arguments in spec syntax, e.g. ``quadratic(scale=3)``,
 ``rosenbrock(x0=(-1.5, 2.0))``, ``mlp-classification(width=32, depth=4, activation='tanh')``.
 """
@@ -16,23 +32,42 @@ import torch.nn as nn
 
 from optbench.errors import NotApplicable, OptbenchError
 from optbench.registry import activations
-from optbench.registry.base import Registry
+from optbench.registry.base import Entry, Registry
+from optbench.registry.imports import is_import_path
 from optbench.registry.inits import apply_init
 from optbench.registry.losses import make_loss
+from optbench.registry.userfactory import CUSTOM_LOSS, imported_entry
 from optbench.spec import Spec, parse_spec
 
-problems = Registry("problem")
+# The problems on real data are a module of their own that adds itself when the registry is first read.
+problems = Registry("problem", providers=("optbench.registry.datasets",))
 
 
 class Problem:
-    """Base: subclasses set ``params`` and implement ``loss``."""
+    """Base of every problem (the protocol is in the module docstring): subclasses set ``name`` and
+    ``params`` and implement ``loss`` (and ``evaluate`` where ``eval_every`` is set)."""
 
+    name = "problem"
     has_weights = False
     eval_every: int | None = None  # evaluate the held-out split every N steps (MLPs)
     curvature: float | None = None  # Hessian eigenvalue where it is constant (the quadratic): bound = 2/L
 
     def __init__(self):
         self.params: list[torch.Tensor] = []
+
+    @property
+    def size(self) -> int:
+        """Scalar parameters, trainable or not."""
+        return sum(p.numel() for p in self.params)
+
+    def for_run(self, name: str, *, init: str, loss: str, **run) -> Problem:
+        """This problem built for one run (a user's factory returned it): a ``ModelProblem`` builds its model
+        and batches for the run's seed, init, loss and device; a Problem that came built is used as it is."""
+        if init != "default" or loss != CUSTOM_LOSS:
+            raise NotApplicable(
+                f"problem {name!r} returns a built Problem: --init and --loss do not apply to it"
+            )
+        return self
 
     def param_groups(self, lr: float, head_lr_scale: float = 1.0, freeze: int = 0) -> list[dict]:
         if head_lr_scale != 1.0 or freeze:
@@ -215,6 +250,18 @@ def make_spirals(n_train: int, n_val: int, classes: int, noise: float, data_seed
     return Dataset(x[:n_train], labels[:n_train], x[n_train:], labels[n_train:], classes=classes)
 
 
+def minibatch_index(n: int, batch_size: int, steps: int, seed: int) -> torch.Tensor:
+    """The rows of each step's minibatch, [steps, batch]: drawn without replacement per epoch (an epoch's
+    last partial batch dropped) from a generator seeded with the run's seed; a batch larger than the data
+    is the whole data."""
+    batch_size = min(batch_size, n)
+    g = torch.Generator().manual_seed(seed)
+    batches_per_epoch = n // batch_size
+    epochs = -(-steps // batches_per_epoch) if steps else 0
+    perms = [torch.randperm(n, generator=g)[: batches_per_epoch * batch_size] for _ in range(epochs)]
+    return torch.cat(perms).view(-1, batch_size)[:steps] if perms else torch.empty(0, batch_size)
+
+
 class MLPProblem(Problem):
     """An MLP of ``depth`` hidden layers (Linear + activation) and a Linear head on a fixed data set.
 
@@ -269,14 +316,7 @@ class MLPProblem(Problem):
         self.y_val = self._targets(data.y_val, data.classes, target_kind, loss).to(device)
         self.val_labels = data.y_val.to(device) if data.classes else None
 
-        n = data.x_train.shape[0]
-        batch_size = min(batch_size, n)
-        g = torch.Generator().manual_seed(seed)
-        batches_per_epoch = n // batch_size
-        epochs = -(-steps // batches_per_epoch) if steps else 0
-        perms = [torch.randperm(n, generator=g)[: batches_per_epoch * batch_size] for _ in range(epochs)]
-        index = torch.cat(perms).view(-1, batch_size)[:steps] if perms else torch.empty(0, batch_size)
-        self.batch_index = index.to(device)
+        self.batch_index = minibatch_index(data.x_train.shape[0], batch_size, steps, seed).to(device)
 
     @staticmethod
     def _targets(y: torch.Tensor, classes: int | None, kind: str, loss: str) -> torch.Tensor:
@@ -338,6 +378,7 @@ _MLP_OPTIONS = (
     "mlp-regression",
     "MLP (width 64, depth 2, relu) on y = sin(2x·a) + (x·b)^2/2 + noise, 8-D x, MSE",
     default_loss="mse",
+    batched="mlp",
 )
 def mlp_regression(
     device,
@@ -378,6 +419,7 @@ def mlp_regression(
     "mlp-classification",
     "MLP (width 64, depth 2, relu) on 3 interleaved 2-D spirals, cross-entropy",
     default_loss="cross-entropy",
+    batched="mlp",
 )
 def mlp_classification(
     device,
@@ -417,13 +459,27 @@ def mlp_classification(
 # ------------------------------------------------------------------------------------------------ building
 
 
+def problem_entry(name: str) -> Entry:
+    """The registry entry of a problem name; for an import path ``pkg.mod:factory`` (of an allowed package
+    only: ``registry.imports``), an entry made for the user's factory."""
+    if is_import_path(name):
+        return imported_entry(name)
+    return problems.get(name)
+
+
 def canonical_problem(text: str) -> str:
     spec = parse_spec(text, what="problem")
-    return Spec(problems.canonical_name(spec.name), spec.kwargs).canonical()
+    name = problem_entry(spec.name).name  # an import path is checked (and imported) here
+    return Spec(name, spec.kwargs).canonical()
 
 
 def default_loss(problem: str) -> str:
-    return problems.get(parse_spec(problem, what="problem").name).meta["default_loss"]
+    """The problem's own loss: a loss registry name, ``none`` (a toy is its own loss) or ``custom`` (the
+    user's ``loss_fn``). Known without importing a user's package."""
+    name = parse_spec(problem, what="problem").name
+    if is_import_path(name):
+        return CUSTOM_LOSS
+    return problems.get(name).meta["default_loss"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -444,7 +500,7 @@ def build_problem(
 ) -> Problem:
     """Instantiate a problem from its spec string (seed torch before calling: it draws the init)."""
     spec = parse_spec(problem, what="problem")
-    entry = problems.get(spec.name)
+    entry = problem_entry(spec.name)
     loss = entry.meta["default_loss"] if loss in ("auto", entry.meta["default_loss"]) else loss
     if entry.meta["default_loss"] == "none":
         if parse_spec(init, what="init").name != "default":
@@ -462,7 +518,5 @@ def build_problem(
             device, init=init, loss=loss, seed=seed, steps=steps, batch_size=batch_size, **spec.kw
         )
     except TypeError as err:
-        raise OptbenchError(
-            f"problem {spec.canonical()!r}: {err}; options: width, depth, activation, in_dim/classes, "
-            f"{', '.join(_MLP_OPTIONS[3:])}"
-        ) from None
+        options = "" if entry.meta.get("user") else f"; options: {', '.join(_MLP_OPTIONS)}, in_dim/classes"
+        raise OptbenchError(f"problem {spec.canonical()!r}: {err}{options}") from None

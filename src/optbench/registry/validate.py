@@ -85,13 +85,13 @@ def _check_names(what: str, spec, accepted: set[str] | None) -> None:
 def check_problem_arguments(problem: str) -> None:
     """Option names (and a toy's values) of a problem spec: a typo is a user error, not an invalid cell."""
     from optbench.registry import activations
-    from optbench.registry.problems import build_problem, is_toy, problems
+    from optbench.registry.problems import build_problem, is_toy, problem_entry
 
     parsed = parse_spec(problem, what="problem")
     if is_toy(problem):
         build_problem(problem, device="cpu")  # a toy builds in microseconds and checks its own options
         return
-    factory = problems.get(parsed.name).factory
+    factory = problem_entry(parsed.name).factory
     _check_names(
         "problem",
         parsed,
@@ -209,7 +209,7 @@ def _canonical_strings(
     from optbench.registry.schedulers import canonical_scheduler
 
     problem = _remember_typed("problem", canonical_problem(problem), problem)
-    if loss == "auto":
+    if loss in ("auto", default_loss(problem)):  # a user problem's own loss is "custom", no registry name
         loss = default_loss(problem)
     elif loss != "none":
         loss = _remember_typed("loss", canonical_loss(loss), loss)

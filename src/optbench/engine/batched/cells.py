@@ -75,11 +75,13 @@ def build(cfg: RunConfig, device: str | None = None):
 
 
 def factory_kwargs(problem: str) -> dict:
-    """The problem factory's keyword defaults overridden by the spec's arguments."""
+    """The problem factory's keyword defaults (a data set's sizes: ``data_sizes``) overridden by the spec's
+    arguments."""
     spec = parse_spec(problem, what="problem")
-    params = inspect.signature(problems.get(spec.name).factory).parameters
+    entry = problems.get(spec.name)
+    params = inspect.signature(entry.factory).parameters
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-    return {**defaults, **spec.kw}
+    return {**defaults, **entry.meta.get("data_sizes", {}), **spec.kw}
 
 
 class ToyBatch(CellBatch):

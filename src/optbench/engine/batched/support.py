@@ -14,12 +14,12 @@ import numpy as np
 from optbench.engine.batched.plans import factorize, init_defaults
 from optbench.engine.batched.rules import RULES
 from optbench.errors import OptbenchError
-from optbench.registry.problems import is_toy
+from optbench.registry.problems import is_toy, problems
 from optbench.registry.schedulers import schedulers
 from optbench.registry.validate import is_lr
 from optbench.spec import RunConfig, parse_spec
 
-MLP_PROBLEMS = ("mlp-regression", "mlp-classification")
+MLP_PROBLEMS = tuple(e.name for e in problems.entries() if e.meta.get("batched") == "mlp")  # MLPProblems
 _FIELDS = operator.attrgetter(
     "problem",
     "optimizer",
