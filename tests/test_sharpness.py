@@ -7,12 +7,8 @@ import math
 import pytest
 import torch
 
-from optbench.engine.sharpness import (
-    adam_preconditioner,
-    hessian_vector_product,
-    stability_threshold,
-    top_eigenvalue,
-)
+from optbench.engine.sharpness import adam_preconditioner, hessian_vector_product, top_eigenvalue
+from optbench.experiments.stability import stability_threshold
 
 
 def test_quadratic_has_sharpness_eight_everywhere():

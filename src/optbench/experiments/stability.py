@@ -14,6 +14,19 @@ def sgd_stability_bound(curvature: float, momentum: float = 0.0) -> float:
     return 2 * (1 + momentum) / curvature
 
 
+def stability_threshold(optimizer_kind: str, lr: float, momentum: float = 0.0) -> float:
+    """Where the (preconditioned) sharpness stops being stable for this lr.
+
+    ``"gd"``: heavy-ball gradient descent, lambda_max < 2(1 + m)/lr. ``"adam"``: EMA momentum with
+    beta1 = ``momentum``, lambda_max(P^-1 H) < (2 + 2 beta1)/((1 - beta1) lr) (38/lr at beta1 = 0.9).
+    """
+    if optimizer_kind == "gd":
+        return sgd_stability_bound(lr, momentum)  # lr·lambda < 2(1 + m): symmetric in lr and lambda
+    if optimizer_kind == "adam":
+        return (2 + 2 * momentum) / ((1 - momentum) * lr)
+    raise ValueError(f"unknown optimizer kind {optimizer_kind!r}; valid: gd, adam")
+
+
 @dataclass
 class BoundCheck:
     bound: float
