@@ -73,6 +73,14 @@ def grid_cmd(
     freeze: Annotated[
         Axis, _axis("MLP problems: the first k Linear layers get requires_grad=False. Default: 0.")
     ] = None,
+    sharpness_every: Annotated[
+        Axis,
+        _axis(
+            "Measure the sharpness (top Hessian eigenvalue; Adam/AdamW also preconditioned) every K steps "
+            "into the trace columns sharpness, precond_sharpness; e.g. 100. Default: 0 (off).",
+            "K",
+        ),
+    ] = None,
     spec: Annotated[
         Path | None,
         typer.Option(
@@ -169,6 +177,7 @@ def grid_cmd(
         "activation": activation,
         "head_lr_scale": head_lr_scale,
         "freeze": freeze,
+        "sharpness_every": sharpness_every,
     }
     given = {key: value for key, value in given.items() if value is not None}
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)

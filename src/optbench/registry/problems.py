@@ -57,7 +57,9 @@ class Problem:
     def sharpness_loss(self) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
         """The training loss on a fixed evaluation batch as a pure function of the ``trainable`` tensors (in
         that order): the loss surface whose Hessian's top eigenvalue ``engine.sharpness`` measures."""
-        raise NotApplicable(f"problem {self.name!r} has no fixed evaluation batch: its sharpness is undefined")
+        raise NotApplicable(
+            f"problem {self.name!r} has no fixed evaluation batch: its sharpness is undefined"
+        )
 
 
 # ------------------------------------------------------------------------------------------ toy functions
