@@ -38,6 +38,14 @@ def lr_sweep_cmd(
     ] = "fp32",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Minibatch size for MLP problems (its n_train: full-batch gradient descent). Default: the "
+            "problem's own.",
+            show_default=False,
+        ),
+    ] = None,
     sharpness_every: Annotated[
         int,
         typer.Option(
@@ -83,6 +91,7 @@ def lr_sweep_cmd(
             device=device,
             seed=seed,
             steps=steps,
+            batch_size=batch_size,
             sharpness_every=sharpness_every,
         )
     )

@@ -8,6 +8,7 @@ columns); the thresholds come from ``experiments.stability`` (2(1+m)/lr for heav
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from optbench.errors import OptbenchError  # noqa: E402
 from optbench.experiments.stability import run_threshold  # noqa: E402
@@ -30,6 +32,7 @@ from optbench.figures.style import (  # noqa: E402
 
 SHARPNESS_COLUMNS = ("sharpness", "precond_sharpness")
 MAX_RUNS = 8  # runs drawn in the sharpness figure (evenly chosen by lr when there are more)
+MAX_DIVERGED = 2  # of which diverged ones, when others are left out
 THRESHOLD_NAMES = {"sharpness": "2(1+m)/lr", "precond_sharpness": "(2+2β1)/((1-β1)lr)"}
 
 
@@ -59,7 +62,7 @@ def sharpness_figure(runs, traces, title: str = "sharpness vs step"):
             _draw_sharpness(ax, trace, column, run, color)
     _finish(axes, columns)
     figure_legend(fig, axes, loc="outside right upper")
-    axes[0].set_title(title, fontsize=10)
+    axes[0].set_title(textwrap.fill(title, 72), fontsize=10)
     return fig
 
 
@@ -69,11 +72,17 @@ def sharpness_vs_step(runs, traces, path: Path, title: str = "sharpness vs step"
 
 
 def _choose(runs):
+    """At most ``MAX_RUNS`` runs in lr order: the smallest ``MAX_DIVERGED`` diverged lrs, the rest evenly
+    chosen among the runs that did not diverge (their sharpness is the story; a diverged one ends early)."""
     ordered = runs.sort_values(["lr", "seed", "run_id"])
-    if len(ordered) <= MAX_RUNS:
-        return ordered
-    picks = sorted({round(i * (len(ordered) - 1) / (MAX_RUNS - 1)) for i in range(MAX_RUNS)})
-    return ordered.iloc[picks]
+    diverged = ordered[ordered["status"] == "diverged"]
+    finished = ordered[ordered["status"] != "diverged"]
+    diverged = diverged.iloc[: max(MAX_DIVERGED, MAX_RUNS - len(finished))]
+    room = MAX_RUNS - len(diverged)
+    if len(finished) > room:
+        picks = sorted({round(i * (len(finished) - 1) / max(room - 1, 1)) for i in range(room)})
+        finished = finished.iloc[picks]
+    return pd.concat([finished, diverged]).sort_values(["lr", "seed", "run_id"])
 
 
 def _labels(runs) -> list[str]:
