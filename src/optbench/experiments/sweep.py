@@ -169,7 +169,7 @@ def _analyse(out: Path, base: RunConfig, runs, traces) -> SweepResult:
     runs["initial_loss"] = runs["run_id"].map(first).astype(float)  # NaN: the run has no step
     runs["stable"] = (runs["status"] == "ok") & (runs["final_loss"] < runs["initial_loss"])
     losses = traces.sort_values("step").groupby("run_id")["loss"].apply(lambda s: s.to_numpy(float))
-    window = _batches_per_epoch(base)
+    window = batches_per_epoch(base)
     runs["regime"] = [
         regime(losses.get(run_id, []), status, window)
         for run_id, status in zip(runs["run_id"], runs["status"], strict=True)
@@ -186,7 +186,7 @@ def _analyse(out: Path, base: RunConfig, runs, traces) -> SweepResult:
     return result
 
 
-def _batches_per_epoch(config: RunConfig) -> int:
+def batches_per_epoch(config: RunConfig) -> int:
     """Minibatches per epoch of ``config``'s runs: 1 for a toy or a full-batch MLP (every step's loss is of
     the same data), more where each step's loss is of another batch."""
     from optbench.registry.problems import build_problem

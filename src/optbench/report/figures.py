@@ -23,6 +23,8 @@ FIGURE_NAMES = (
     "init-gains",
     "amp",
     "amp-scaling",
+    "sharpness",
+    "stability",
 )
 
 
@@ -166,6 +168,10 @@ _CAPTIONS = {
     "seed diverged.",
     "lr-schedules": "The lr each scheduler gave every step, divided by the run's configured lr.",
     "lr-find": "Range test: loss against the lr of each step, the smoothed loss and the three suggestions.",
+    "sharpness": "Training loss (top) and sharpness per step, one colour per run, each run's stability "
+    "threshold 2(1+m)/lr (Adam: 38/lr at beta1 0.9, on the preconditioned sharpness) dashed in its colour.",
+    "stability": "Final loss per lr; dotted: the bound 2(1+m)/lambda_0 predicted from the initial sharpness; "
+    "orange: the catapult region (the loss spiked, then converged).",
 }
 
 
@@ -194,6 +200,39 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
         figures.draw("lr-schedules", _CAPTIONS["lr-schedules"], lambda: _lr_schedules(ctx))
     if results.experiment == "lr-find" and wanted("lr-find"):
         figures.draw("lr-find", _CAPTIONS["lr-find"], lambda: _lr_find(ctx))
+    _stability_figures(ctx, wanted, figures)
+
+
+def _stability_figures(ctx: _RunFigures, wanted, figures: _Figures) -> None:
+    """The sharpness per step against each run's threshold (runs that tracked it), and for an lr sweep the
+    final loss per lr with the bound predicted from the initial sharpness and the catapults shaded."""
+    from optbench.figures import stability
+    from optbench.report.tables import regimes
+
+    traces, manifest = ctx.results.traces, ctx.results.manifest
+    if wanted("sharpness") and stability.tracked_columns(traces):
+        figures.draw(
+            "sharpness",
+            _CAPTIONS["sharpness"],
+            lambda: stability.sharpness_vs_step(
+                ctx.done, traces, ctx.path("sharpness_vs_step"), ctx.titled("loss and sharpness vs step")
+            ),
+        )
+    predicted = manifest.get("predicted_bound")
+    if wanted("stability") and predicted is not None and len(ctx.lrs) >= 2 and not ctx.by:
+        analytic = next(iter(_bounds(ctx).values()), None)
+        figures.draw(
+            "stability",
+            _CAPTIONS["stability"],
+            lambda: stability.final_loss_vs_lr(
+                ctx.done.assign(regime=regimes(ctx.done, traces)),
+                ctx.path("final_loss_vs_lr_stability"),
+                analytic_bound=analytic,
+                predicted_bound=predicted,
+                logx=_logx(ctx.lrs),
+                title=ctx.titled("final loss vs lr, with the bound predicted from the initial sharpness"),
+            ),
+        )
 
 
 def _recorded_schedules(runs, traces):
