@@ -215,9 +215,7 @@ def test_run_id_is_the_documented_hash_of_the_full_config():
 def test_run_ids_written_before_sharpness_tracking_stay_the_same():
     """Computed on main before ``sharpness_every`` existed: folders written then resume and verify."""
     assert RunConfig().run_id() == "4a21fc30ac8ff439"
-    old = RunConfig(
-        problem="mlp-regression", optimizer="adam", lr=0.1, momentum=0.9, steps=50, batch_size=32
-    )
+    old = RunConfig(problem="mlp-regression", optimizer="adam", lr=0.1, momentum=0.9, steps=50, batch_size=32)
     assert old.run_id() == "134edb3c8a799f29"
     assert old.replace(sharpness_every=None).run_id() == "134edb3c8a799f29"  # read back as null
     assert old.replace(sharpness_every=100).run_id() != "134edb3c8a799f29"

@@ -99,7 +99,9 @@ def test_adam_preconditioned_sharpness_follows_the_real_optimizer_state():
 
 def test_amsgrad_and_other_optimizers_have_no_preconditioned_column():
     for optimizer in ("adam(amsgrad=True)", "rmsprop", "nadam"):
-        trace = run(RunConfig(problem="beale", optimizer=optimizer, lr=1e-3, steps=5, sharpness_every=2)).trace
+        trace = run(
+            RunConfig(problem="beale", optimizer=optimizer, lr=1e-3, steps=5, sharpness_every=2)
+        ).trace
         assert np.isnan(trace["precond_sharpness"]).all()
         assert np.isfinite(trace["sharpness"][[0, 2, 4]]).all()
 

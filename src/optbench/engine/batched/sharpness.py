@@ -29,8 +29,9 @@ def preconditioned(rule: Rule, flags: dict) -> bool:
 
 
 def toy_operator(fn, points: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """V [R, d] float64 -> the rows' Hessian-vector products H_r v_r [R, d] float64 at ``points``."""
-    x = points.detach().requires_grad_(True)
+    """V [R, d] float64 -> the rows' Hessian-vector products H_r v_r [R, d] float64 at ``points``, computed
+    in float64 as the reference engine computes a toy's (``ToyProblem.sharpness_loss``)."""
+    x = points.detach().double().requires_grad_(True)  # as ToyProblem.sharpness_loss: in float64
     with torch.enable_grad():
         (gradient,) = torch.autograd.grad(fn(x).sum(), x, create_graph=True)
 
