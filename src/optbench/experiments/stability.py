@@ -151,28 +151,31 @@ def _trailing_mean(values, window: int):
 class PredictionCheck:
     """The bound predicted from the initial sharpness against a sweep's regimes (one lr per run).
 
-    Gradient descent is stable near its start iff lr < 2(1 + m)/lambda_0. Below the bound a run should be
-    monotone; above it the start is unstable: the run either catapults (spikes, the sharpness falls below
-    2/lr, it converges) or diverges. ``edge`` checks the first (largest monotone lr < bound <= smallest
-    other lr, as ``BoundCheck``); ``first_diverged`` below the bound contradicts the prediction.
+    Gradient descent is stable near its start iff lr < 2(1 + m)/lambda_0. With m = 0, below the bound a run
+    should be monotone; above it the start is unstable and the run either catapults (spikes, the sharpness
+    falls below 2/lr, it converges) or diverges: the edge is checked between monotone and the rest. With
+    heavy-ball momentum even a stable run's loss oscillates (the iterate overshoots), so the edge is
+    checked between the runs that converged (monotone or catapult) and those that did not (no progress,
+    diverged). ``agrees`` as ``BoundCheck``: largest stable lr < bound <= smallest unstable lr.
     """
 
     sharpness: float  # lambda_0
     bound: float  # 2(1 + m)/lambda_0
-    largest_monotone: float | None
-    smallest_unstable: float | None  # the smallest lr whose run was not monotone
+    largest_stable: float | None  # monotone (m = 0) or converged (m > 0)
+    smallest_unstable: float | None
     first_diverged: float | None
     catapults: list[float]
+    momentum: float = 0.0
 
     @property
-    def edge(self) -> BoundCheck:
-        return BoundCheck(self.bound, self.largest_monotone, self.smallest_unstable)
+    def stable_word(self) -> str:
+        return "converging" if self.momentum else "monotone"
 
     @property
     def agrees(self) -> bool | None:
-        """False when a run is monotone at or above the bound, or not monotone (diverged included) below
-        it; None when nothing contradicts it but the sweep has no lr on one side; else True."""
-        return self.edge.agrees
+        """False when a stable run lies at or above the bound, or an unstable one below it; None when nothing
+        contradicts it but the sweep has no lr on one side; else True."""
+        return BoundCheck(self.bound, self.largest_stable, self.smallest_unstable).agrees
 
     def sentences(self) -> list[str]:
         def lr(value: float | None) -> str:
@@ -180,10 +183,9 @@ class PredictionCheck:
 
         verdict = {True: "agrees", False: "DISAGREES", None: "not tested (no lr on one side of it)"}
         lines = [
-            f"predicted bound lr < 2(1+m)/lambda_0 = {self.bound:.4g}; measured: largest monotone "
-            f"{lr(self.largest_monotone)}, smallest "
-            f"non-monotone {lr(self.smallest_unstable)}, first diverged {lr(self.first_diverged)} "
-            f"-> prediction {verdict[self.agrees]}"
+            f"predicted bound lr < 2(1+m)/lambda_0 = {self.bound:.4g}; measured: largest {self.stable_word} "
+            f"{lr(self.largest_stable)}, smallest non-{self.stable_word} {lr(self.smallest_unstable)}, first "
+            f"diverged {lr(self.first_diverged)} -> prediction {verdict[self.agrees]}"
         ]
         above = [v for v in self.catapults if v >= self.bound]
         below = [v for v in self.catapults if v < self.bound]
@@ -209,14 +211,15 @@ def prediction_check(sharpness: float, momentum: float, runs) -> PredictionCheck
     if not (math.isfinite(sharpness) and sharpness > 0):
         return None
     by = runs.dropna(subset=["regime"])
-    monotone = by[by["regime"] == "monotone"]["lr"]
-    other = by[by["regime"] != "monotone"]["lr"]
+    stable_regimes = ("monotone", "catapult") if momentum else ("monotone",)
+    stable = by["regime"].isin(stable_regimes)
     diverged = by[by["regime"] == "diverged"]["lr"]
     return PredictionCheck(
         sharpness,
         sgd_stability_bound(sharpness, momentum),
-        float(monotone.max()) if len(monotone) else None,
-        float(other.min()) if len(other) else None,
+        float(by[stable]["lr"].max()) if stable.any() else None,
+        float(by[~stable]["lr"].min()) if (~stable).any() else None,
         float(diverged.min()) if len(diverged) else None,
         sorted(float(v) for v in by[by["regime"] == "catapult"]["lr"]),
+        momentum,
     )

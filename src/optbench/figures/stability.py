@@ -132,15 +132,14 @@ def _finish(axes, columns: list[str]) -> None:
 # --------------------------------------------------------------------------------------- final loss vs lr
 
 
-def final_loss_vs_lr(
+def bound_figure(
     runs,
-    path: Path,
     *,
     analytic_bound: float | None = None,
     predicted_bound: float | None = None,
     logx: bool = False,
     title: str = "final loss vs learning rate",
-) -> Path:
+):
     """``figures.runs.final_loss_vs_lr`` plus the bound predicted from the initial sharpness (dotted) and,
     where ``runs`` has a ``regime`` column, the catapult region shaded (the lrs whose loss spiked, then
     converged)."""
@@ -155,7 +154,12 @@ def final_loss_vs_lr(
     ax.set_ylabel(axis_label("final_loss"))
     ax.set_title(title)
     legend_outside(ax)
-    return save(fig, path)
+    return fig
+
+
+def final_loss_vs_lr(runs, path: Path, **options) -> Path:
+    """``bound_figure`` saved to ``path``."""
+    return save(bound_figure(runs, **options), path)
 
 
 def _include(ax, value: float, logx: bool) -> None:
