@@ -138,7 +138,8 @@ def test_report_has_a_sharpness_section_with_its_figures(tmp_path):
     )
     assert "| lr | status | regime | first λ | last λ |" in section
     assert "(report_files/sharpness_vs_step.png)" in section
-    assert "(report_files/final_loss_vs_lr_stability.png)" in section
+    results = text.split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert "(report_files/final_loss_vs_lr.png)" in results and "Dotted: the bound 2(1+m)/lambda_0" in results
 
 
 def test_summary_fields_are_columns_in_the_runs_table():

@@ -342,7 +342,6 @@ _FIGURE_SECTION = {
     "amp": "Mixed precision (AMP)",
     "amp-scaling": "Mixed precision (AMP)",
     "sharpness": SHARPNESS_TITLE,
-    "stability": SHARPNESS_TITLE,
 }
 
 
