@@ -47,6 +47,7 @@ def cpu_run(tmp_path_factory):
 # --------------------------------------------------------------------------------------------- the API
 
 
+@pytest.mark.slow
 def test_parquet_has_the_explicit_schema_and_one_row_per_width_and_precision(cpu_run):
     result, frame = cpu_run
     assert list(frame.columns) == amp_schema().names

@@ -158,6 +158,7 @@ def test_every_rule_has_a_strategy():
     assert set(RULES) <= set(STRATEGIES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", sorted(RULES))
 @settings(max_examples=8, **HYPOTHESIS)
 @given(data=st.data())
@@ -185,6 +186,7 @@ def test_rule_equals_torch_on_an_mlp(rule, data):
 # --------------------------------------------------------------------------------------- every scheduler
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", schedulers.names())
 def test_every_scheduler(name):
     """lr (and momentum/beta1 where CyclicLR/OneCycleLR cycle them) from the real scheduler, every step.

@@ -112,6 +112,7 @@ def _on_the_cpu(fn):
 # ----------------------------------------------------------------------------------------------------- CPU
 
 
+@pytest.mark.slow
 def test_the_batched_engine_makes_no_tensor_on_the_default_device(monkeypatch):
     """Run once as usual, then again with the meta device as the default: any tensor the batch makes
     without naming its device breaks the batch there. Same cells, same bits, all batched."""

@@ -62,6 +62,7 @@ def test_lr_sweep_end_to_end(cli, tmp_path):
     assert manifest["bound_agrees"] is True and manifest["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_lr_sweep_with_momentum_and_plots(cli, tmp_path):
     out = tmp_path / "hb"
     result = cli(
@@ -230,6 +231,7 @@ def test_spec_module_imports_nothing_heavy():
     assert probe.stdout.strip() == "[]", probe.stderr
 
 
+@pytest.mark.slow
 def test_python_dash_m_optbench():
     probe = subprocess.run(
         [sys.executable, "-m", "optbench", "list", "losses"], capture_output=True, text=True, timeout=120

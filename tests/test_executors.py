@@ -30,6 +30,7 @@ def _comparable(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.drop(columns="wall_time_s")
 
 
+@pytest.mark.slow
 def test_results_are_identical_with_one_and_two_workers(tmp_path):
     one = run_grid(MLP_GRID, out=tmp_path / "w1", workers=1)
     two = run_grid(MLP_GRID, out=tmp_path / "w2", workers=2)

@@ -158,6 +158,7 @@ def test_y_range_holds_every_panel_best_run(grid500):
     close(fig)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", ["grid1", "grid10"])
 def test_bench_plot_defaults_small(grid, request):
     _, runs, traces = request.getfixturevalue(grid)
@@ -346,7 +347,15 @@ def test_a_scheduler_keeps_its_colour_whatever_its_arguments():
 def test_one_palette():
     """figures/init.py and figures/amp.py take their colours from figures/style.py."""
     source = Path(style.__file__).parent
-    for name in ("init.py", "amp.py", "runs.py", "facets.py", "schedules.py", "lrfind.py"):
+    names = (
+        "init.py",
+        "amp.py",
+        "runs.py",
+        "schedules.py",
+        "lrfind.py",
+        *(f"facets/{p.name}" for p in (source / "facets").glob("*.py")),
+    )
+    for name in names:
         text = (source / name).read_text()
         assert "#1f77b4" not in text and 'get_cmap("tab10")' not in text, name
 
@@ -362,6 +371,7 @@ def test_out_with_a_trailing_slash_is_a_folder(cli, grid10, tmp_path):
     assert not (tmp_path / "accdir.png").exists()
 
 
+@pytest.mark.slow
 def test_figure_all_never_overwrites_the_folder_own_figures(cli, tmp_path):
     sweep = tmp_path / "sweep"
     assert cli("lr-sweep", "--num", "3", "--steps", "20", "--out", sweep).exit_code == 0

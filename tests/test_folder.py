@@ -64,7 +64,7 @@ def test_a_folder_optbench_did_not_make_is_refused_and_untouched(tmp_path, comma
     assert files_in(user) == ["runs.parquet", "traces", "traces/important.parquet"]  # not even a lock file
 
 
-@pytest.mark.parametrize("command", ["grid", "lr-sweep", "lr-find", "schedules"])
+@pytest.mark.parametrize("command", list(WRITERS))
 def test_a_blank_out_is_an_error_not_the_current_folder(tmp_path, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     for blank in ("", "  "):
@@ -73,6 +73,7 @@ def test_a_blank_out_is_an_error_not_the_current_folder(tmp_path, monkeypatch, c
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["grid", "lr-sweep", "schedules"])
 def test_a_folder_of_another_command_is_refused(tmp_path, command):
     other = "lr-find" if command != "lr-find" else "grid"
@@ -126,6 +127,7 @@ def test_an_lr_sweep_resumes_its_own_runs_and_refuses_another_sweeps(tmp_path, m
         sweep.lr_sweep(0.3, 0.4, 2, out=out, plots=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["lr-sweep", "schedules", "init-report", "amp"])
 def test_every_writing_command_takes_the_folder_lock(tmp_path, command):
     """The issue's case: an lr-sweep beside a grid left 203 commit records for a 200-row runs table. Here

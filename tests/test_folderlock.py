@@ -54,6 +54,7 @@ def test_a_second_grid_on_the_same_folder_is_refused_until_the_first_is_gone(tmp
     assert len(run_grid(SMALL, out=out, workers=1)) == 4  # the kernel dropped the dead holder's lock
 
 
+@pytest.mark.slow
 def test_a_restarted_grid_waits_for_the_last_grids_workers(tmp_path):
     """An orphaned worker of a killed grid writes a trace file late. The restarted grid must clean the
     folder only after that worker is gone, or the stray file would stay and duplicate trace rows."""
@@ -76,6 +77,7 @@ def test_a_restarted_grid_waits_for_the_last_grids_workers(tmp_path):
     assert not traces.duplicated(["run_id", "step"]).any()
 
 
+@pytest.mark.slow
 def test_pool_workers_hold_the_writers_lock_while_the_grid_runs(tmp_path):
     held = []
 
@@ -113,6 +115,7 @@ def test_a_waiting_grid_gives_up_with_one_line(tmp_path, monkeypatch):
     assert len(run_grid(SMALL, out=tmp_path, workers=1)) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parent_alive", [True, False])
 def test_a_worker_whose_grid_died_before_it_started_exits_without_writing(tmp_path, parent_alive):
     """A pool worker still starting when its grid is killed would take init's pid for its parent and never

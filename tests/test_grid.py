@@ -297,7 +297,7 @@ def test_an_interrupted_force_purge_is_finished_by_the_next_run(tmp_path, monkey
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store.runs, "_write_record", killed)
+    monkeypatch.setattr(store.repair, "write_record", killed)  # between the two writes of purge_runs
     with pytest.raises(KeyboardInterrupt):
         run_grid(forced, out=tmp_path, workers=1, engine="batched", force=True)
     monkeypatch.undo()

@@ -220,6 +220,7 @@ def test_specs_are_canonical_comma_separated_and_deduplicated():
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_writes_parquet_plots_manifest_and_prints_the_summary(tmp_path):
     out = tmp_path / "report"
     result = CliRunner().invoke(

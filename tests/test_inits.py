@@ -1,5 +1,5 @@
-"""Init registry: every scheme applies to an MLP; gains derived from the activation (REFERENCE.md numbers);
-a toy function takes only ``default``. (The init *report* is tested in test_initprobe.py.)"""
+"""Init registry: every scheme applies to an MLP; gains derived from the activation (the numbers of
+REFERENCE_VECTORS.md); a toy function takes only ``default``. (The init *report*: test_initprobe.py.)"""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def test_every_init_runs_in_the_engine():
 # ------------------------------------------------------------------------------------------------- gains
 
 FAN_IN, FAN_OUT = 512, 256
-TANH, RELU, SELU, LEAKY = 5 / 3, math.sqrt(2), 3 / 4, math.sqrt(2 / (1 + 0.01**2))  # REFERENCE.md gains
+# calculate_gain's values (REFERENCE_VECTORS.md)
+TANH, RELU, SELU, LEAKY = 5 / 3, math.sqrt(2), 3 / 4, math.sqrt(2 / (1 + 0.01**2))
 XAVIER = math.sqrt(2 / (FAN_IN + FAN_OUT))
 KAIMING = 1 / math.sqrt(FAN_IN)
 

@@ -1,4 +1,4 @@
-"""Losses: REFERENCE.md test vectors through the registry, Dice and Focal against hand computation."""
+"""Losses: REFERENCE_VECTORS.md vectors through the registry, Dice and Focal against hand computation."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
 
-# ----------------------------------------------------------------------------------- REFERENCE.md vectors
+# ------------------------------------------------------------------------ REFERENCE_VECTORS.md vectors
 
 CE_INPUT = torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, 3.0]])
 CE_TARGET = torch.tensor([0, 1, 1])
@@ -64,7 +64,7 @@ BCE_TARGET = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     ],
 )
 def test_bce_reference_vectors(reduction, expected):
-    """REFERENCE.md's BCELoss on sigmoid(x) is bce-with-logits on x."""
+    """REFERENCE_VECTORS.md's BCELoss on sigmoid(x) is bce-with-logits on x."""
     loss = _loss(f"bce-with-logits(reduction={reduction!r})")(BCE_LOGITS, BCE_TARGET)
     np.testing.assert_allclose(loss.numpy(), expected, atol=1e-4)
 

@@ -70,6 +70,7 @@ def test_common_optimizers_get_distinct_tab10_colours():
 # -------------------------------------------------------------------------------------------------- facets
 
 
+@pytest.mark.slow
 def test_facet_layout_counts(quad_grid, tmp_path):
     from optbench import store
     from optbench.figures import facets
@@ -128,6 +129,7 @@ def test_per_run_y_against_lr(quad_grid, tmp_path):
     assert_figure(result.path, "svg")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
 def test_bench_plot_writes_each_format(cli, quad_grid, tmp_path, fmt):
     out = tmp_path / f"plot.{fmt}"
@@ -155,6 +157,7 @@ def test_bench_plot_writes_each_format(cli, quad_grid, tmp_path, fmt):
     assert_figure(out, fmt)
 
 
+@pytest.mark.slow
 def test_bench_plot_default_name_lands_in_the_folder(cli, quad_grid):
     result = cli("plot", quad_grid, "--hue", "optimizer", "--col", "lr", "--band", "none")
     assert result.exit_code == 0, result.output
@@ -189,6 +192,7 @@ def test_bench_plot_missing_or_empty_folder(cli, tmp_path):
     assert empty.exit_code == 2 and "no runs.parquet" in empty.stderr
 
 
+@pytest.mark.slow
 def test_standard_figures_one_by_one(cli, quad_grid, tmp_path):
     result = cli("plot", quad_grid, "--figure", "all", "--out", tmp_path)
     assert result.exit_code == 0, result.output
@@ -292,7 +296,7 @@ def test_bench_schedules_unknown_name_leaves_no_folder(cli, tmp_path):
 def test_plotting_never_imports_the_engine_and_commands_import_nothing_heavy():
     code = (
         "import sys\n"
-        "import optbench.cli.plots\n"
+        "import optbench.cli.app\n"
         "heavy = {'torch', 'pandas', 'matplotlib'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
         "import optbench.figures.runs, optbench.figures.facets, optbench.report, optbench.experiments.lrfind\n"

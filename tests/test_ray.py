@@ -23,6 +23,7 @@ def _run_on_a_local_ray(spec, out):
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_results_equal_the_local_executor(tmp_path):
     spec = GridSpec(
         problem="mlp-classification",
@@ -44,6 +45,7 @@ def test_ray_results_equal_the_local_executor(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_batch_is_cut_for_the_clusters_cpus(tmp_path):
     """40 toy cells share one batch key; on a 2-CPU Ray they run as two batched tasks, with the local rows."""
     spec = GridSpec(lr="linspace(0.01,0.2,20)", momentum="0,0.9", steps=30)

@@ -88,6 +88,7 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_html_report_is_self_contained(cli, sweep):
     result = cli("report", sweep)
     assert result.exit_code == 0, result.output
@@ -102,6 +103,7 @@ def test_html_report_is_self_contained(cli, sweep):
     assert row
 
 
+@pytest.mark.slow
 def test_markdown_report_has_its_figures_beside_it(cli, sweep, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(sweep, folder)
@@ -114,6 +116,7 @@ def test_markdown_report_has_its_figures_beside_it(cli, sweep, tmp_path):
     assert "| problem | optimizer |" in text
 
 
+@pytest.mark.slow
 def test_svg_figures_embed_in_html(cli, sweep, tmp_path):
     out = tmp_path / "r.html"
     result = cli("report", sweep, "--figure-format", "svg", "--out", out)
@@ -139,6 +142,7 @@ def grid_and_find(tmp_path_factory) -> tuple[Path, Path]:
     return grid, find.out
 
 
+@pytest.mark.slow
 def test_grid_report_has_heatmap_bounds_and_the_lr_find_comparison(cli, grid_and_find):
     grid, _ = grid_and_find
     result = cli("report", grid)
@@ -195,6 +199,7 @@ def test_report_missing_or_empty_folder(cli, tmp_path):
     assert len(empty.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_report_draws_the_init_and_amp_figures_with_their_own_modules(cli, tmp_path):
     initprobe = pytest.importorskip("optbench.experiments.initprobe")
     amp = pytest.importorskip("optbench.experiments.amp")
@@ -230,6 +235,7 @@ def test_report_draws_the_init_and_amp_figures_with_their_own_modules(cli, tmp_p
     assert images.alts == ["amp-scaling", "amp"]
 
 
+@pytest.mark.slow
 def test_report_never_imports_the_engine(sweep, tmp_path):
     code = (
         "import sys\n"
@@ -240,6 +246,7 @@ def test_report_never_imports_the_engine(sweep, tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian's chromium for the render check")
 def test_report_renders_in_headless_chromium(cli, sweep, tmp_path):
     cli("report", sweep)

@@ -78,7 +78,7 @@ def test_recorded_lr_equals_torch_stepped_bare(name):
 
 LR = 0.01
 CLOSED_FORMS = {
-    # REFERENCE.md: StepLR(step_size=5, gamma=0.8) from 0.01 over 100 epochs
+    # REFERENCE_VECTORS.md: StepLR(step_size=5, gamma=0.8) from 0.01 over 100 epochs
     "steplr(step_size=5, gamma=0.8)": (100, lambda t: LR * 0.8 ** (t // 5)),
     "multisteplr(milestones=[3, 7], gamma=0.1)": (12, lambda t: LR * 0.1 ** ((t >= 3) + (t >= 7))),
     "exponentiallr(gamma=0.9)": (20, lambda t: LR * 0.9**t),
@@ -164,8 +164,8 @@ def test_onecycle_defaults_peak_at_the_base_lr():
 
 
 def test_step_halving_equals_steplr_step_10_gamma_half():
-    """REFERENCE.md: writing param_groups[i]['lr'] by hand gives StepLR(step_size=10, gamma=0.5)'s staircase;
-    same lrs, so the same losses too."""
+    """REFERENCE_VECTORS.md: writing param_groups[i]['lr'] by hand gives StepLR(step_size=10,
+    gamma=0.5)'s staircase; same lrs, so the same losses too."""
     ours = run(RunConfig(problem="quadratic", lr=0.02, steps=35, scheduler="step-halving"))
     torchs = run(
         RunConfig(problem="quadratic", lr=0.02, steps=35, scheduler="steplr(step_size=10, gamma=0.5)")

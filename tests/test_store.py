@@ -192,8 +192,8 @@ def test_the_cheap_check_is_cached_until_a_file_changes(tmp_path, results, monke
     for path in tmp_path.rglob("*.parquet"):
         os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # long ago
     reads = []
-    real = store.runs._read_record
-    monkeypatch.setattr(store.runs, "_read_record", lambda *a: reads.append(a) or real(*a))
+    real = store.check._read_record
+    monkeypatch.setattr(store.check, "_read_record", lambda *a: reads.append(a) or real(*a))
     assert store.scan(tmp_path).run_ids == {r.run_id for r in results}
     assert store.scan(tmp_path).run_ids == {r.run_id for r in results}
     assert len(reads) == 1  # the second scan read nothing

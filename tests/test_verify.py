@@ -139,6 +139,7 @@ def test_a_flipped_byte_is_found_by_verify_and_repaired(undisturbed, tmp_path):
     assert store.read_manifest(out)["repairs"][0]["rerun"] >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("what", "pick", "damage", "reason"), DAMAGES, ids=[d[0] for d in DAMAGES])
 def test_verify_names_each_damage_and_repair_restores_the_undisturbed_folder(
     undisturbed, tmp_path, what, pick, damage, reason
@@ -219,6 +220,7 @@ def test_a_damaged_runs_file_is_one_line_for_readers_and_rewritten_by_the_next_g
     assert len(store.read_runs(out, say=pytest.fail)) == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["plot", "report"])
 def test_readers_skip_a_damaged_file_with_one_line_and_draw_the_rest(undisturbed, tmp_path, command):
     out = copy(undisturbed, tmp_path, "batched")
@@ -252,7 +254,7 @@ def test_the_commit_record_describes_its_trace_file(undisturbed):
 
     out = undisturbed / "batched"
     for record in (out / store.COMMITS_DIR).glob("*.parquet"):
-        facts = json.loads(pq.read_schema(record).metadata[store.runs.TRACE_FACTS])
+        facts = json.loads(pq.read_schema(record).metadata[store.commit.TRACE_FACTS])
         trace = out / store.TRACES_DIR / record.name
         table = pq.read_table(trace)
         assert facts["rows"] == table.num_rows and facts["bytes"] == trace.stat().st_size

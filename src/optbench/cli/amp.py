@@ -7,7 +7,6 @@ imported until the command runs.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -43,68 +42,94 @@ def parse_batch(text: str) -> int | None:
     return int(text)
 
 
+DeviceOption = Annotated[
+    str, typer.Option(help="Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
+]
+
+WidthsOption = Annotated[
+    str,
+    typer.Option(
+        help="Comma-separated MLP widths (each layer is Linear(width, width)), or auto: on CUDA a sweep "
+        "256..8192 from launch-bound to compute-bound, trimmed to free memory and --budget; on CPU "
+        "256,512,1024."
+    ),
+]
+
+DepthOption = Annotated[
+    int | None, typer.Option(help="Number of Linear layers. Default: 4 on CUDA, 3 on CPU.")
+]
+
+BatchOption = Annotated[
+    str, typer.Option(help="Rows per training step, or auto: 2 x width on CUDA, 512 on CPU.")
+]
+
+PrecisionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Precision to time: fp32, fp16 or bf16; repeat the option or separate with commas. "
+        "Default: fp32 and fp16 on CUDA, plus bf16 where the GPU has it natively; fp32 and bf16 on "
+        "CPU, plus fp16 where the CPU has native fp16 kernels. fp32 is always timed (the baseline)."
+    ),
+]
+
+Tf32Option = Annotated[
+    str,
+    typer.Option(
+        help="Which fp32 baselines: TF32 matmuls off, on, both, or auto (both on CUDA, off on CPU). "
+        "fp16/bf16 are timed once and compared with each."
+    ),
+]
+
+OptimizerOption = Annotated[
+    str,
+    typer.Option(
+        help="Optimizer in the step: adamw (lr 1e-4) or sgd (lr 1e-3, momentum 0.9); fused on CUDA."
+    ),
+]
+
+MinRunTimeOption = Annotated[
+    float, typer.Option(help="Seconds of timed steps per configuration, in at least 7 blocks.")
+]
+
+CudaGraphsOption = Annotated[
+    bool,
+    typer.Option(
+        "--cuda-graphs",
+        help="Also capture the whole step (forward, backward, scaler, optimizer) as one CUDA graph and "
+        "time its replay beside the eager step.",
+    ),
+]
+
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(help="Seconds the default (auto) sweep may take, predicted; 60 on CUDA, 30 on CPU."),
+]
+
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(help="torch intra-op threads (CPU). Default: torch's own choice (one per core)."),
+]
+
+OutOption = Annotated[
+    str | None,  # a str, not a Path: Typer would turn --out '' into '.', the current folder
+    typer.Option(help="Results folder. Default: results/amp-<date>-<time>."),
+]
+
+
 @handle_errors
 def amp_cmd(
-    device: Annotated[
-        str, typer.Option(help="Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.")
-    ] = "auto",
-    widths: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated MLP widths (each layer is Linear(width, width)), or auto: on CUDA a sweep "
-            "256..8192 from launch-bound to compute-bound, trimmed to free memory and --budget; on CPU "
-            "256,512,1024."
-        ),
-    ] = "auto",
-    depth: Annotated[
-        int | None, typer.Option(help="Number of Linear layers. Default: 4 on CUDA, 3 on CPU.")
-    ] = None,
-    batch: Annotated[
-        str, typer.Option(help="Rows per training step, or auto: 2 x width on CUDA, 512 on CPU.")
-    ] = "auto",
-    precision: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Precision to time: fp32, fp16 or bf16; repeat the option or separate with commas. "
-            "Default: fp32 and fp16 on CUDA, plus bf16 where the GPU has it natively; fp32 and bf16 on "
-            "CPU, plus fp16 where the CPU has native fp16 kernels. fp32 is always timed (the baseline)."
-        ),
-    ] = None,
-    tf32: Annotated[
-        str,
-        typer.Option(
-            help="Which fp32 baselines: TF32 matmuls off, on, both, or auto (both on CUDA, off on CPU). "
-            "fp16/bf16 are timed once and compared with each."
-        ),
-    ] = "auto",
-    optimizer: Annotated[
-        str,
-        typer.Option(
-            help="Optimizer in the step: adamw (lr 1e-4) or sgd (lr 1e-3, momentum 0.9); fused on CUDA."
-        ),
-    ] = "adamw",
-    min_run_time: Annotated[
-        float, typer.Option(help="Seconds of timed steps per configuration, in at least 7 blocks.")
-    ] = 0.5,
-    cuda_graphs: Annotated[
-        bool,
-        typer.Option(
-            "--cuda-graphs",
-            help="Also capture the whole step (forward, backward, scaler, optimizer) as one CUDA graph and "
-            "time its replay beside the eager step.",
-        ),
-    ] = False,
-    budget: Annotated[
-        float | None,
-        typer.Option(help="Seconds the default (auto) sweep may take, predicted; 60 on CUDA, 30 on CPU."),
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(help="torch intra-op threads (CPU). Default: torch's own choice (one per core)."),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Results folder. Default: results/amp-<date>-<time>.")
-    ] = None,
+    device: DeviceOption = "auto",
+    widths: WidthsOption = "auto",
+    depth: DepthOption = None,
+    batch: BatchOption = "auto",
+    precision: PrecisionOption = None,
+    tf32: Tf32Option = "auto",
+    optimizer: OptimizerOption = "adamw",
+    min_run_time: MinRunTimeOption = 0.5,
+    cuda_graphs: CudaGraphsOption = False,
+    budget: BudgetOption = None,
+    threads: ThreadsOption = None,
+    out: OutOption = None,
 ) -> None:
     """Time a full MLP training step (forward, backward, optimizer, GradScaler for fp16) per size and
     precision; report the speed-up over fp32, the share of the device's matmul ceiling it reaches, where
@@ -119,7 +144,7 @@ def amp_cmd(
     from optbench.experiments.amp import amp_benchmark
 
     out = out if out is not None else store.default_out("amp")
-    with fresh_out_dir(out):
+    with fresh_out_dir(out) as folder:
         result = amp_benchmark(
             device=device,
             widths=width_list,
@@ -132,7 +157,7 @@ def amp_cmd(
             num_threads=threads,
             cuda_graphs=cuda_graphs,
             budget_s=budget,
-            out=out,
+            out=folder,
             progress=lambda line: echo_err(f"amp: {line}"),
         )
     print_result(result)

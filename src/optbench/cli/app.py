@@ -11,7 +11,19 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli import amp, grid, init_report, listing, plots, summary, sweep, verify
+from optbench.cli import (
+    amp,
+    grid,
+    init_report,
+    listing,
+    plot,
+    plots,
+    report,
+    schedules,
+    summary,
+    sweep,
+    verify,
+)
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
@@ -85,7 +97,7 @@ def main_options(
 
 
 # Each command module defines COMMANDS = {"cli-name": function}: one module per command.
-for _module in (listing, sweep, grid, summary, init_report, amp, plots, verify):
+for _module in (listing, sweep, grid, summary, init_report, amp, plot, schedules, plots, report, verify):
     for _cli_name, _fn in _module.COMMANDS.items():
         app.command(_cli_name, context_settings=HELP_OPTIONS, cls=ClassicCommand)(_fn)
 

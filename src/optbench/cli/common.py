@@ -77,3 +77,14 @@ def fresh_out_dir(out: str | Path, kind: str | None = None) -> Iterator[Path]:
 
 def echo_err(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+FORMAT_HELP = "Figure format: png, svg or pdf."
+
+
+def check_results_folder(folder: Path) -> None:
+    """A folder argument that names no folder is one line (exit 2), before anything is read."""
+    if not folder.exists():
+        fail(f"results folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        fail(f"{str(folder)!r} is not a folder")

@@ -7,143 +7,49 @@ command runs, so ``bench --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
+from optbench.cli import grid_options as opt
 from optbench.cli.allow import AllowImports, allow
 from optbench.cli.common import echo_err, fail, handle_errors, os_error_code, os_error_line
-
-Axis = list[str] | None
-
-
-def _axis(help_text: str, metavar: str = "VALUES"):
-    return typer.Option(help=help_text, metavar=metavar, show_default=False)
 
 
 @handle_errors
 def grid_cmd(
     ctx: typer.Context,
-    problem: Annotated[
-        Axis, _axis("Problems, e.g. quadratic, mlp-classification. Default: quadratic.")
-    ] = None,
-    optimizer: Annotated[
-        Axis, _axis("Optimizers, e.g. sgd,adamw or 'adamw(weight_decay=0.1)'. Default: sgd.")
-    ] = None,
-    lr: Annotated[
-        Axis,
-        _axis(
-            "Learning rates, e.g. 0.003,0.03 or linspace(0.01,0.5,50) or logspace(-4,0,9) "
-            "(base-10 exponents). Default: 0.01."
-        ),
-    ] = None,
-    momentum: Annotated[
-        Axis,
-        _axis(
-            "Momentum values: SGD/RMSprop's momentum, beta1 for the Adam family, e.g. "
-            "0,0.9 or linspace(0,0.9,10); 'none' keeps the optimizer's default "
-            "(the default)."
-        ),
-    ] = None,
-    scheduler: Annotated[
-        Axis, _axis("LR schedulers, e.g. none, 'steplr(step_size=50, gamma=0.5)'. Default: none.")
-    ] = None,
-    init: Annotated[
-        Axis, _axis("Weight inits for MLP problems, e.g. default,kaiming_normal. Default: default.")
-    ] = None,
-    loss: Annotated[Axis, _axis("Losses for MLP problems; auto = the problem's own (the default).")] = None,
-    precision: Annotated[Axis, _axis("Precisions: fp32, fp16, bf16. Default: fp32.")] = None,
-    device: Annotated[Axis, _axis("Devices: cpu, cuda, cuda:N or auto. Default: cpu.")] = None,
-    seed: Annotated[Axis, _axis("Seeds, e.g. 0,1,2. Default: 0.")] = None,
-    seeds: Annotated[
-        int | None, typer.Option(help="Run seeds 0..N-1 (instead of --seed).", show_default=False)
-    ] = None,
-    steps: Annotated[Axis, _axis("Optimizer steps per run. Default: 100.")] = None,
-    batch_size: Annotated[
-        Axis, _axis("Minibatch sizes for MLP problems. Default: the problem's own.")
-    ] = None,
-    width: Annotated[Axis, _axis("MLP hidden widths (folded into the problem spec).")] = None,
-    depth: Annotated[Axis, _axis("MLP hidden layer counts (folded into the problem spec).")] = None,
-    activation: Annotated[
-        Axis, _axis("MLP activations, e.g. relu,tanh (folded into the problem spec).")
-    ] = None,
-    head_lr_scale: Annotated[
-        Axis, _axis("MLP problems: the last layer's lr is lr x scale, in its own param group. Default: 1.")
-    ] = None,
-    freeze: Annotated[
-        Axis, _axis("MLP problems: the first k Linear layers get requires_grad=False. Default: 0.")
-    ] = None,
-    sharpness_every: Annotated[
-        Axis,
-        _axis(
-            "Measure the sharpness (top Hessian eigenvalue; Adam/AdamW also preconditioned) every K steps "
-            "into the trace columns sharpness, precond_sharpness; e.g. 100. Default: 0 (off).",
-            "K",
-        ),
-    ] = None,
-    spec: Annotated[
-        Path | None,
-        typer.Option(
-            help="TOML file describing the grid (axes as lists, fixed "
-            "settings as scalars); the options above override it.",
-            show_default=False,
-        ),
-    ] = None,
-    out: Annotated[
-        str | None,
-        typer.Option(
-            help="Results folder: new, empty, or a grid's. Runs already in it are skipped (resume). "
-            "Default: a new folder under results/.",
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Run every cell again, even those already in --out.")] = False,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            help="Local worker processes. Default: the usable cores; 1 runs in this process.",
-            show_default=False,
-        ),
-    ] = None,
-    executor: Annotated[
-        str, typer.Option(help="Where runs execute: local (a process pool) or ray.")
-    ] = "local",
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: start a local Ray).", show_default=False)
-    ] = None,
-    gpus_per_run: Annotated[float, typer.Option(help="GPU fraction a CUDA run requests from Ray.")] = 0.25,
-    engine: Annotated[
-        str,
-        typer.Option(
-            help="auto: batch the cells the batched engine supports, the rest on the "
-            "reference engine; batched: batch every supported cell; reference: "
-            "run every cell through torch.optim one by one."
-        ),
-    ] = "auto",
-    exactness: Annotated[
-        str,
-        typer.Option(
-            help="The batched engine's contract: auto (exact on CPU, fast on CUDA); exact (torch.optim's "
-            "float32 bits; CPU only); fast (every product, activation and loss batched; agrees with "
-            "torch.optim within the spread of torch's own implementations, docs/batched-engine.md)."
-        ),
-    ] = "auto",
-    progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
-    max_cells: Annotated[
-        int,
-        typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can ask for billions)."),
-    ] = 1_000_000,
-    top: Annotated[
-        int, typer.Option(help="Settings in the closing top-K table (all: bench summary OUT).", metavar="K")
-    ] = 10,
-    sort: Annotated[
-        str,
-        typer.Option(
-            help="Column the closing table ranks on: final_loss, best_loss, final_val_loss, "
-            "final_val_acc (highest first), wall_time_s, diverged or lr.",
-            metavar="COLUMN",
-        ),
-    ] = "final_loss",
+    problem: opt.ProblemAxis = None,
+    optimizer: opt.OptimizerAxis = None,
+    lr: opt.LrAxis = None,
+    momentum: opt.MomentumAxis = None,
+    scheduler: opt.SchedulerAxis = None,
+    init: opt.InitAxis = None,
+    loss: opt.LossAxis = None,
+    precision: opt.PrecisionAxis = None,
+    device: opt.DeviceAxis = None,
+    seed: opt.SeedAxis = None,
+    seeds: opt.SeedsOption = None,
+    steps: opt.StepsAxis = None,
+    batch_size: opt.BatchSizeAxis = None,
+    width: opt.WidthAxis = None,
+    depth: opt.DepthAxis = None,
+    activation: opt.ActivationAxis = None,
+    head_lr_scale: opt.HeadLrScaleAxis = None,
+    freeze: opt.FreezeAxis = None,
+    sharpness_every: opt.SharpnessEveryAxis = None,
+    spec: opt.SpecOption = None,
+    out: opt.OutOption = None,
+    force: opt.ForceOption = False,
+    workers: opt.WorkersOption = None,
+    executor: opt.ExecutorOption = "local",
+    address: opt.AddressOption = None,
+    gpus_per_run: opt.GpusPerRunOption = 0.25,
+    engine: opt.EngineOption = "auto",
+    exactness: opt.ExactnessOption = "auto",
+    progress: opt.ProgressOption = True,
+    max_cells: opt.MaxCellsOption = 1_000_000,
+    top: opt.TopOption = 10,
+    sort: opt.SortOption = "final_loss",
     allow_imports: AllowImports = None,
 ) -> None:
     """Run the cartesian product of the given axes, then print the answer: per optimizer the best setting
@@ -153,45 +59,19 @@ def grid_cmd(
     belong to the spec. Results go to --out (runs.parquet, traces/, manifest.json); re-running the same
     command into the same --out runs only what is missing."""
     from optbench import store
-    from optbench.grid import expand, load_spec_toml, make_spec, run_grid
+    from optbench.grid import AXES, expand, load_spec_toml, make_spec, run_grid
     from optbench.grid.summary import check_sort
 
     allow(ctx, allow_imports)
     check_sort(sort, top)  # before the grid runs, not after
-    given = {
-        "problem": problem,
-        "optimizer": optimizer,
-        "lr": lr,
-        "momentum": momentum,
-        "scheduler": scheduler,
-        "init": init,
-        "loss": loss,
-        "precision": precision,
-        "device": device,
-        "seed": seed,
-        "seeds": seeds,
-        "steps": steps,
-        "batch_size": batch_size,
-        "width": width,
-        "depth": depth,
-        "activation": activation,
-        "head_lr_scale": head_lr_scale,
-        "freeze": freeze,
-        "sharpness_every": sharpness_every,
-    }
-    given = {key: value for key, value in given.items() if value is not None}
+    # The axes given on the command line, by name (click holds an axis not given as an empty tuple).
+    given = {key: value for key in (*AXES, "seeds") if (value := ctx.params[key]) not in (None, ())}
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)
     configs = expand(grid, max_cells)  # every user error surfaces here, before anything is written
     out_given = out is not None
     out = store.check_out(out, "grid") if out_given else store.default_out("grid")
 
-    from rich.console import Console
-
-    console = Console()
-    if (
-        not console.is_terminal
-    ):  # piped or captured: wide lines beat spec strings folded into 3-letter columns
-        console = Console(width=200)
+    console = _console()
     note = _plan_note(configs, engine, workers, executor) if progress else ""
     tracker = _live_progress(console, enabled=progress, configs=configs, plan_note=note)
     try:
@@ -217,6 +97,14 @@ def grid_cmd(
             f"{os_error_line(err)}; {_kept(out, configs, _again(out, out_given, force))}", os_error_code(err)
         )
     print_grid_summary(console, runs, out, top=top, sort=sort, resumed=tracker.resumed or 0)
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # Piped or captured: wide lines beat spec strings folded into 3-letter columns.
+    return console if console.is_terminal else Console(width=200)
 
 
 def _again(out: Path, out_given: bool, force: bool) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -37,7 +36,7 @@ def init_report_cmd(
     batch: Annotated[int, typer.Option(help="Rows of N(0,1) input in the batch.")] = 16,
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..seeds-1) per init and activation.")] = 1,
     out: Annotated[
-        Path | None,
+        str | None,  # a str, not a Path: Typer would turn --out '' into '.', the current folder
         typer.Option(help="Results folder. Default: a new results/init-report-<time> folder."),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Draw std_vs_layer.png and gain_table.png.")] = True,
@@ -54,9 +53,9 @@ def init_report_cmd(
     inits = initprobe.resolve_inits(init, width)  # bad names fail here, before a folder is made
     activations = initprobe.resolve_activations(activation)
     out = out if out is not None else default_out("init-report")
-    with fresh_out_dir(out):
+    with fresh_out_dir(out) as folder:
         report = initprobe.init_report(
-            inits, activations, depth=depth, width=width, batch=batch, seeds=seeds, out=out, plots=plots
+            inits, activations, depth=depth, width=width, batch=batch, seeds=seeds, out=folder, plots=plots
         )
     typer.echo(summary_text(report))
 

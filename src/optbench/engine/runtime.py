@@ -3,6 +3,8 @@ thread pinning."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from contextlib import contextmanager
 
 
@@ -28,3 +30,14 @@ def one_torch_thread():
     descheduled threads; one thread also makes in-process runs match pool workers (which use one).
     """
     return torch_threads(1)
+
+
+def pin_worker_to_one_thread() -> None:
+    """For the whole of a worker process (pool or Ray): one intra-op and one inter-op thread, as
+    ``one_torch_thread`` gives a block; N workers on N cores then never oversubscribe them."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # only settable before inter-op work has started
+        torch.set_num_interop_threads(1)

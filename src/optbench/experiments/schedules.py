@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from optbench.errors import OptbenchError
 from optbench.figures.style import check_format
 from optbench.registry.limits import check_steps
+from optbench.registry.validate import check_lr
 from optbench.store.layout import SCHEDULES_FILE
 
 
@@ -70,8 +70,7 @@ def schedules_experiment(
     if steps < 1:
         raise OptbenchError(f"--steps must be >= 1, got {steps}")
     check_steps(steps)  # --steps 10000000000000 is one line, not a loop that fills the memory
-    if not (lr > 0 and math.isfinite(lr)):
-        raise OptbenchError(f"--lr must be a positive learning rate, got {lr}")
+    check_lr(lr, "--lr")
     if schedulers is not None:  # unknown names are user errors, before anything is written
         from optbench.registry.schedulers import canonical_scheduler
 

@@ -76,7 +76,7 @@ def _own_runs(out: Path, order: list[str]) -> set[str]:
         )
     found = store.prepare(out)
     if found.damaged:
-        store.runs.warn(store.runs.repair_line(found, set(order)))
+        store.warn(store.repair_line(found, set(order)))
     return found.run_ids
 
 

@@ -163,25 +163,32 @@ def _coerce(axis: str, raw: Any) -> tuple:
     return tuple(dict.fromkeys(values))  # drop repeats, keep order
 
 
-def _convert(axis: str, kind: str, value: Any) -> Any:  # noqa: C901 - to split (#13)
+def _convert(axis: str, kind: str, value: Any) -> Any:
+    """One value of an axis as its kind: str, int or float (lr: a float); None where ``opt-`` allows it."""
     optional = kind.startswith("opt-")
-    base = kind.removeprefix("opt-")
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
         if optional:
             return None
         raise OptbenchError(f"{axis} cannot be none")
+    base = kind.removeprefix("opt-")
     if base == "str":
         if not isinstance(value, str):
             raise OptbenchError(f"{axis} value {value!r} must be a string")
         return value.strip()
     if isinstance(value, bool):
         raise OptbenchError(f"{axis} value {value!r} must be a number")
-    if base == "int":
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, int) or (isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value)):
-            return int(value)
-        raise OptbenchError(f"{axis} value {value!r} is not an integer")
+    return _to_int(axis, value) if base == "int" else _to_float(axis, value)
+
+
+def _to_int(axis: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) or (isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value)):
+        return int(value)
+    raise OptbenchError(f"{axis} value {value!r} is not an integer")
+
+
+def _to_float(axis: str, value: Any) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):

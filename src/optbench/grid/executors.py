@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from optbench.engine.runtime import one_torch_thread
+from optbench.engine.runtime import one_torch_thread, pin_worker_to_one_thread
 from optbench.errors import OptbenchError
 from optbench.registry.imports import worker_env
 from optbench.spec import RunConfig
@@ -143,12 +143,7 @@ def _init_worker(out: str, parent: int, started=None) -> None:
         os._exit(1)
     _started = started
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-    with contextlib.suppress(RuntimeError):  # only settable before inter-op work has started
-        torch.set_num_interop_threads(1)
+    pin_worker_to_one_thread()
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -336,9 +331,7 @@ def import_ray():
 
 def _ray_task(task: Task):
     """Body of one Ray task: the results (traces included) go back to the driver, which commits."""
-    import torch
-
-    torch.set_num_threads(1)
+    pin_worker_to_one_thread()
     return run_task(task)
 
 

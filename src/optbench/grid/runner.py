@@ -81,7 +81,7 @@ def run_grid(
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
     order = [c.run_id() for c in configs]
     with store.results_folder(out, "grid"):  # one writer per folder; removed again if nothing is committed
-        todo, state = _pending(out, configs, order, force, say or store.runs.warn)
+        todo, state = _pending(out, configs, order, force, say or store.warn)
         tasks = plan_tasks(todo, engine, runner.workers or 1, exactness)
         settings = {"executor": executor, "workers": runner.workers, "address": address, "force": force}
         manifest = store.start_manifest(
@@ -117,7 +117,7 @@ def _pending(
     found = store.prepare(out, say)
     wanted = set(order)
     if found.damaged:
-        say(store.runs.repair_line(found, wanted))
+        say(store.repair_line(found, wanted))
     done_ids = set() if force else found.run_ids & wanted
     counts: dict[str, int] = {}
     if done_ids:

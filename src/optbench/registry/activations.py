@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from optbench.errors import OptbenchError
 
-# name -> (torch.nn class name or None for identity, calculate_gain nonlinearity, note)
+# name -> (torch.nn class name, None for the identity; the calculate_gain nonlinearity it maps to)
 # GELU/SiLU/ELU have no entry in calculate_gain; we use the ReLU gain for them (they behave like a ReLU
 # for large inputs) and say so in `bench list`.
 ACTIVATIONS: dict[str, tuple[str | None, str]] = {

@@ -19,7 +19,7 @@ from optbench.spec import Spec, parse_spec
 
 inits = Registry("init")
 
-# The ten classic schemes (REFERENCE.md), in the order reports list them and colour them.
+# The ten classic schemes of the PyTorch init tutorial, in the order reports list them and colour them.
 CLASSIC_INITS = (
     "xavier_uniform",
     "xavier_normal",

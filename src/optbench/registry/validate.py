@@ -18,9 +18,14 @@ from optbench.errors import OptbenchError
 from optbench.spec import PRECISIONS, RunConfig, parse_spec
 
 
+def is_lr(lr: object) -> bool:
+    """The one lr rule: a number (not a bool), > 0 and finite."""
+    return not isinstance(lr, bool) and isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)
+
+
 def check_lr(lr: object, name: str = "lr") -> float:
-    """The one lr check: a number, > 0 and finite (``name`` is how the user gave it: ``--lr``, ``--min``)."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
+    """``is_lr`` or one error line (``name`` is how the user gave it: ``--lr``, ``--min``)."""
+    if not is_lr(lr):
         raise OptbenchError(f"{name} must be a positive learning rate, got {lr}")
     return float(lr)
 

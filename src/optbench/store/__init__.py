@@ -3,10 +3,13 @@ which folders a command may write into, one writer per folder.
 
 ``from optbench import store`` gives the whole public surface; each fact has its home in one module:
 ``layout`` (file names), ``files`` (atomic writes), ``manifest``, ``folder`` (which folder a command may
-write into, holding it), ``runs`` (commit, check, resume, read back), ``verify`` (``bench verify``),
-``lock`` (one writer per folder).
+write into, holding it), ``commit`` (a batch of runs: trace file, then commit record), ``check`` (``scan``:
+what is committed, what is damaged), ``repair`` (set damage aside, resume, purge), ``read`` (read it
+back), ``verify`` (``bench verify``), ``lock`` (one writer per folder).
 """
 
+from optbench.store.check import Scan, scan, warn
+from optbench.store.commit import TRACE_DICTIONARY_COLUMNS, commit_run, commit_runs
 from optbench.store.files import FileFacts, table_from_rows, write_parquet_atomic, write_text_atomic
 from optbench.store.folder import check_out, folder_kind, require_folder, results_folder
 from optbench.store.layout import COMMITS_DIR, DAMAGED_DIR, MANIFEST_FILE, RUNS_FILE, TRACES_DIR
@@ -17,20 +20,13 @@ from optbench.store.manifest import (
     read_manifest,
     start_manifest,
 )
-from optbench.store.runs import (
-    TRACE_DICTIONARY_COLUMNS,
-    Scan,
-    commit_run,
-    commit_runs,
+from optbench.store.read import config_of, consolidate_runs, read_runs, read_traces
+from optbench.store.repair import (
     completed_run_ids,
-    config_of,
-    consolidate_runs,
     drop_uncommitted,
     prepare,
     purge_runs,
-    read_runs,
-    read_traces,
-    scan,
+    repair_line,
     set_aside,
 )
 
@@ -59,12 +55,14 @@ __all__ = [
     "read_manifest",
     "read_runs",
     "read_traces",
+    "repair_line",
     "require_folder",
     "results_folder",
     "scan",
     "set_aside",
     "start_manifest",
     "table_from_rows",
+    "warn",
     "write_parquet_atomic",
     "write_text_atomic",
 ]

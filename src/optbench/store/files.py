@@ -143,3 +143,17 @@ def table_from_rows(rows: list[dict[str, Any]], schema):
 
     columns = {name: [row.get(name) for row in rows] for name in schema.names}
     return pa.Table.from_pydict(columns, schema=schema)
+
+
+def conform(table, schema):
+    """``table`` with exactly ``schema``'s columns: a column added to the schema since it was written is
+    null, its metadata is dropped."""
+    import pyarrow as pa
+
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.schema.names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optbench.errors import OptbenchError
+from optbench.store.check import Scan, scan
 from optbench.store.files import TEMP_NAME
 from optbench.store.folder import folder_kind, our_manifest
 from optbench.store.layout import (
@@ -26,7 +27,6 @@ from optbench.store.layout import (
     SCHEDULES_FILE,
     TRACES_DIR,
 )
-from optbench.store.runs import Scan, scan
 
 EXPERIMENT_FILES = (SCHEDULES_FILE, LAYERS_FILE, GAINS_FILE, AMP_FILE)
 

@@ -7,7 +7,6 @@ per distinct combination of the fields that matter (``_judge``, cached).
 from __future__ import annotations
 
 import functools
-import math
 import operator
 
 import numpy as np
@@ -17,6 +16,7 @@ from optbench.engine.batched.rules import RULES
 from optbench.errors import OptbenchError
 from optbench.registry.problems import is_toy
 from optbench.registry.schedulers import schedulers
+from optbench.registry.validate import is_lr
 from optbench.spec import RunConfig, parse_spec
 
 MLP_PROBLEMS = ("mlp-regression", "mlp-classification")
@@ -63,7 +63,7 @@ def judge(cfg: RunConfig) -> tuple[str | None, tuple]:
     """(why this cell cannot run batched or None, its batch key)."""
     if cfg.precision != "fp32":
         return _precision_reason(cfg.precision), ()
-    if not _lr_ok(cfg.lr):
+    if not is_lr(cfg.lr):
         return _lr_reason(cfg.lr), ()
     return _judge(_FIELDS(cfg))
 
@@ -79,7 +79,7 @@ def triage(cfgs: list[RunConfig]) -> tuple[list[str | None], list[np.ndarray]]:
         values = np.fromiter(lrs, dtype=np.float64, count=len(lrs))
         lr_ok = (values > 0) & np.isfinite(values)
     else:
-        lr_ok = np.array([_lr_ok(lr) for lr in lrs], dtype=bool)
+        lr_ok = np.array([is_lr(lr) for lr in lrs], dtype=bool)
     fp32 = np.array([f[3] == "fp32" for f in fields], dtype=bool)[field_of]
     judged_ok = np.array([reason is None for reason, _ in verdicts], dtype=bool)[field_of]
     reasons: list[str | None] = [None] * len(cfgs)
@@ -94,10 +94,6 @@ def triage(cfgs: list[RunConfig]) -> tuple[list[str | None], list[np.ndarray]]:
     bounds = np.searchsorted(group_of[order], np.arange(len(group_ids) + 1))
     groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
     return reasons, groups
-
-
-def _lr_ok(lr) -> bool:
-    return isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)
 
 
 def _lr_reason(lr) -> str:

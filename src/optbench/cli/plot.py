@@ -1,0 +1,229 @@
+"""`bench plot`: a faceted comparison from any results folder, or one of the standard figures.
+
+Validates its input (one line on stderr, exit 2) and calls ``facets.facet_plot`` or
+``report.standard_figures``; nothing heavy is imported until the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from optbench.cli.common import check_results_folder, fail, handle_errors
+
+FolderArgument = Annotated[
+    Path,
+    typer.Argument(help="Results folder (runs.parquet + traces/).", metavar="DIR", show_default=False),
+]
+
+YOption = Annotated[
+    str,
+    typer.Option(
+        help="What to plot: a trace column (loss, lr, grad_norm, val_acc, ...) or a "
+        "run column (final_loss, best_loss, wall_time_s, ...)."
+    ),
+]
+
+XOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Horizontal axis. Default: step for trace columns, lr for run columns.", show_default=False
+    ),
+]
+
+HueOption = Annotated[
+    str,
+    typer.Option(
+        help="Column that colours the lines; auto: the varying axis with the most values; none: one colour."
+    ),
+]
+
+ColOption = Annotated[
+    str,
+    typer.Option(help="Column with one panel column per value; auto: optimizer where it varies; none."),
+]
+
+RowOption = Annotated[
+    str,
+    typer.Option(
+        help="Column with one panel row per value; auto: problem, scheduler or loss where it varies; none."
+    ),
+]
+
+LogyOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--logy/--no-logy", help="Log-scale y axis. Default: on for losses and norms.", show_default=False
+    ),
+]
+
+LogxOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--logx/--no-logx",
+        help="Log-scale x axis. Default: on for an lr axis spanning 10x.",
+        show_default=False,
+    ),
+]
+
+BandOption = Annotated[
+    str,
+    typer.Option(
+        help="Band over seeds: std (±1 std; ×/÷ geometric std on a log axis), ci95 (95% interval of "
+        "the mean, Student t; of log y on a log axis), range (min to max) or none."
+    ),
+]
+
+TopOption = Annotated[
+    int,
+    typer.Option(
+        help="Lines in colour per panel: the best by final loss; the others are drawn thin and grey."
+    ),
+]
+
+WhereOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Keep only runs with COLUMN=VALUE (repeatable), e.g. --where momentum=0.9.",
+        metavar="COLUMN=VALUE",
+    ),
+]
+
+FigureOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Draw a standard figure instead: loss-vs-step, "
+        "sensitivity, heatmap, trajectories, lr-schedules, schedules, "
+        "lr-find, init-std, init-gains, amp, or all.",
+        metavar="NAME",
+    ),
+]
+
+FmtOption = Annotated[
+    str | None,
+    typer.Option("--format", help="Figure format: png, svg or pdf. Default: --out's suffix, else png."),
+]
+
+OutOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Output file, or a folder (existing, or ending in /) to write the default name into "
+        "(default: DIR/plot_<y>_vs_<x>....<format>; with --figure: the folder, default DIR/figures).",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+
+
+@handle_errors
+def plot_cmd(
+    folder: FolderArgument,
+    y: YOption = "loss",
+    x: XOption = None,
+    hue: HueOption = "auto",
+    col: ColOption = "auto",
+    row: RowOption = "auto",
+    logy: LogyOption = None,
+    logx: LogxOption = None,
+    band: BandOption = "std",
+    top: TopOption = 6,
+    where: WhereOption = None,
+    figure: FigureOption = None,
+    fmt: FmtOption = None,
+    out: OutOption = None,
+) -> None:
+    """Faceted comparison from any results folder: aggregate over seeds with a band, one panel per col x row
+    value, the best lines per panel in colour; the defaults are chosen from the data.
+
+    Example: bench plot results/grid --y loss --hue lr --col optimizer --row scheduler
+    """
+    check_results_folder(folder)
+    fmt = _format_of(fmt, out if figure is None else None)
+    if figure is not None:
+        _standard_figures(folder, figure, Path(out) if out is not None else folder / "figures", fmt)
+        return
+    from optbench import store
+    from optbench.figures import facets
+
+    if not (folder / store.RUNS_FILE).exists():
+        fail(
+            f"no {store.RUNS_FILE} in {str(folder)!r}: bench plot draws run folders (lr-sweep, grid, lr-find)"
+        )
+    runs = store.read_runs(folder)
+    if runs.empty:
+        fail(f"{str(folder / store.RUNS_FILE)!r} has no runs")
+    names = {k: (None if v == "none" else v) for k, v in (("hue", hue), ("col", col), ("row", row))}
+    kind = "trace" if y in facets.TRACE_COLUMNS else "run"
+    traces = store.read_traces(folder) if kind == "trace" else None
+    result = facets.facet_plot(
+        runs,
+        traces,
+        _plot_path(folder, out, fmt, y, x, names),
+        y=y,
+        x=x,
+        **names,
+        logy=logy,
+        logx=logx,
+        band=band,
+        top=top,
+        where=where,
+    )
+    spec = result.spec
+    typer.echo(
+        f"figure: {result.path} ({len(result.rows)} x {len(result.cols)} panels, {result.lines} lines, "
+        f"{result.highlighted} in colour)"
+    )
+    chosen = ", ".join(f"{k}={v}" for k, v in (("col", spec.col), ("row", spec.row), ("hue", spec.hue)) if v)
+    typer.echo(
+        f"chosen: {chosen or 'one panel, one colour'}"
+        + (f"; line style: {', '.join(spec.style_by)}" if spec.style_by else "")
+        + f"; y {'log' if spec.logy else 'linear'}, x {'log' if spec.logx else 'linear'}"
+    )
+
+
+def _plot_path(folder: Path, out: str | None, fmt: str, y: str, x: str | None, names: dict) -> Path:
+    """``--out``: a file, or a folder (existing, or written with a trailing /) that gets the default name."""
+    from optbench.figures import facets
+
+    x = x or ("step" if y in facets.TRACE_COLUMNS else "lr")
+    name = f"{facets.default_name(y, x, names['hue'], names['col'], names['row'])}.{fmt}"
+    if out is None:
+        return folder / name
+    if out.endswith(("/", "\\")) or Path(out).is_dir():
+        return Path(out) / name
+    path = Path(out)
+    return path if path.suffix else path.with_suffix(f".{fmt}")
+
+
+def _format_of(fmt: str | None, out: str | None) -> str:
+    """The figure format: --format, else --out's suffix, else png; an --out whose suffix says another
+    format than --format is refused (one line), never written in the wrong format."""
+    from optbench.figures.style import check_format
+
+    is_file = out is not None and not out.endswith(("/", "\\")) and not Path(out).is_dir()
+    suffix = Path(out).suffix.lstrip(".").lower() if is_file else ""
+    if fmt is not None and suffix and suffix != fmt:
+        fail(f"--out {out} ends in .{suffix} but --format is {fmt}; give one of them, or both alike")
+    return check_format(fmt or suffix or "png")
+
+
+def _standard_figures(folder: Path, figure: str, target: Path, fmt: str) -> None:
+    """``--figure NAME|all``: draw into ``target`` (default DIR/figures/, never over files of DIR that another
+    command wrote, such as lr-sweep's own loss_vs_step.png); a figure that fails is named and the exit is 1."""
+    from optbench import report, store
+
+    store.files.check_writable(target)  # one line for a read-only folder, not one skipped line per figure
+    only = None if figure == "all" else {figure}
+    figures = report.standard_figures(report.load(folder), target, fmt, only=only)
+    if not figures:
+        fail(f"figure {figure!r} does not apply to the data in {str(folder)!r}")
+    for item in figures:
+        typer.echo(f"figure: {item.path}" if item.path is not None else f"skipped: {item.caption}")
+    failed = [item for item in figures if item.path is None]
+    if failed:
+        fail(f"{len(failed)} of {len(figures)} figure(s) could not be drawn (skipped above)", 1)
+
+
+COMMANDS = {"plot": plot_cmd}
