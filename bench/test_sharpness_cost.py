@@ -68,4 +68,6 @@ def test_sharpness_tracking_cost_at_the_default_cadence(benchmark):
         f"minibatch (mlp-classification, 1000 steps of 64 rows): {mb_plain_s:.3f} s plain, {mb_tracked_s:.3f} s "
         f"tracked: +{100 * mb_overhead:.0f}%"
     )
-    benchmark.pedantic(run, args=(canonical_config(FULL_BATCH).replace(sharpness_every=DEFAULT_EVERY),), rounds=1)
+    benchmark.pedantic(
+        run, args=(canonical_config(FULL_BATCH).replace(sharpness_every=DEFAULT_EVERY),), rounds=1
+    )
