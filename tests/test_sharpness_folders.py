@@ -81,6 +81,7 @@ def test_an_old_folder_resumed_with_tracking_runs_only_the_new_cells(old_folder)
     assert traces["sharpness"].notna().sum() == 4 * 2  # steps 0 and 4 of the new runs
 
 
+@pytest.mark.slow
 def test_an_old_folder_summarizes_and_reports(old_folder):
     from optbench.grid.summary import summary
     from optbench.report import build_report
@@ -123,6 +124,7 @@ def test_grid_option_and_bad_values(cli, tmp_path):
 # ------------------------------------------------------------------------------------------------- report
 
 
+@pytest.mark.slow
 def test_report_has_a_sharpness_section_with_its_figures(tmp_path):
     from optbench.experiments.sweep import lr_sweep
     from optbench.report import build_report

@@ -127,6 +127,7 @@ def test_adam_sweep_measures_lambda_0_but_predicts_no_gd_bound(tmp_path):
     assert "heavy-ball SGD" in lines and "--sharpness-every" in lines
 
 
+@pytest.mark.slow
 def test_tracked_sweep_draws_the_sharpness_figure(tmp_path):
     result = lr_sweep(0.05, 0.3, 3, base=RunConfig(steps=20, sharpness_every=5), out=tmp_path)
     names = sorted(p.name for p in result.figures)
