@@ -176,3 +176,19 @@ def test_full_batch_gradient_descent_reaches_the_edge_of_stability():
     loss = result.trace["loss"]
     assert loss[-1] < 0.1 * loss[0]
     assert (np.diff(loss) > 0).sum() > 10  # it falls, but not monotonically
+
+
+def test_adam_under_a_scaler_that_skipped_every_step_so_far_measures_no_preconditioned_value():
+    """fp16 with a GradScaler at scale 1e30: the first steps overflow and are skipped, so Adam has no
+    second moment yet at step 2; the run goes on (no preconditioned value there), it does not fail."""
+    config = RunConfig(
+        problem="mlp-regression(n_train=64, width=8)",
+        optimizer="adam",
+        lr=0.01,
+        steps=4,
+        precision="fp16(init_scale=1e30)",
+        sharpness_every=2,
+    )
+    result = run(canonical_config(config))
+    assert result.summary.status in ("ok", "failed") and "not stepped" not in (result.summary.reason or "")
+    assert np.isfinite(result.trace["sharpness"][0])

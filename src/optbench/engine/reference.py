@@ -306,7 +306,8 @@ def _summarize(run: _Setup, trace: dict[str, np.ndarray], diverged_step: int | N
     end = len(trace["loss"])
     summary = RunSummary(**summary_of(trace, diverged_step, done), momentum_knob=run.knob)
     if run.tracker is not None:
-        summary.sharpness_residual, summary.sharpness_unconverged = run.tracker.summary_fields().values()
+        for name, value in run.tracker.summary_fields().items():
+            setattr(summary, name, value)
     if summary.status == "ok" and end and trace["skipped_step"].all():
         scales = trace["loss_scale"]
         summary.status = "failed"

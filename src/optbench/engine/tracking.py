@@ -48,9 +48,11 @@ class SharpnessTracker:
             return
         self.sharpness[t] = self._measure("sharpness", None)
         if self.adam and t > 0:
-            self.precond_sharpness[t] = self._measure(
-                "precond", adam_preconditioner(self.optimizer, self.params)
-            )
+            try:
+                preconditioner = adam_preconditioner(self.optimizer, self.params)
+            except ValueError:  # no second moment yet (e.g. GradScaler skipped every step so far)
+                return
+            self.precond_sharpness[t] = self._measure("precond", preconditioner)
 
     def _measure(self, kind: str, preconditioner) -> float:
         estimate = top_eigenvalue(
