@@ -10,9 +10,11 @@ import torch
 from optbench.engine.sharpness import (
     adam_preconditioner,
     hessian_vector_product,
-    stability_threshold,
+    lanczos_top,
+    start_vectors,
     top_eigenvalue,
 )
+from optbench.experiments.stability import stability_threshold
 
 
 def test_quadratic_has_sharpness_eight_everywhere():
@@ -127,3 +129,42 @@ def test_stability_thresholds():
     assert stability_threshold("gd", 0.1) == pytest.approx(20.0)
     assert stability_threshold("gd", 0.1, momentum=0.5) == pytest.approx(30.0)
     assert stability_threshold("adam", 0.01, momentum=0.9) == pytest.approx(3800.0)  # 38 / lr
+
+
+# ------------------------------------------------------------------------------ many operators at once
+
+
+def test_batched_lanczos_gives_each_cell_its_own_top_eigenvalue():
+    """C symmetric matrices at once: each cell's value is its own eigvalsh maximum, one NaN cell aside."""
+    torch.manual_seed(3)
+    cells, n = 5, 12
+    a = torch.randn(cells, n, n, dtype=torch.float64)
+    matrices = a + a.transpose(1, 2)
+    matrices[2] = float("nan")  # a diverged cell: must not disturb the others
+
+    def apply(v):
+        return torch.einsum("cij,cj->ci", matrices, v)
+
+    estimates = lanczos_top(apply, start_vectors(cells, n, 0, "cpu"))
+    for c in (0, 1, 3, 4):
+        exact = float(torch.linalg.eigvalsh(matrices[c])[-1])
+        assert estimates.values[c].item() == pytest.approx(exact, rel=1e-8)
+        assert bool(estimates.converged[c])
+    assert math.isnan(estimates.values[2]) and not bool(estimates.converged[2])
+    assert math.isinf(estimates.residuals[2])
+
+
+def test_a_non_finite_point_gives_nan_not_an_error():
+    estimate = top_eigenvalue(lambda ps: (ps[0] ** 4).sum(), [torch.tensor([float("inf"), 1.0])])
+    assert math.isnan(estimate.value) and not estimate.converged
+
+
+def test_warm_start_finds_the_same_top_eigenvalue_in_fewer_products():
+    loss_of, params = _tiny_mlp(seed=4)
+    cold = top_eigenvalue(loss_of, params)
+    moved = tuple(p + 0.01 * torch.randn_like(p) for p in params)  # a nearby point, as one step later
+    exact = float(torch.linalg.eigvalsh(_full_hessian(loss_of, moved))[-1])
+    again_cold = top_eigenvalue(loss_of, moved)
+    warm = top_eigenvalue(loss_of, moved, start=cold.vector)
+    assert warm.value == pytest.approx(exact, rel=1e-4) and warm.converged
+    assert warm.iterations < again_cold.iterations

@@ -201,10 +201,24 @@ def test_an_empty_item_is_an_error_not_silently_dropped(text):
 
 def test_run_id_is_the_documented_hash_of_the_full_config():
     config = RunConfig(problem="quadratic", optimizer="sgd", lr=0.1, steps=50)
-    payload = json.dumps(dataclasses.asdict(config), sort_keys=True, separators=(",", ":"))
+    fields = dataclasses.asdict(config)
+    del fields["sharpness_every"]  # an optional field: hashed only when set
+    payload = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     assert config.run_id() == hashlib.sha256(payload.encode()).hexdigest()[:16]
     assert len(config.run_id()) == 16
     int(config.run_id(), 16)
+    tracked = config.replace(sharpness_every=10)
+    payload = json.dumps(dataclasses.asdict(tracked), sort_keys=True, separators=(",", ":"))
+    assert tracked.run_id() == hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def test_run_ids_written_before_sharpness_tracking_stay_the_same():
+    """Computed on main before ``sharpness_every`` existed: folders written then resume and verify."""
+    assert RunConfig().run_id() == "4a21fc30ac8ff439"
+    old = RunConfig(problem="mlp-regression", optimizer="adam", lr=0.1, momentum=0.9, steps=50, batch_size=32)
+    assert old.run_id() == "134edb3c8a799f29"
+    assert old.replace(sharpness_every=None).run_id() == "134edb3c8a799f29"  # read back as null
+    assert old.replace(sharpness_every=100).run_id() != "134edb3c8a799f29"
 
 
 @pytest.mark.parametrize("field_name", CONFIG_FIELDS)
@@ -225,6 +239,7 @@ def test_every_config_field_changes_the_run_id(field_name):
         "batch_size": 8,
         "head_lr_scale": 0.5,
         "freeze": 1,
+        "sharpness_every": 10,
     }
     assert set(other) == set(CONFIG_FIELDS), "new RunConfig field: add it here"
     assert base.replace(**{field_name: other[field_name]}).run_id() != base.run_id()

@@ -168,16 +168,24 @@ class RunConfig:
     batch_size: int | None = None  # MLP problems: None = the problem's default
     head_lr_scale: float = 1.0  # MLP problems: last layer lr multiplier (own param group)
     freeze: int = 0  # MLP problems: first k Linear layers get requires_grad=False
+    sharpness_every: int = 0  # measure the Hessian's top eigenvalue every K steps (0: off)
 
     def to_dict(self) -> dict[str, Any]:
         # Every field is a scalar, so asdict's recursive deep copy (~60 us, per run and per row) buys nothing.
         return {name: getattr(self, name) for name in CONFIG_FIELDS}
 
     def run_id(self) -> str:
-        """Stable 16-hex-digit hash of the full config (same config -> same id on every machine)."""
+        """Stable 16-hex-digit hash of the full config (same config -> same id on every machine).
+
+        Fields added after results were first written (``OPTIONAL_FIELDS``) enter the hash only when set, so
+        every run_id written before they existed stays valid (a folder resumes, verifies, compares)."""
         cached = self.__dict__.get("_run_id")  # per instance: lr=1 and lr=1.0 compare equal but hash apart
         if cached is None:
-            payload = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            fields = self.to_dict()
+            for name in OPTIONAL_FIELDS:
+                if not fields[name]:  # 0, or None (read back from a folder written before the field)
+                    del fields[name]
+            payload = json.dumps(fields, sort_keys=True, separators=(",", ":"))
             cached = hashlib.sha256(payload.encode()).hexdigest()[:16]
             object.__setattr__(self, "_run_id", cached)  # frozen dataclass: not a field, not compared
         return cached
@@ -187,6 +195,7 @@ class RunConfig:
 
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+OPTIONAL_FIELDS = ("sharpness_every",)  # hashed into run_id only when non-zero (see RunConfig.run_id)
 
 STATUSES = ("ok", "diverged", "invalid", "failed")
 
@@ -208,6 +217,11 @@ class RunSummary:
     warnings: str | None = None  # warnings torch raised during the run, one per line
     engine: str = "reference"
     exactness: str = "exact"  # the contract its numbers keep: "exact" (torch.optim's bits) or "fast"
+    # Sharpness tracking (sharpness_every > 0): the largest relative residual of the run's Lanczos estimates
+    # (one converged when its residual is <= engine.sharpness.DEFAULT_TOLERANCE = 1e-4) and how many did
+    # not converge within their iteration budget; None when nothing was measured.
+    sharpness_residual: float | None = None
+    sharpness_unconverged: int | None = None
     # In memory only, never stored: what the batched engine did (its step program, notes on fallbacks).
     extras: dict[str, Any] = field(default_factory=dict, metadata={"column": False})
 
@@ -248,7 +262,8 @@ def summary_row(run_id: str, config: RunConfig, summary: RunSummary) -> dict[str
 
 # Per-step trace columns and their types. x0/x1 are the parameters of the 1-D/2-D toy problems (null for
 # MLPs); val_loss/val_acc are filled on evaluation steps of MLP problems only; loss_scale/skipped_step are
-# the GradScaler's (null / False without one).
+# the GradScaler's (null / False without one); sharpness/precond_sharpness are the top eigenvalue of the
+# loss's Hessian (and of P^-1 H for Adam/AdamW), measured every sharpness_every steps, null on other steps.
 TRACE_TYPES = {
     "run_id": "str",
     "step": "int",
@@ -263,6 +278,8 @@ TRACE_TYPES = {
     "val_acc": "float",
     "loss_scale": "float",
     "skipped_step": "bool",
+    "sharpness": "float",
+    "precond_sharpness": "float",
 }
 TRACE_COLUMNS = tuple(TRACE_TYPES)
 

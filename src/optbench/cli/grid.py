@@ -36,6 +36,7 @@ def grid_cmd(
     activation: opt.ActivationAxis = None,
     head_lr_scale: opt.HeadLrScaleAxis = None,
     freeze: opt.FreezeAxis = None,
+    sharpness_every: opt.SharpnessEveryAxis = None,
     spec: opt.SpecOption = None,
     out: opt.OutOption = None,
     force: opt.ForceOption = False,

@@ -57,6 +57,14 @@ HeadLrScaleAxis = Annotated[
 FreezeAxis = Annotated[
     Axis, _axis("MLP problems: the first k Linear layers get requires_grad=False. Default: 0.")
 ]
+SharpnessEveryAxis = Annotated[
+    Axis,
+    _axis(
+        "Measure the sharpness (top Hessian eigenvalue; Adam/AdamW also preconditioned) every K steps into "
+        "the trace columns sharpness, precond_sharpness; e.g. 100. Default: 0 (off).",
+        "K",
+    ),
+]
 SpecOption = Annotated[
     Path | None,
     typer.Option(

@@ -1,4 +1,5 @@
-"""`bench lr-sweep`: one config at many learning rates, the largest stable lr, the analytic bound."""
+"""`bench lr-sweep`: one config at many learning rates, the largest stable lr, the analytic bound, the bound
+predicted from the initial sharpness and each lr's regime."""
 
 from __future__ import annotations
 
@@ -37,6 +38,22 @@ def lr_sweep_cmd(
     ] = "fp32",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Minibatch size for MLP problems (its n_train: full-batch gradient descent). Default: the "
+            "problem's own.",
+            show_default=False,
+        ),
+    ] = None,
+    sharpness_every: Annotated[
+        int,
+        typer.Option(
+            help="Also track the sharpness (top Hessian eigenvalue; Adam/AdamW: preconditioned) every K steps "
+            "and draw it against each lr's threshold (sharpness_vs_step.png); 0: only the initial one.",
+            metavar="K",
+        ),
+    ] = 0,
     out: Annotated[
         str | None,
         typer.Option(
@@ -48,8 +65,10 @@ def lr_sweep_cmd(
     plots: Annotated[bool, typer.Option(help="Draw the two figures.")] = True,
     allow_imports: AllowImports = None,
 ) -> None:
-    """Sweep the learning rate; print lr, final loss and status; find the largest stable lr and compare it
-    with the analytic bound where one exists (SGD on the quadratic: lr < 2(1+m)/L = 0.25)."""
+    """Sweep the learning rate; print lr, final loss, status and regime (monotone / catapult / no progress /
+    diverged); find the largest stable lr and compare it with the analytic bound where one exists (SGD on
+    the quadratic: lr < 2(1+m)/L = 0.25) and, for SGD on any problem, with the bound 2(1+m)/lambda_0
+    predicted from the initial sharpness lambda_0."""
     from rich.console import Console
     from rich.table import Table
 
@@ -72,6 +91,8 @@ def lr_sweep_cmd(
             device=device,
             seed=seed,
             steps=steps,
+            batch_size=batch_size,
+            sharpness_every=sharpness_every,
         )
     )
     out = store.default_out("lr-sweep") if out is None else out
@@ -79,8 +100,8 @@ def lr_sweep_cmd(
 
     console = Console()
     table = Table(title=f"lr sweep: {base.problem}, {base.optimizer}, {base.steps} steps")
-    for column in ("lr", "final loss", "status", "stable"):
-        table.add_column(column, justify="right" if column != "status" else "left")
+    for column in ("lr", "final loss", "status", "stable", "regime"):
+        table.add_column(column, justify="left" if column in ("status", "regime") else "right")
     for _, row in result.runs.iterrows():
         status = row["status"] + (
             f" at step {int(row['diverged_step'])}" if row["status"] == "diverged" else ""
@@ -88,13 +109,19 @@ def lr_sweep_cmd(
         if row["status"] in ("invalid", "failed"):
             status += f": {row['reason']}"
         table.add_row(
-            f"{row['lr']:.4g}", f"{row['final_loss']:.4g}", status, "yes" if row["stable"] else "no"
+            f"{row['lr']:.4g}",
+            f"{row['final_loss']:.4g}",
+            status,
+            "yes" if row["stable"] else "no",
+            row["regime"] or "",
         )
     console.print(table)
     largest = f"{result.largest_stable:.4g}" if result.largest_stable is not None else "none"
     console.print(f"largest stable lr: {largest}")
     if result.check is not None:
         console.print(result.check.sentence())
+    for line in result.sharpness_lines():
+        console.print(line)
     console.print(f"results: {result.out}")
     for figure in result.figures:
         console.print(f"figure:  {figure}")

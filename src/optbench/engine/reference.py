@@ -2,7 +2,8 @@
 
 Per step t (0-based), in this order::
 
-    record lr (the lr this step's update uses), param values/norm, val metrics (every eval_every steps)
+    record lr (the lr this step's update uses), param values/norm, val metrics (every eval_every steps),
+    sharpness (every sharpness_every steps: ``engine.tracking``)
     zero_grad -> forward (loss_t, before the update) -> backward -> optimizer.step -> scheduler.step
 
 Per-step values stay on the run's device (lists of small tensors) and are stacked and copied to the host
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from optbench.engine.summary import summary_of
+from optbench.engine.tracking import SharpnessTracker
 from optbench.errors import NotApplicable, OptbenchError
 from optbench.registry.optimizers import build_optimizer, needs_closure
 from optbench.registry.precision import autocast_context, check_precision, device_type
@@ -113,6 +115,7 @@ class _Setup:
     closure_needed: bool
     precision: str
     scaler: torch.amp.GradScaler | None
+    tracker: SharpnessTracker | None = None
 
 
 @dataclass
@@ -154,6 +157,9 @@ def _build(cfg: RunConfig) -> _Setup:
         )
     closure_needed = needs_closure(cfg.optimizer)
     precision, scaler = _precision_setup(cfg, problem, closure_needed)
+    tracker = None
+    if cfg.sharpness_every:
+        tracker = SharpnessTracker(cfg.sharpness_every, cfg.steps, problem, optimizer, problem.trainable)
     return _Setup(
         problem,
         optimizer,
@@ -164,6 +170,7 @@ def _build(cfg: RunConfig) -> _Setup:
         closure_needed,
         precision,
         scaler,
+        tracker,
     )
 
 
@@ -222,6 +229,8 @@ def _record_before_step(cfg: RunConfig, run: _Setup, record: _Record, t: int) ->
     """The lr this step uses, the held-out metrics on evaluation steps; for MLPs a copy of the parameters
     (returned) to measure the update."""
     record.lrs[t] = run.optimizer.param_groups[0]["lr"]
+    if run.tracker is not None:
+        run.tracker.before_step(t)
     if run.problem.eval_every and (t % run.problem.eval_every == 0 or t == cfg.steps - 1):
         with autocast_context(run.precision, cfg.device):
             record.evals[t] = run.problem.evaluate()
@@ -280,6 +289,9 @@ def _assemble_trace(run: _Setup, record: _Record, end: int) -> dict[str, np.ndar
                 trace["val_acc"][t] = float(val_acc)
     trace["loss_scale"] = np.full(end, np.nan)
     trace["skipped_step"] = np.zeros(end, dtype=bool)
+    tracked = run.tracker is not None
+    trace["sharpness"] = run.tracker.sharpness[:end] if tracked else np.full(end, np.nan)
+    trace["precond_sharpness"] = run.tracker.precond_sharpness[:end] if tracked else np.full(end, np.nan)
     if run.scaler is not None:
         # GradScaler halves its scale exactly when it skipped a step, so a drop marks the skip.
         scale = _host(torch.stack([*record.scales, _scale_tensor(run.scaler)]))
@@ -293,6 +305,9 @@ def _summarize(run: _Setup, trace: dict[str, np.ndarray], diverged_step: int | N
     step (the parameters never changed, so the final loss says nothing about the optimizer); else ``ok``."""
     end = len(trace["loss"])
     summary = RunSummary(**summary_of(trace, diverged_step, done), momentum_knob=run.knob)
+    if run.tracker is not None:
+        for name, value in run.tracker.summary_fields().items():
+            setattr(summary, name, value)
     if summary.status == "ok" and end and trace["skipped_step"].all():
         scales = trace["loss_scale"]
         summary.status = "failed"

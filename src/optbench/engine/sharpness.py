@@ -6,7 +6,7 @@ quadratic f(x) = 4x^2 it is 8 everywhere (bound 0.25); at Rosenbrock's start (-1
 [[1330, 480], [480, 200]] and lambda_max = 1506.4. For Adam-family optimizers the relevant quantity is the
 *preconditioned* sharpness lambda_max(P^-1 H), with P the optimizer's diagonal preconditioner
 (Cohen et al. 2022: Adam is stable while it stays below (2 + 2 beta1) / ((1 - beta1) lr) = 38/lr at
-beta1 = 0.9).
+beta1 = 0.9). The thresholds themselves live in ``experiments.stability`` (``stability_threshold``).
 
 H is never formed. A Hessian-vector product is reverse-over-reverse differentiation of the loss
 (``torch.func.vjp`` of ``torch.func.grad``), about the cost of two gradients; the top eigenvalue comes from
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,18 +31,48 @@ LossOf = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
 
 DEFAULT_TOLERANCE = 1e-4  # relative residual of the top Ritz pair
 DEFAULT_MAX_ITERATIONS = 64
+# A small residual certifies that the top Ritz value is near *an* eigenvalue, not the largest: when the top
+# eigenvalues cluster (Rastrigin's Hessian is diag(2 + 40π² cos 2πx_i)), one product can give a vector
+# with a tiny residual whose value sits at the cluster's bottom. No estimate stops before this many
+# products (all of them, up to n; enough to resolve a cluster of that size).
+MIN_ITERATIONS = 5
 
 
 @dataclass(frozen=True)
 class SharpnessEstimate:
     """lambda_max with the evidence for it: Lanczos steps taken, the relative residual bound
-    |beta_k * s_k| / |lambda| of the top Ritz pair, and whether it fell below the tolerance."""
+    |beta_k * s_k| / |lambda| of the top Ritz pair, and whether it fell below the tolerance. ``vector``: the
+    top Ritz vector (flat, float64), a warm start for the next measurement along a trajectory. A point
+    where the loss or its curvature is not finite gives value NaN, residual inf, converged False."""
 
     value: float
     iterations: int
     residual: float
     converged: bool
     tolerance: float
+    vector: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class Estimates:
+    """The top eigenvalues of C independent operators (one per cell), each with its evidence ([C] each)."""
+
+    values: torch.Tensor  # float64, NaN where the operator was not finite
+    iterations: torch.Tensor  # int64
+    residuals: torch.Tensor  # float64, inf where not finite
+    converged: torch.Tensor  # bool
+    vectors: torch.Tensor  # [C, n] float64, the top Ritz vectors
+    tolerance: float
+
+    def cell(self, c: int) -> SharpnessEstimate:
+        return SharpnessEstimate(
+            float(self.values[c]),
+            int(self.iterations[c]),
+            float(self.residuals[c]),
+            bool(self.converged[c]),
+            self.tolerance,
+            self.vectors[c],
+        )
 
 
 def hessian_vector_product(
@@ -54,10 +84,16 @@ def hessian_vector_product(
     forward over reverse (``jvp`` of ``grad``) is not supported by some of torch's backward formulas (MSE's
     raises "ZeroTensors are immutable").
     """
+    return hessian_operator(loss_of, params)(tuple(v.detach() for v in vector))
+
+
+def hessian_operator(loss_of: LossOf, params: Sequence[torch.Tensor]):
+    """v -> H·v at ``params``, linearised once: the forward pass and the gradient are computed here, and
+    each product is one more reverse pass through them (``torch.func.vjp`` of ``torch.func.grad``)."""
     primals = tuple(p.detach() for p in params)
     gradient = torch.func.grad(lambda *ps: loss_of(ps), argnums=tuple(range(len(primals))))
     _, vjp = torch.func.vjp(gradient, *primals)
-    return tuple(vjp(tuple(v.detach() for v in vector)))
+    return lambda vector: tuple(vjp(tuple(vector)))
 
 
 def _flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -80,58 +116,115 @@ def top_eigenvalue(
     tolerance: float = DEFAULT_TOLERANCE,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     seed: int = 0,
+    start: torch.Tensor | None = None,
 ) -> SharpnessEstimate:
     """The largest eigenvalue of the Hessian of ``loss_of`` at ``params`` (Lanczos on H·v).
 
     ``preconditioner``: the diagonal P of an adaptive optimizer (one tensor per parameter, all positive);
     then the result is lambda_max(P^-1 H), computed as lambda_max of the symmetric P^-1/2 H P^-1/2, which has
-    the same eigenvalues. Runs in float64 on the parameters' device; the start vector comes from ``seed``.
+    the same eigenvalues. Runs in float64 on the parameters' device; the start vector comes from ``seed``,
+    plus ``start`` (the previous estimate's ``vector``) where given: a warm start along a trajectory.
     """
     params = tuple(p.detach() for p in params)
     scale = None
     if preconditioner is not None:
         scale = _flatten([q.detach() for q in preconditioner]).double().rsqrt()  # P^-1/2
+    hvp = hessian_operator(loss_of, params)
 
     def apply(v: torch.Tensor) -> torch.Tensor:
-        u = v * scale if scale is not None else v
-        hu = _flatten(hessian_vector_product(loss_of, params, _unflatten(u.to(params[0].dtype), params)))
-        hu = hu.double()
-        return hu * scale if scale is not None else hu
+        u = v[0] * scale if scale is not None else v[0]
+        hu = _flatten(hvp(_unflatten(u.to(params[0].dtype), params))).double()
+        return (hu * scale if scale is not None else hu).unsqueeze(0)
 
     n = sum(p.numel() for p in params)
-    return _lanczos_top(apply, n, params[0].device, tolerance, min(max_iterations, n), seed)
+    first = start_vectors(1, n, seed, params[0].device, None if start is None else start.unsqueeze(0))
+    return lanczos_top(apply, first, tolerance=tolerance, max_iterations=max_iterations).cell(0)
 
 
-def _lanczos_top(
-    apply, n: int, device, tolerance: float, max_iterations: int, seed: int
-) -> SharpnessEstimate:
-    """Top eigenvalue of the symmetric operator ``apply`` on R^n (Lanczos, full reorthogonalisation)."""
+def start_vectors(cells: int, n: int, seed: int, device, warm: torch.Tensor | None = None) -> torch.Tensor:
+    """[cells, n] float64 unit start vectors: random from ``seed``; with ``warm`` (the previous top Ritz
+    vectors), their normalised sum with it. The random half keeps a cold start's component along every
+    eigenvector, so a new top direction is found as from a cold start; the old one is reached sooner."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    q = torch.randn(n, generator=generator, dtype=torch.float64).to(device)
-    basis = [q / torch.linalg.vector_norm(q)]
-    alphas: list[float] = []
-    betas: list[float] = []
-    value, residual = math.nan, math.inf
-    for k in range(1, max_iterations + 1):
+    q = torch.randn(cells, n, generator=generator, dtype=torch.float64).to(device)
+    q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
+    if warm is not None:
+        warm = warm.to(device, torch.float64)
+        norm = torch.linalg.vector_norm(warm, dim=1, keepdim=True)
+        usable = torch.isfinite(norm) & (norm > 0)
+        q = q + torch.where(usable, warm / torch.where(usable, norm, 1.0), 0.0)
+    return q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
+
+
+def lanczos_top(
+    apply,
+    start: torch.Tensor,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+) -> Estimates:
+    """Top eigenvalue of C independent symmetric operators at once (Lanczos, full reorthogonalisation).
+
+    ``apply`` maps [C, n] float64 vectors to the C products; ``start`` [C, n] unit vectors. Every dot product
+    and norm is per cell, so the cells never mix: a cell whose operator gives inf/nan ends with NaN and
+    the others go on. A cell stops at its own convergence (its values are kept from then on); the loop
+    runs until every cell has stopped, at most ``min(max_iterations, n)`` products.
+    """
+    cells, n = start.shape
+    budget = min(max_iterations, n)
+    device = start.device
+    result = Estimates(
+        torch.full((cells,), math.nan, dtype=torch.float64, device=device),
+        torch.zeros(cells, dtype=torch.int64, device=device),
+        torch.full((cells,), math.inf, dtype=torch.float64, device=device),
+        torch.zeros(cells, dtype=torch.bool, device=device),
+        torch.zeros(cells, n, dtype=torch.float64, device=device),
+        tolerance,
+    )
+    basis, alphas, betas = [start], [], []
+    running = torch.ones(cells, dtype=torch.bool, device=device)
+    for k in range(1, budget + 1):
         w = apply(basis[-1])
-        alpha = float(torch.dot(w, basis[-1]))
-        stack = torch.stack(basis)
-        w = w - stack.T @ (stack @ w)  # full reorthogonalisation (twice is enough)
-        w = w - stack.T @ (stack @ w)
-        beta = float(torch.linalg.vector_norm(w))
-        alphas.append(alpha)
-        tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
-            tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
-        ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
-        value = float(ritz_values[-1])
-        residual = abs(beta * float(ritz_vectors[-1, -1])) / max(abs(value), 1e-30)
-        if residual <= tolerance or beta <= 1e-12 * max(abs(value), 1.0) or k == n:
-            return SharpnessEstimate(value, k, residual, True, tolerance)
-        betas.append(beta)
-        basis.append(w / beta)
-    return SharpnessEstimate(value, max_iterations, residual, residual <= tolerance, tolerance)
+        alphas.append((w * basis[-1]).sum(1))
+        stack = torch.stack(basis, 1)  # [C, k, n]
+        for _ in range(2):  # full reorthogonalisation (twice is enough)
+            w = w - torch.einsum("ck,ckn->cn", torch.einsum("ckn,cn->ck", stack, w), stack)
+        beta = torch.linalg.vector_norm(w, dim=1)
+        value, top, residual, finite = _ritz(alphas, betas, beta)
+        small = beta <= 1e-12 * value.abs().clamp_min(1.0)
+        settled = (residual <= tolerance) & (k >= min(MIN_ITERATIONS, n))
+        stop = running & (~finite | settled | small | (k == budget))
+        if bool(stop.any()):
+            _record(result, stop, k, value, residual, finite & (settled | small | (k == n)))
+            result.vectors[stop] = torch.einsum("ck,ckn->cn", top, stack)[stop]
+            running &= ~stop
+            if not bool(running.any()):
+                break
+        betas.append(torch.where(running, beta, 0.0))
+        divisor = torch.where(running & (beta > 0), beta, 1.0)
+        basis.append(torch.where(running[:, None], w / divisor[:, None], 0.0))
+    return result
+
+
+def _ritz(alphas: list, betas: list, beta: torch.Tensor):
+    """The top Ritz value, its vector in the Krylov basis [C, k], the residual bound and which cells are
+    finite, from the tridiagonal matrices [C, k, k] of every cell."""
+    tridiagonal = torch.diag_embed(torch.stack(alphas, 1))
+    if betas:
+        off = torch.stack(betas, 1)
+        tridiagonal = tridiagonal + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    finite = torch.isfinite(tridiagonal).all(2).all(1) & torch.isfinite(beta)
+    ritz_values, ritz_vectors = torch.linalg.eigh(torch.where(finite[:, None, None], tridiagonal, 0.0))
+    value, top = ritz_values[:, -1], ritz_vectors[:, :, -1]
+    residual = (beta * top[:, -1]).abs() / value.abs().clamp_min(1e-30)
+    return value, top, torch.where(finite, residual, math.inf), finite
+
+
+def _record(result: Estimates, stop, k: int, value, residual, converged) -> None:
+    result.values[stop] = torch.where(torch.isfinite(residual), value, math.nan)[stop]
+    result.iterations[stop] = k
+    result.residuals[stop] = residual[stop]
+    result.converged[stop] = converged[stop]
 
 
 def adam_preconditioner(
@@ -158,16 +251,3 @@ def adam_preconditioner(
         v_hat = state["exp_avg_sq"] / (1 - beta2**t)
         diagonal.append((1 - beta1**t) * (v_hat.sqrt() + eps))
     return diagonal
-
-
-def stability_threshold(optimizer_kind: str, lr: float, momentum: float = 0.0) -> float:
-    """Where the (preconditioned) sharpness stops being stable for this lr.
-
-    ``"gd"``: heavy-ball gradient descent, lambda_max < 2(1 + m)/lr. ``"adam"``: EMA momentum with
-    beta1 = ``momentum``, lambda_max(P^-1 H) < (2 + 2 beta1)/((1 - beta1) lr) (38/lr at beta1 = 0.9).
-    """
-    if optimizer_kind == "gd":
-        return 2 * (1 + momentum) / lr
-    if optimizer_kind == "adam":
-        return (2 + 2 * momentum) / ((1 - momentum) * lr)
-    raise ValueError(f"unknown optimizer kind {optimizer_kind!r}; valid: gd, adam")

@@ -1,6 +1,8 @@
 """``lr_sweep``: the headline experiment. Runs one config at many learning rates, finds the largest stable
 one and, where the problem has one (plain or heavy-ball SGD on the quadratic), compares it with the
-analytic bound lr < 2(1 + m)/L.
+analytic bound lr < 2(1 + m)/L. On every problem it measures the initial sharpness lambda_0 (the top
+eigenvalue of the loss's Hessian at the start) and, for SGD, compares the predicted bound 2(1 + m)/lambda_0
+with each lr's regime (monotone / catapult / no progress / diverged, ``stability.regime``).
 
 A run counts as *stable* when it did not diverge and its final loss is below its initial loss.
 """
@@ -11,9 +13,16 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from optbench.errors import OptbenchError
-from optbench.experiments.stability import BoundCheck, sgd_stability_bound
-from optbench.spec import RunConfig, parse_spec
+from optbench.errors import NotApplicable, OptbenchError
+from optbench.experiments.stability import (
+    BoundCheck,
+    PredictionCheck,
+    gd_momentum,
+    prediction_check,
+    regime,
+    sgd_stability_bound,
+)
+from optbench.spec import RunConfig
 
 
 def lr_grid(lr_min: float, lr_max: float, num: int, spacing: str = "linear") -> list[float]:
@@ -39,13 +48,18 @@ def analytic_bound(config: RunConfig) -> float | None:
     """2(1 + m)/L for plain/heavy-ball SGD with no scheduler on a problem of constant curvature L."""
     from optbench.registry.problems import build_problem
 
-    spec = parse_spec(config.optimizer, what="optimizer")
-    if spec.name != "sgd" or spec.kwargs or config.scheduler != "none":
+    momentum = predicted_momentum(config)
+    if momentum is None:
         return None
     curvature = build_problem(config.problem, device="cpu").curvature if _is_toy(config.problem) else None
     if curvature is None:
         return None
-    return sgd_stability_bound(curvature, config.momentum or 0.0)
+    return sgd_stability_bound(curvature, momentum)
+
+
+def predicted_momentum(config: RunConfig) -> float | None:
+    """m where the bound 2(1 + m)/lambda applies to ``config``'s runs: heavy-ball SGD at a constant lr."""
+    return gd_momentum(config.optimizer, config.momentum) if config.scheduler == "none" else None
 
 
 def _own_runs(out: Path, order: list[str]) -> set[str]:
@@ -75,10 +89,27 @@ def _is_toy(problem: str) -> bool:
 @dataclass
 class SweepResult:
     out: Path
-    runs: object  # pandas DataFrame (runs.parquet plus `stable` and `initial_loss`)
+    runs: object  # pandas DataFrame (runs.parquet plus `stable`, `initial_loss` and `regime`)
     check: BoundCheck | None
     largest_stable: float | None
     figures: list[Path] = field(default_factory=list)
+    sharpness: object = None  # engine.sharpness.SharpnessEstimate: lambda_0, None where not measurable
+    sharpness_note: str | None = None  # why there is no lambda_0, or no predicted bound
+    prediction: PredictionCheck | None = None
+
+    def sharpness_lines(self) -> list[str]:
+        """What the sweep says about the initial sharpness and the bound it predicts."""
+        if self.sharpness is None:
+            return [f"initial sharpness: {self.sharpness_note}"]
+        estimate = self.sharpness
+        state = "converged" if estimate.converged else "NOT converged"
+        lines = [
+            f"initial sharpness lambda_0 = {estimate.value:.6g} (top Hessian eigenvalue, Lanczos: "
+            f"{estimate.iterations} Hessian-vector product(s), relative residual {estimate.residual:.1e}, {state})"
+        ]
+        if self.prediction is not None:
+            return lines + self.prediction.sentences()
+        return lines + ([f"no predicted bound: {self.sharpness_note}"] if self.sharpness_note else [])
 
 
 def lr_sweep(
@@ -118,13 +149,16 @@ def lr_sweep(
         result = _analyse(out, base, store.read_runs(out), traces)
         if plots:
             result.figures += _draw(result, base, traces, logx=spacing == "log")
-        check = result.check
+        check, prediction = result.check, result.prediction
         store.finish_manifest(
             out,
             manifest,
             largest_stable_lr=result.largest_stable,
             analytic_bound=check.bound if check else None,
             bound_agrees=check.agrees if check else None,
+            initial_sharpness=result.sharpness.value if result.sharpness is not None else None,
+            predicted_bound=prediction.bound if prediction else None,
+            prediction_agrees=prediction.agrees if prediction else None,
         )
     return result
 
@@ -134,6 +168,12 @@ def _analyse(out: Path, base: RunConfig, runs, traces) -> SweepResult:
     first = traces[traces["step"] == 0].set_index("run_id")["loss"]
     runs["initial_loss"] = runs["run_id"].map(first).astype(float)  # NaN: the run has no step
     runs["stable"] = (runs["status"] == "ok") & (runs["final_loss"] < runs["initial_loss"])
+    losses = traces.sort_values("step").groupby("run_id")["loss"].apply(lambda s: s.to_numpy(float))
+    window = batches_per_epoch(base)
+    runs["regime"] = [
+        regime(losses.get(run_id, []), status, window)
+        for run_id, status in zip(runs["run_id"], runs["status"], strict=True)
+    ]
     stable, unstable = runs[runs["stable"]], runs[~runs["stable"] & runs["status"].isin(["ok", "diverged"])]
     largest_stable = float(stable["lr"].max()) if len(stable) else None
     bound = analytic_bound(base)
@@ -141,21 +181,68 @@ def _analyse(out: Path, base: RunConfig, runs, traces) -> SweepResult:
     if bound is not None:
         above = unstable[unstable["lr"] > (largest_stable or 0)]
         check = BoundCheck(bound, largest_stable, float(above["lr"].min()) if len(above) else None)
-    return SweepResult(out, runs, check, largest_stable)
+    result = SweepResult(out, runs, check, largest_stable)
+    _predict(result, base)
+    return result
+
+
+def batches_per_epoch(config: RunConfig) -> int:
+    """Minibatches per epoch of ``config``'s runs: 1 for a toy or a full-batch MLP (every step's loss is of
+    the same data), more where each step's loss is of another batch."""
+    from optbench.registry.problems import build_problem
+
+    if _is_toy(config.problem):
+        return 1
+    try:
+        problem = build_problem(
+            config.problem, init=config.init, loss=config.loss, steps=1, batch_size=config.batch_size
+        )
+    except OptbenchError:
+        return 1  # the runs are invalid: there are no regimes to judge
+    index, rows = getattr(problem, "batch_index", None), getattr(problem, "x_train", None)
+    return 1 if index is None or rows is None else max(1, rows.shape[0] // index.shape[-1])
+
+
+def _predict(result: SweepResult, base: RunConfig) -> None:
+    """lambda_0 of ``base`` and, for heavy-ball SGD, the bound it predicts checked against the regimes."""
+    from optbench.engine.tracking import initial_sharpness
+
+    try:
+        result.sharpness = initial_sharpness(base)
+    except NotApplicable as err:
+        result.sharpness_note = f"not measured ({err})"
+        return
+    momentum = predicted_momentum(base)
+    if momentum is None:
+        result.sharpness_note = (
+            f"2(1+m)/lambda_0 bounds heavy-ball SGD at a constant lr, not {base.optimizer}"
+            + (f" with scheduler {base.scheduler}" if base.scheduler != "none" else "")
+            + " (--sharpness-every K tracks the sharpness, and Adam's preconditioned sharpness, per step)"
+        )
+        return
+    result.prediction = prediction_check(result.sharpness.value, momentum, result.runs)
+    if result.prediction is None:
+        result.sharpness_note = f"lambda_0 = {result.sharpness.value:.4g} is not positive: no bound follows"
 
 
 def _draw(result: SweepResult, base: RunConfig, traces, logx: bool) -> list[Path]:
     from optbench.figures import runs as figures
+    from optbench.figures import stability
 
     out, what = result.out, f"{base.problem}, {base.optimizer}"
     bound = result.check.bound if result.check else None  # there is a check where there is a bound
-    return [
+    drawn = [
         figures.loss_vs_step(result.runs, traces, out / "loss_vs_step.png", title=f"{what}: loss vs step"),
-        figures.final_loss_vs_lr(
+        stability.final_loss_vs_lr(
             result.runs,
             out / "final_loss_vs_lr.png",
-            bound=bound,
+            analytic_bound=bound,
+            predicted_bound=result.prediction.bound if result.prediction else None,
             logx=logx,
             title=f"{what}: final loss vs lr",
         ),
     ]
+    if stability.tracked_columns(traces):
+        title = f"{what}: loss and sharpness vs step (dashed: each lr's stability threshold)"
+        drawn.append(stability.sharpness_vs_step(result.runs, traces, out / "sharpness_vs_step.png", title))
+    return drawn

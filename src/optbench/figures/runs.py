@@ -96,7 +96,7 @@ def _diverged_from(data) -> float | None:
     return start
 
 
-def _draw_sensitivity(ax, data, bound: float | None, logx: bool, legend: bool = True) -> None:
+def draw_sensitivity(ax, data, bound: float | None, logx: bool, legend: bool = True) -> None:
     """Final loss per lr: ok runs as dots with a median line, 0 as triangles, diverged as x at the top."""
     data = data[data["status"].isin(["ok", "diverged"])].sort_values("lr")
     ok = data[data["status"] == "ok"]
@@ -173,7 +173,7 @@ def final_loss_vs_lr(
 ) -> Path:
     """Sensitivity curve: final loss per lr, diverged lrs marked and shaded, the analytic bound dashed."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    _draw_sensitivity(ax, runs, bound, logx)
+    draw_sensitivity(ax, runs, bound, logx)
     ax.set_xlabel(axis_label("lr") + (" (log scale)" if logx else ""))
     ax.set_ylabel(axis_label("final_loss"))
     ax.set_title(title)

@@ -114,6 +114,8 @@ AXIS_LABELS = {
     "val_loss": "held-out loss",
     "val_acc": "held-out accuracy (fraction)",
     "loss_scale": "GradScaler loss scale",
+    "sharpness": "sharpness λ_max(H)",
+    "precond_sharpness": "precond. sharpness λ_max(P⁻¹H)",
     "final_loss": "final training loss",
     "best_loss": "best training loss",
     "final_val_loss": "final held-out loss",

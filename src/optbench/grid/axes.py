@@ -49,6 +49,7 @@ AXES = (
     "batch_size",
     "head_lr_scale",
     "freeze",
+    "sharpness_every",
     "seed",
 )
 PROBLEM_OPTIONS = ("width", "depth", "activation")  # fold into the MLP problem's spec string
@@ -72,6 +73,7 @@ _KINDS = {
     "activation": "opt-str",
     "head_lr_scale": "float",
     "freeze": "int",
+    "sharpness_every": "int",
 }
 _NONE_WORDS = ("none", "default")
 _RANGE_RE = re.compile(r"^(linspace|logspace)\((.*)\)$")
@@ -209,7 +211,8 @@ class GridSpec:
         problem, optimizer, scheduler, init, loss: spec strings (registry names with keyword arguments).
         lr: learning rates; strings may hold ranges ``linspace(a, b, n)`` / ``logspace(a, b, n)``.
         momentum: mapped onto each optimizer's knob (``momentum``, or ``betas[0]`` for the Adam family).
-        precision, device, seed, steps, batch_size, head_lr_scale, freeze: as in ``RunConfig``.
+        precision, device, seed, steps, batch_size, head_lr_scale, freeze, sharpness_every: as in
+            ``RunConfig`` (sharpness_every K: measure the Hessian's top eigenvalue every K steps; 0 off).
     """
 
     problem: tuple[str, ...] = ("quadratic",)
@@ -229,6 +232,7 @@ class GridSpec:
     activation: tuple[str | None, ...] = (None,)
     head_lr_scale: tuple[float, ...] = (1.0,)
     freeze: tuple[int, ...] = (0,)
+    sharpness_every: tuple[int, ...] = (0,)
 
     def __post_init__(self):
         for axis in AXES:

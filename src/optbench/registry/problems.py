@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -88,6 +89,13 @@ class Problem:
     def trainable(self) -> list[torch.Tensor]:
         return [p for p in self.params if p.requires_grad]
 
+    def sharpness_loss(self) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
+        """The training loss on a fixed evaluation batch as a pure function of the ``trainable`` tensors (in
+        that order): the loss surface whose Hessian's top eigenvalue ``engine.sharpness`` measures."""
+        raise NotApplicable(
+            f"problem {self.name!r} has no fixed evaluation batch: its sharpness is undefined"
+        )
+
 
 # ------------------------------------------------------------------------------------------ toy functions
 
@@ -110,6 +118,11 @@ class ToyProblem(Problem):
 
     def coords(self) -> torch.Tensor:
         return self.x
+
+    def sharpness_loss(self):
+        # The function itself (there is no data), in float64: curvature terms such as Rosenbrock's
+        # 2 - 400(y - x^2) + 800x^2 cancel, and float32 would round them by up to 1e-3 of the result.
+        return lambda params: self.fn(params[0].double())
 
 
 # The toy functions, over the last dimension of x (one point [d] or a stack [C, d]); both engines use them.
@@ -347,6 +360,20 @@ class MLPProblem(Problem):
     def loss(self, step: int) -> torch.Tensor:
         index = self.batch_index[step]
         return self.loss_module(self.model(self.x_train[index]), self.y_train[index])
+
+    sharpness_rows = 2048  # the fixed batch sharpness is measured on: the first rows of the training set
+
+    def sharpness_loss(self):
+        """The loss on the first ``sharpness_rows`` training rows (the whole default training sets), through
+        ``torch.func.functional_call``; frozen layers keep the model's own weights."""
+        names = [name for name, p in self.model.named_parameters() if p.requires_grad]
+        x, y = self.x_train[: self.sharpness_rows], self.y_train[: self.sharpness_rows]
+
+        def loss_of(params):
+            out = torch.func.functional_call(self.model, dict(zip(names, params, strict=True)), (x,))
+            return self.loss_module(out, y)
+
+        return loss_of
 
     def evaluate(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         was_training = self.model.training

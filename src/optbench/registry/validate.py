@@ -174,7 +174,17 @@ def canonical_config(config: RunConfig) -> RunConfig:
         precision=precision,
         lr=float(config.lr),
         momentum=None if config.momentum is None else float(config.momentum),
+        sharpness_every=check_sharpness_every(config.sharpness_every),
     )
+
+
+def check_sharpness_every(value: object) -> int:
+    """A whole number >= 0 (0: sharpness is not measured); None (a folder written before the field) is 0."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise OptbenchError(f"--sharpness-every must be a whole number >= 0 (0: off), got {value!r}")
+    return value
 
 
 # (field, canonical spec) -> the text the user typed for it, last seen: what error messages quote.

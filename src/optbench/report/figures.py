@@ -23,6 +23,7 @@ FIGURE_NAMES = (
     "init-gains",
     "amp",
     "amp-scaling",
+    "sharpness",
 )
 
 
@@ -101,6 +102,15 @@ def _sensitivity(ctx: _RunFigures):
     if not ctx.by:
         bound = next(iter(bounds.values()), None)
         title = ctx.titled("final loss vs learning rate")
+        predicted = ctx.results.manifest.get("predicted_bound")
+        if predicted is not None:  # an lr sweep's own figure: also the bound from lambda_0, the catapults
+            from optbench.figures import stability
+            from optbench.report.tables import regimes
+
+            runs = ctx.done.assign(regime=regimes(ctx.done, ctx.results.traces))
+            return stability.final_loss_vs_lr(
+                runs, path, analytic_bound=bound, predicted_bound=predicted, logx=_logx(ctx.lrs), title=title
+            )
         return plots.final_loss_vs_lr(ctx.done, path, bound=bound, logx=_logx(ctx.lrs), title=title)
     return plots.sensitivity(ctx.done, path, bounds=bounds, title=ctx.titled("final loss vs learning rate"))
 
@@ -166,6 +176,10 @@ _CAPTIONS = {
     "seed diverged.",
     "lr-schedules": "The lr each scheduler gave every step, divided by the run's configured lr.",
     "lr-find": "Range test: loss against the lr of each step, the smoothed loss and the three suggestions.",
+    "sharpness": "Training loss (top) and sharpness per step, one colour per run, each run's stability "
+    "threshold 2(1+m)/lr (Adam: 38/lr at beta1 0.9, on the preconditioned sharpness) dashed in its colour.",
+    "predicted": " Dotted: the bound 2(1+m)/lambda_0 predicted from the initial sharpness; orange: the "
+    "catapult region (the loss spiked, then converged).",
 }
 
 
@@ -185,6 +199,8 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
         )
     if sweep and wanted("sensitivity"):
         caption = _CAPTIONS["sensitivity"] + (" Dashed: the analytic bound 2(1+m)/L." if _bounds(ctx) else "")
+        if not by and results.manifest.get("predicted_bound") is not None:
+            caption += _CAPTIONS["predicted"]
         figures.draw("sensitivity", caption, lambda: _sensitivity(ctx))
     if len(ctx.lrs) >= 2 and done["momentum"].astype(object).map(str).nunique() >= 2 and wanted("heatmap"):
         figures.draw("heatmap", _CAPTIONS["heatmap"], lambda: _heatmap(ctx))
@@ -194,6 +210,22 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
         figures.draw("lr-schedules", _CAPTIONS["lr-schedules"], lambda: _lr_schedules(ctx))
     if results.experiment == "lr-find" and wanted("lr-find"):
         figures.draw("lr-find", _CAPTIONS["lr-find"], lambda: _lr_find(ctx))
+    _stability_figures(ctx, wanted, figures)
+
+
+def _stability_figures(ctx: _RunFigures, wanted, figures: _Figures) -> None:
+    """The sharpness per step against each run's threshold, where runs tracked it."""
+    from optbench.figures import stability
+
+    traces = ctx.results.traces
+    if wanted("sharpness") and stability.tracked_columns(traces):
+        figures.draw(
+            "sharpness",
+            _CAPTIONS["sharpness"],
+            lambda: stability.sharpness_vs_step(
+                ctx.done, traces, ctx.path("sharpness_vs_step"), ctx.titled("loss and sharpness vs step")
+            ),
+        )
 
 
 def _recorded_schedules(runs, traces):

@@ -15,6 +15,8 @@ from optbench.report.render import fmt_cell
 from optbench.report.tables import (
     lr_find_comparison,
     reasons_table,
+    regimes,
+    sharpness_table,
     stability_table,
     status_table,
     varying,
@@ -117,9 +119,9 @@ def _details(results: Results, compare: list[Path]) -> list[Section]:
     if reasons is not None:
         details.tables.append(Table("Invalid and failed runs", reasons))
     sections = [details]
-    stability = _stability_section(results)
-    if stability is not None:
-        sections.append(stability)
+    for section in (_stability_section(results), _sharpness_section(results)):
+        if section is not None:
+            sections.append(section)
     if results.experiment == "lr-find":
         sections.insert(0, _lr_find_section(results, compare))
     else:
@@ -145,6 +147,59 @@ def _stability_section(results: Results) -> Section | None:
     )
     section.tables.append(Table("Analytic bound vs measured bracket", table))
     return section
+
+
+SHARPNESS_TITLE = "Sharpness and the edge of stability"
+_SHARPNESS_TEXT = (
+    "Gradient descent with heavy-ball momentum m is locally stable iff lr < 2(1+m)/lambda_max, lambda_max "
+    "(the sharpness) being the top eigenvalue of the loss's Hessian, measured by Lanczos on Hessian-vector "
+    "products on a fixed batch (the whole training set up to 2,048 rows). Under full-batch gradient descent "
+    "the sharpness rises until it reaches 2/lr and hovers there while the loss keeps falling, not "
+    "monotonically (the edge of stability, Cohen et al. 2021); Adam's preconditioned sharpness "
+    "lambda_max(P^-1 H) hovers near (2+2 beta1)/((1-beta1) lr) = 38/lr at beta1 = 0.9 (Cohen et al. 2022). "
+    "Regime: monotone (the loss fell without a spike), catapult (it spiked, then converged: expected between "
+    "2(1+m)/lambda_0 and divergence, Lewkowycz et al. 2020), no progress, diverged."
+)
+
+
+def _sharpness_section(results: Results) -> Section | None:
+    """The initial sharpness and its predicted bound (lr-sweep folders), the tracked sharpness per run."""
+    import pandas as pd
+
+    manifest = results.manifest
+    swept = manifest.get("initial_sharpness") is not None
+    table = sharpness_table(results) if "sharpness" in results.traces.columns else None
+    if table is None and not swept:
+        return None
+    section = Section(SHARPNESS_TITLE)
+    section.text.append(_SHARPNESS_TEXT)
+    if swept:
+        section.text.append(_prediction_line(manifest))
+    if table is not None:
+        note = f"The first {len(table)} runs in lr order." if len(table) < _tracked(results) else None
+        section.tables.append(Table("Sharpness per run against its stability threshold", table, note))
+    elif swept:
+        runs = results.runs.sort_values("lr")
+        frame = runs[["lr", "final_loss", "status"]].assign(regime=regimes(runs, results.traces))
+        section.tables.append(Table("Regime per learning rate", pd.DataFrame(frame)))
+    return section
+
+
+def _prediction_line(manifest: dict) -> str:
+    line = f"Initial sharpness lambda_0 = {fmt_cell(manifest['initial_sharpness'])}"
+    bound = manifest.get("predicted_bound")
+    if bound is None:
+        return line + "; no predicted bound (2(1+m)/lambda_0 bounds heavy-ball SGD at a constant lr)."
+    verdict = {True: "agrees", False: "disagrees", None: "not tested"}[manifest.get("prediction_agrees")]
+    return (
+        f"{line}; predicted bound lr < 2(1+m)/lambda_0 = {fmt_cell(bound)}; the sweep {verdict} (largest "
+        "monotone lr < bound <= smallest lr that was not monotone)."
+    )
+
+
+def _tracked(results: Results) -> int:
+    traces = results.traces
+    return traces.loc[traces["sharpness"].notna(), "run_id"].nunique()
 
 
 def _is_toy(problem: str) -> bool:
@@ -286,6 +341,7 @@ _FIGURE_SECTION = {
     "init-gains": "Init report",
     "amp": "Mixed precision (AMP)",
     "amp-scaling": "Mixed precision (AMP)",
+    "sharpness": SHARPNESS_TITLE,
 }
 
 

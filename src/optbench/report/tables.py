@@ -187,3 +187,80 @@ def lr_find_comparison(results: Results, compare: list[Path]):
             }
         )
     return pd.DataFrame(rows)
+
+
+SHARPNESS_ROWS = 40  # runs in the report's sharpness table (lr order; bench plot DIR --y sharpness for all)
+
+
+def sharpness_table(results: Results):
+    """Per run that tracked its sharpness: lambda at step 0 and at its last measurement against its
+    stability threshold (2(1+m)/lr; Adam/AdamW's preconditioned one against (2+2 beta1)/((1-beta1) lr)),
+    the run's regime and the largest Lanczos residual. None when no run tracked it."""
+    import pandas as pd
+
+    from optbench.figures.stability import tracked_columns
+
+    traces = results.traces
+    columns = tracked_columns(traces)
+    if not columns:
+        return None
+    measured = traces[traces[columns].notna().any(axis=1)].sort_values("step")
+    runs = results.runs[results.runs["run_id"].isin(set(measured["run_id"]))].sort_values(["lr", "seed"])
+    settings = varying(runs, exclude=("lr",))
+    by_run = dict(tuple(measured.groupby("run_id")))
+    shown = runs.head(SHARPNESS_ROWS)
+    shown = shown.assign(regime=regimes(shown, traces))
+    rows = [_sharpness_row(run, by_run[run["run_id"]], settings, columns) for _, run in shown.iterrows()]
+    return pd.DataFrame(rows)
+
+
+def regimes(runs, traces) -> list[str | None]:
+    """Each run's regime (``experiments.stability.regime``: monotone / catapult / no progress / diverged),
+    read over an epoch's minibatches where the run takes minibatches."""
+    from optbench.experiments.stability import regime
+    from optbench.experiments.sweep import batches_per_epoch
+
+    losses = dict(tuple(traces.sort_values("step").groupby("run_id")["loss"]))
+    windows: dict[tuple, int] = {}
+    found = []
+    for _, run in runs.iterrows():
+        key = (
+            run["problem"],
+            run["init"],
+            run["loss"],
+            None if _missing(run["batch_size"]) else run["batch_size"],
+        )
+        if key not in windows:
+            try:
+                windows[key] = batches_per_epoch(config_of(run))
+            except OptbenchError:
+                windows[key] = 1
+        trace = losses.get(run["run_id"])
+        found.append(regime([] if trace is None else trace.to_numpy(float), run["status"], windows[key]))
+    return found
+
+
+def _sharpness_row(run, measured, settings: list[str], columns: list[str]) -> dict:
+    from optbench.experiments.stability import run_threshold
+
+    momentum = None if _missing(run["momentum"]) else float(run["momentum"])
+    row = {"lr": run["lr"], **{c: run[c] for c in settings}, "status": run["status"], "regime": run["regime"]}
+    names = {"sharpness": "λ", "precond_sharpness": "λ(P⁻¹H)"}
+    for column in columns:
+        values = measured[["step", column]].dropna()
+        threshold = run_threshold(column, run["optimizer"], momentum, float(run["lr"]))
+        first = values[column].iloc[0] if len(values) else None
+        last = values[column].iloc[-1] if len(values) else None
+        row[f"first {names[column]}"] = first
+        row[f"last {names[column]}"] = last
+        row[f"step of last {names[column]}"] = int(values["step"].iloc[-1]) if len(values) else None
+        row[f"threshold of {names[column]}"] = threshold
+        row[f"last {names[column]} / threshold"] = (
+            last / threshold if threshold and last is not None else None
+        )
+    row["largest residual"] = run.get("sharpness_residual")
+    return row
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

@@ -178,7 +178,14 @@ def _run_group(cfgs: list[RunConfig], mode: str) -> list[RunResult]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             traces = run_loop(
-                batch, rule, plans.flags, Tables(tables, batch.flat.device), layout, first.steps, CUDA_GRAPHS
+                batch,
+                rule,
+                plans.flags,
+                Tables(tables, batch.flat.device),
+                layout,
+                first.steps,
+                CUDA_GRAPHS,
+                first.sharpness_every,
             )
             loop_warnings = _messages(caught)
         share = (time.perf_counter() - started) / len(keep)

@@ -1,7 +1,8 @@
 """The batch's run: every step through the ``Runner``, validation metrics, divergence checks, compaction.
 
 Per step t, as the reference engine: record the validation metrics (MLPs, every ``eval_every`` steps and
-the last), then the step (forward, backward, update, record). A cell diverges at its first step with a
+the last) and the sharpness (toys, every ``sharpness_every`` steps: ``sharpness``), then the step
+(forward, backward, update, record). A cell diverges at its first step with a
 non-finite loss or one above ``DIVERGENCE_FACTOR`` x max(|initial loss|, 1); the checks read the losses
 every ``CHECK_EVERY`` steps (the host's only syncs besides the initial loss), and a diverged cell's trace
 ends there. Diverged rows leave the batch at a check: always for MLPs (their inf/nan costs real compute),
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from optbench.engine.batched import sharpness
 from optbench.engine.batched.cells import CellBatch
 from optbench.engine.batched.program import HostStep, Layout, Program, Runner, Tables
 from optbench.engine.batched.rules import Rule
@@ -34,6 +36,10 @@ class HostTraces:
     x: np.ndarray | None  # [T, C, d] the point before each step (toy problems)
     val_loss: np.ndarray | None
     val_acc: np.ndarray | None
+    sharpness: np.ndarray | None  # [T, C] float64 (NaN where not measured), None when not tracked
+    precond_sharpness: np.ndarray | None
+    sharpness_residual: np.ndarray | None  # [T, C] the largest residual of the finite estimates of step t
+    sharpness_unconverged: np.ndarray | None  # [T, C] how many of them missed the tolerance
     diverged: np.ndarray  # [C] first bad step, -1 for none
     steps: int
     step_program: str  # "cuda-graph" or "eager"
@@ -43,12 +49,12 @@ class HostTraces:
 class Recording:
     """The trace buffers [T, C(, d)] on the batch's device, written by the program at (step, cell)."""
 
-    def __init__(self, batch: CellBatch, steps: int):
+    def __init__(self, batch: CellBatch, steps: int, sharpness_every: int = 0):
         cells, width = batch.flat.shape
         device = batch.flat.device
 
-        def buffer(*shape: int) -> torch.Tensor:
-            return torch.full(shape, float("nan"), device=device)
+        def buffer(*shape: int, dtype=torch.float32) -> torch.Tensor:
+            return torch.full(shape, float("nan"), device=device, dtype=dtype)
 
         self.loss = buffer(steps, cells)
         # Toy problems keep the points and gradients (norms at the end, as the engine); MLPs the norms.
@@ -58,6 +64,9 @@ class Recording:
             self.grad_norm, self.update_norm, self.param_norm = (buffer(steps, cells) for _ in range(3))
         self.val_loss = buffer(steps, cells) if batch.eval_every else None
         self.val_acc = buffer(steps, cells) if batch.eval_every and batch.val_labels is not None else None
+        self.sharpness_every = sharpness_every
+        tracked = [buffer(steps, cells, dtype=torch.float64) for _ in range(4)] if sharpness_every else None
+        self.sharpness, self.precond_sharpness, self.residual, self.unconverged = tracked or (None,) * 4
 
     def host(self, diverged: np.ndarray, runner: Runner) -> HostTraces:
         if self.x is not None:  # engine: norms of the kept gradients and points, taken once at the end
@@ -72,6 +81,10 @@ class Recording:
             _host(self.x[:-1]) if self.x is not None else None,
             _host(self.val_loss),
             _host(self.val_acc),
+            _host(self.sharpness),
+            _host(self.precond_sharpness),
+            _host(self.residual),
+            _host(self.unconverged),
             diverged,
             self.loss.shape[0],
             runner.mode,
@@ -122,11 +135,18 @@ class _Rows:
 
 
 def run_loop(
-    batch: CellBatch, rule: Rule, flags: dict, tables: Tables, layout: Layout, steps: int, use_graph: bool
+    batch: CellBatch,
+    rule: Rule,
+    flags: dict,
+    tables: Tables,
+    layout: Layout,
+    steps: int,
+    use_graph: bool,
+    sharpness_every: int = 0,
 ) -> HostTraces:
     """Run the batch's cells for ``steps`` steps; their traces, on the host."""
     device = batch.flat.device
-    recording = Recording(batch, steps)
+    recording = Recording(batch, steps, sharpness_every)
     runner = Runner(device, use_graph)
     state = _Rows(batch, rule, flags, tables, layout, recording, runner)
     total = batch.flat.shape[0]
@@ -139,6 +159,8 @@ def run_loop(
     for t in range(steps):
         if batch.eval_every and (t % batch.eval_every == 0 or t == steps - 1):
             _record_validation(state, t)
+        if sharpness_every and t % sharpness_every == 0:
+            _record_sharpness(state, t)
         runner.run(t)
         if t == 0:  # engine: threshold = DIVERGENCE_FACTOR * max(|initial loss|, 1), -inf if not finite
             initial = recording.loss[0].double().cpu().numpy()  # one sync, as the engine's float(loss)
@@ -159,6 +181,30 @@ def _record_validation(state: _Rows, t: int) -> None:
     step.put(state.recording.val_loss, val_loss, active)
     if val_acc is not None:
         step.put(state.recording.val_acc, val_acc, active)
+
+
+def _record_sharpness(state: _Rows, t: int) -> None:
+    """Every row's sharpness before step t (and preconditioned, for Adam/AdamW after the first step)."""
+    batch, recording = state.batch, state.recording
+    if not batch.coords:
+        raise NotImplementedError("sharpness of batched MLP cells")  # support sends them to the reference
+    scale = None
+    if t > 0 and sharpness.preconditioned(state.rule, state.flags):
+        scale = sharpness.adam_scale(state.state, state.tables, t)
+    estimates = sharpness.measure_toys(batch.fn, batch.flat, scale)
+    active = state.layout.active if state.layout.compacted else None
+    step = HostStep(t)
+    residual = torch.full_like(estimates[0].values, float("nan"))
+    unconverged = torch.zeros_like(estimates[0].values)
+    for estimate, buffer in zip(estimates, (recording.sharpness, recording.precond_sharpness), strict=True):
+        if estimate is None:
+            continue
+        step.put(buffer, estimate.values, active)
+        finite = torch.isfinite(estimate.values)
+        residual = torch.fmax(residual, torch.where(finite, estimate.residuals, float("nan")))
+        unconverged += (finite & ~estimate.converged).double()
+    step.put(recording.residual, residual, active)
+    step.put(recording.unconverged, unconverged, active)
 
 
 def _check(state: _Rows, window_start: int, t: int, alive, threshold, diverged: np.ndarray):

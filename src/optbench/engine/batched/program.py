@@ -102,6 +102,12 @@ class Tables:
             views[name] = self.current[k, g, c0:c1].unsqueeze(1)
         return views
 
+    def value(self, name: str, t: int) -> torch.Tensor:
+        """Table ``name`` at step t for every (param group, row): [G, rows]."""
+        if name in self.constant:
+            return self.constant[name]
+        return self.varying[t, self.varying_names.index(name)]
+
     def select(self, keep: torch.Tensor) -> None:
         """Keep these cells (diverged rows leave the batch)."""
         self.constant = {name: t.index_select(1, keep) for name, t in self.constant.items()}

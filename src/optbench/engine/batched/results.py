@@ -35,6 +35,7 @@ class BatchOutcome:
     wall_time_s: float  # per cell: the batch's wall time divided evenly
     _summaries: SummaryColumns | None = None
     _columns: dict | None = None
+    _sharpness: dict | None = None
 
     def __post_init__(self):
         t = self.traces
@@ -59,7 +60,29 @@ class BatchOutcome:
             engine=ENGINE,
             exactness=self.exactness,
             extras={"step_program": self.traces.step_program, "notes": self.traces.notes},
+            **{name: values[j] for name, values in self._sharpness_columns().items()},
         )
+
+    def _sharpness_columns(self) -> dict[str, list]:
+        """``sharpness_residual`` / ``sharpness_unconverged`` of every cell over the steps before its end
+        (a cell measured after its divergence, before the check that dropped it, counts as the reference
+        engine, which stopped there); empty when the batch did not track sharpness."""
+        if self._sharpness is None:
+            t = self.traces
+            self._sharpness = {}
+            if t.sharpness_residual is not None:
+                within = np.arange(t.steps)[:, None] < np.asarray(self.ends)[None, :]  # [T, C]
+                residual = np.where(within, t.sharpness_residual, np.nan)
+                measured = ~np.isnan(residual)
+                largest = np.where(measured, residual, -np.inf).max(axis=0, initial=-np.inf)
+                unconverged = np.where(within, np.nan_to_num(t.sharpness_unconverged), 0.0).sum(axis=0)
+                self._sharpness = {
+                    "sharpness_residual": [
+                        v if m else None for v, m in zip(largest.tolist(), measured.any(axis=0), strict=True)
+                    ],
+                    "sharpness_unconverged": unconverged.astype(int).tolist(),
+                }
+        return self._sharpness
 
     def trace(self, j: int) -> dict[str, np.ndarray]:
         """Cell j's trace, column for column as engine.run writes it (float64 rows of ``_table``)."""
@@ -90,6 +113,8 @@ class BatchOutcome:
             "val_acc": _rows(t.val_acc) if t.val_acc is not None else nan,
             "loss_scale": nan,
             "skipped_step": _shared(np.zeros((cells, t.steps), dtype=bool)),
+            "sharpness": _rows(t.sharpness) if t.sharpness is not None else nan,
+            "precond_sharpness": _rows(t.precond_sharpness) if t.precond_sharpness is not None else nan,
         }
         return self._columns
 

@@ -20,7 +20,7 @@ from optbench.registry.validate import is_lr
 from optbench.spec import RunConfig, parse_spec
 
 MLP_PROBLEMS = tuple(e.name for e in problems.entries() if e.meta.get("batched") == "mlp")  # MLPProblems
-_FIELDS = operator.attrgetter(
+_FIELD_NAMES = (
     "problem",
     "optimizer",
     "scheduler",
@@ -32,6 +32,20 @@ _FIELDS = operator.attrgetter(
     "freeze",
     "steps",
     "device",
+    "sharpness_every",
+)
+_FIELDS = operator.attrgetter(*_FIELD_NAMES)
+# Cells of one batch share these (and the optimizer's code-path flags, ``_update_rule_key``).
+_KEY_FIELDS = (
+    "problem",
+    "steps",
+    "device",
+    "precision",
+    "loss",
+    "batch_size",
+    "head_lr_scale",
+    "freeze",
+    "sharpness_every",
 )
 
 
@@ -92,35 +106,35 @@ def _precision_reason(precision: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _judge(fields: tuple) -> tuple[str | None, tuple]:
-    problem, optimizer, scheduler, precision, init, loss, batch_size, head_lr_scale, freeze, steps, device = (
-        fields
-    )
-    key = (problem, steps, device, precision, loss, batch_size, head_lr_scale, freeze)
+    cell = dict(zip(_FIELD_NAMES, fields, strict=True))
+    key = tuple(cell[name] for name in _KEY_FIELDS)
     try:
-        return _reason(fields), (*key, *_update_rule_key(optimizer))
+        return _reason(cell), (*key, *_update_rule_key(cell["optimizer"]))
     except OptbenchError as err:  # malformed spec: the reference engine reports it
         return f"cannot be parsed ({err})", key
 
 
-def _reason(fields: tuple) -> str | None:
-    problem, optimizer, scheduler, _, init, loss, batch_size, head_lr_scale, freeze, _, _ = fields
-    reason = _optimizer_reason(optimizer) or _scheduler_reason(scheduler)
+def _reason(cell: dict) -> str | None:
+    reason = _optimizer_reason(cell["optimizer"]) or _scheduler_reason(cell["scheduler"])
     if reason:
         return reason
+    problem = cell["problem"]
     name = parse_spec(problem, what="problem").name
     if is_toy(problem):
         if (
-            parse_spec(init, what="init").name != "default"
-            or loss not in ("none", "auto")
-            or batch_size is not None
-            or head_lr_scale != 1.0
-            or freeze
+            parse_spec(cell["init"], what="init").name != "default"
+            or cell["loss"] not in ("none", "auto")
+            or cell["batch_size"] is not None
+            or cell["head_lr_scale"] != 1.0
+            or cell["freeze"]
         ):
             return f"init/loss/batch size/head lr/freeze on toy problem {name!r} (the reference reports it)"
         return None
     if name not in MLP_PROBLEMS:
         return f"problem {name!r} has no batched form (batched: the toy functions, {', '.join(MLP_PROBLEMS)})"
-    if batch_size == 1:  # a [1, k] input is also column-major, and autograd then takes other products
+    if cell["sharpness_every"]:
+        return "sharpness tracking on an MLP: the reference engine measures it (per-cell Hessian-vector products)"
+    if cell["batch_size"] == 1:  # a [1, k] input is also column-major, and autograd then takes other products
         return "batch size 1: torch's Linear backward computes a single row's gradients on another path"
     # (n_train=1 also makes batches of one row: run_batch hands such cells to the reference engine itself)
     return None
