@@ -314,3 +314,47 @@ def test_a_lambda_factory_keeps_the_grid_in_this_process_with_a_note(tmp_path):
         "note: problem 'test-lambda' was registered with a factory that worker processes cannot import (a lambda, "
         "a nested function or one defined interactively): the grid runs in this process"
     ]
+
+
+# ------------------------------------------------------------------------------------------------ sharpness
+
+
+def test_sharpness_of_a_users_model_is_the_hessians_top_eigenvalue_and_changes_nothing_else():
+    """On tensor data: the fixed batch's Hessian, dense, agrees with the tracked value at step 0; a run with
+    tracking has the loss and parameters of one without, bit for bit."""
+    from torch.func import functional_call
+
+    cfg = _config("test-tensors(hidden=3)", optimizer="sgd", steps=6)
+    tracked = run(_config("test-tensors(hidden=3)", optimizer="sgd", steps=6, sharpness_every=5))
+    plain = run(cfg)
+    assert tracked.summary.status == "ok", tracked.summary.reason
+    np.testing.assert_array_equal(tracked.trace["loss"], plain.trace["loss"])
+    assert np.isfinite(tracked.trace["sharpness"][[0, 5]]).all()
+    assert np.isnan(tracked.trace["sharpness"][1:5]).all()
+
+    torch.manual_seed(0)
+    problem = build_problem("test-tensors(hidden=3)", loss="custom", seed=0, steps=6)
+    names = [n for n, _ in problem.module.named_parameters()]
+    shapes = [p.shape for p in problem.module.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in problem.module.parameters()])
+
+    def loss_of(vector):
+        parts, start = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            parts[name] = vector[start : start + shape.numel()].reshape(shape)
+            start += shape.numel()
+        return nn.CrossEntropyLoss()(functional_call(problem.module, parts, (X,)), Y)
+
+    dense = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))[-1].item()
+    assert tracked.trace["sharpness"][0] == pytest.approx(dense, rel=1e-3)
+
+
+def test_sharpness_on_a_loader_with_batchnorm_and_dropout_leaves_the_run_as_it_was():
+    """Measured in eval() mode on batch 0, kept for step 0: the same batches, buffers and random draws."""
+    cfg = _config("test-loader", steps=8)
+    tracked = run(_config("test-loader", steps=8, sharpness_every=4))
+    plain = run(cfg)
+    assert tracked.summary.status == "ok", tracked.summary.reason
+    np.testing.assert_array_equal(tracked.trace["loss"], plain.trace["loss"])
+    np.testing.assert_array_equal(tracked.trace["val_loss"], plain.trace["val_loss"])
+    assert np.isfinite(tracked.trace["sharpness"][[0, 4]]).all() and tracked.trace["sharpness"][0] > 0

@@ -48,6 +48,7 @@ from optbench.registry.problems import Problem, minibatch_index, problems
 from optbench.registry.userfactory import CUSTOM_LOSS, user_entry
 
 DEFAULT_BATCH_SIZE = 64
+SHARPNESS_ROWS = 2048  # the fixed batch of sharpness on tensor data, as the built-in MLPs'
 _NAME_RE = re.compile(r"^[A-Za-z_][\w.\-]*$")
 
 
@@ -163,6 +164,31 @@ class ModelProblem(Problem):
             self._step, self._batch = step, self.batches.at(step)
         x, y = self._batch
         return self.criterion(self.module(x), self._targets(y))
+
+    def sharpness_loss(self):
+        """The training loss on step 0's batch (tensor data: its first ``SHARPNESS_ROWS`` rows instead), as a
+        pure function of the trainable parameters, with the model in ``eval()`` mode: dropout off and
+        BatchNorm on its running statistics, so that the surface is one deterministic function and measuring
+        it changes no buffer and draws no random number of the run."""
+        if self.batches.index is not None:
+            x, y = self.batches.x[:SHARPNESS_ROWS], self.batches.y[:SHARPNESS_ROWS]
+        else:  # a loader's batch 0: taken now and kept for step 0, so the run sees the same batches
+            if self._step != 0:
+                self._step, self._batch = 0, self.batches.at(0)
+            x, y = self._batch
+        y = self._targets(y)
+        names = [name for name, p in self.module.named_parameters() if p.requires_grad]
+
+        def loss_of(params):
+            was_training = self.module.training
+            self.module.eval()
+            try:
+                out = torch.func.functional_call(self.module, dict(zip(names, params, strict=True)), (x,))
+            finally:
+                self.module.train(was_training)
+            return self.criterion(out, y)
+
+        return loss_of
 
     def evaluate(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Loss and metric over ``val`` (``model.eval()``, no gradients); over several batches, their means
