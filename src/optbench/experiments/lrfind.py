@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from optbench.errors import OptbenchError
+from optbench.registry.validate import check_lr
 
 FIGURE = "lr_find"
 BETA = 0.98
@@ -160,9 +161,8 @@ class LRFindResult:
 
 def check_range(start: float, end: float, steps: int) -> float:
     """Validate the range; return gamma."""
-    for name, value in (("--start", start), ("--end", end)):
-        if not (value > 0 and math.isfinite(value)):
-            raise OptbenchError(f"{name} must be a positive learning rate, got {value}")
+    check_lr(start, "--start")
+    check_lr(end, "--end")
     if end <= start:
         raise OptbenchError(f"--end {end} must be larger than --start {start}")
     if steps < 10:

@@ -22,6 +22,7 @@ from optbench.experiments.stability import (
     regime,
     sgd_stability_bound,
 )
+from optbench.registry.validate import check_lr
 from optbench.spec import RunConfig
 
 
@@ -29,9 +30,8 @@ def lr_grid(lr_min: float, lr_max: float, num: int, spacing: str = "linear") -> 
     """``num`` learning rates from lr_min to lr_max, linearly (default) or log spaced."""
     if num < 1:
         raise OptbenchError(f"--num must be >= 1, got {num}")
-    for name, value in (("--min", lr_min), ("--max", lr_max)):
-        if not (value > 0 and math.isfinite(value)):
-            raise OptbenchError(f"{name} must be a positive learning rate, got {value}")
+    check_lr(lr_min, "--min")
+    check_lr(lr_max, "--max")
     if lr_min > lr_max:
         raise OptbenchError(f"--min {lr_min} is larger than --max {lr_max}")
     if spacing not in ("linear", "log"):

@@ -94,14 +94,24 @@ def run_grid(
         )
     out = store.check_out(out, "grid")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
-    shipped = ship_problems(configs, runner, say or store.warn)
+    settings = {"executor": executor, "workers": runner.workers, "address": address, "force": force}
+    return _run_into(
+        out, configs, runner, say or store.warn, progress, settings, command, description, engine, exactness
+    )
+
+
+def _run_into(out, configs, runner, say, progress, settings, command, description, engine, exactness):
+    """``run_grid`` into a results folder: hold it, skip what is committed, run the rest, consolidate."""
+    from optbench import store
+
+    force = settings["force"]
+    shipped = ship_problems(configs, runner, say)
     order = [c.run_id() for c in configs]
     with store.results_folder(out, "grid"):  # one writer per folder; removed again if nothing is committed
-        todo, state = _pending(out, configs, order, force, say or store.warn)
+        todo, state = _pending(out, configs, order, force, say)
         tasks = [
             replace(t, problems=shipped) for t in plan_tasks(todo, engine, runner.workers or 1, exactness)
         ]
-        settings = {"executor": executor, "workers": runner.workers, "address": address, "force": force}
         manifest = store.start_manifest(
             out,
             command,

@@ -82,8 +82,6 @@ class ModelProblem(Problem):
     name: str = "model"
     params: list = field(default_factory=list, init=False, repr=False)
 
-    has_weights = True
-
     def __post_init__(self):
         if isinstance(self.model, nn.Module) or not callable(self.model):
             raise OptbenchError(

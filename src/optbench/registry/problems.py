@@ -49,7 +49,6 @@ class Problem:
     ``params`` and implement ``loss`` (and ``evaluate`` where ``eval_every`` is set)."""
 
     name = "problem"
-    has_weights = False
     eval_every: int | None = None  # evaluate the held-out split every N steps (MLPs)
     curvature: float | None = None  # Hessian eigenvalue where it is constant (the quadratic): bound = 2/L
 
@@ -281,8 +280,6 @@ class MLPProblem(Problem):
     Minibatches of ``batch_size`` are drawn without replacement per epoch from a generator seeded with the
     run's seed; all batch indices are made up front and moved to the device once.
     """
-
-    has_weights = True
 
     def __init__(
         self,
