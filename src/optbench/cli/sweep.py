@@ -10,59 +10,93 @@ import typer
 from optbench.cli.allow import AllowImports, allow
 from optbench.cli.common import handle_errors
 
+LrMinOption = Annotated[float, typer.Option("--min", help="Smallest learning rate.")]
+
+LrMaxOption = Annotated[float, typer.Option("--max", help="Largest learning rate.")]
+
+NumOption = Annotated[int, typer.Option("--num", help="Number of learning rates.")]
+
+SpacingOption = Annotated[str, typer.Option(help="Spacing of the learning rates: linear or log.")]
+
+StepsOption = Annotated[int, typer.Option(help="Optimizer steps per run.")]
+
+ProblemOption = Annotated[
+    str, typer.Option(help="Problem spec, e.g. quadratic or 'rosenbrock(x0=(-1.5, 2))'.")
+]
+
+OptimizerOption = Annotated[str, typer.Option(help="Optimizer spec, e.g. sgd, 'adamw(weight_decay=0.1)'.")]
+
+MomentumOption = Annotated[
+    float | None, typer.Option(help="Momentum (beta1 for the Adam family); default: the optimizer's own.")
+]
+
+SchedulerOption = Annotated[
+    str, typer.Option(help="Scheduler spec, e.g. none, 'steplr(step_size=5, gamma=0.8)'.")
+]
+
+InitOption = Annotated[str, typer.Option(help="Init scheme for MLP problems (spec syntax).")]
+
+LossOption = Annotated[str, typer.Option(help="Loss for MLP problems; auto = the problem's own.")]
+
+PrecisionOption = Annotated[
+    str, typer.Option(help="fp32, fp16 (autocast + GradScaler) or bf16 (autocast); MLP problems.")
+]
+
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+
+SeedOption = Annotated[int, typer.Option(help="Random seed.")]
+
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Minibatch size for MLP problems (its n_train: full-batch gradient descent). Default: the "
+        "problem's own.",
+        show_default=False,
+    ),
+]
+
+SharpnessEveryOption = Annotated[
+    int,
+    typer.Option(
+        help="Also track the sharpness (top Hessian eigenvalue; Adam/AdamW: preconditioned) every K steps "
+        "and draw it against each lr's threshold (sharpness_vs_step.png); 0: only the initial one.",
+        metavar="K",
+    ),
+]
+
+OutOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Output folder: new, empty, or this same sweep's (an interrupted sweep resumes). "
+        "Default: a new folder under results/.",
+        show_default=False,
+    ),
+]
+
+PlotsOption = Annotated[bool, typer.Option(help="Draw the two figures.")]
+
 
 @handle_errors
 def lr_sweep_cmd(
     ctx: typer.Context,
-    lr_min: Annotated[float, typer.Option("--min", help="Smallest learning rate.")] = 0.01,
-    lr_max: Annotated[float, typer.Option("--max", help="Largest learning rate.")] = 0.5,
-    num: Annotated[int, typer.Option("--num", help="Number of learning rates.")] = 10,
-    spacing: Annotated[str, typer.Option(help="Spacing of the learning rates: linear or log.")] = "linear",
-    steps: Annotated[int, typer.Option(help="Optimizer steps per run.")] = 100,
-    problem: Annotated[
-        str, typer.Option(help="Problem spec, e.g. quadratic or 'rosenbrock(x0=(-1.5, 2))'.")
-    ] = "quadratic",
-    optimizer: Annotated[
-        str, typer.Option(help="Optimizer spec, e.g. sgd, 'adamw(weight_decay=0.1)'.")
-    ] = "sgd",
-    momentum: Annotated[
-        float | None, typer.Option(help="Momentum (beta1 for the Adam family); default: the optimizer's own.")
-    ] = None,
-    scheduler: Annotated[
-        str, typer.Option(help="Scheduler spec, e.g. none, 'steplr(step_size=5, gamma=0.8)'.")
-    ] = "none",
-    init: Annotated[str, typer.Option(help="Init scheme for MLP problems (spec syntax).")] = "default",
-    loss: Annotated[str, typer.Option(help="Loss for MLP problems; auto = the problem's own.")] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="fp32, fp16 (autocast + GradScaler) or bf16 (autocast); MLP problems.")
-    ] = "fp32",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Minibatch size for MLP problems (its n_train: full-batch gradient descent). Default: the "
-            "problem's own.",
-            show_default=False,
-        ),
-    ] = None,
-    sharpness_every: Annotated[
-        int,
-        typer.Option(
-            help="Also track the sharpness (top Hessian eigenvalue; Adam/AdamW: preconditioned) every K steps "
-            "and draw it against each lr's threshold (sharpness_vs_step.png); 0: only the initial one.",
-            metavar="K",
-        ),
-    ] = 0,
-    out: Annotated[
-        str | None,
-        typer.Option(
-            help="Output folder: new, empty, or this same sweep's (an interrupted sweep resumes). "
-            "Default: a new folder under results/.",
-            show_default=False,
-        ),
-    ] = None,
-    plots: Annotated[bool, typer.Option(help="Draw the two figures.")] = True,
+    lr_min: LrMinOption = 0.01,
+    lr_max: LrMaxOption = 0.5,
+    num: NumOption = 10,
+    spacing: SpacingOption = "linear",
+    steps: StepsOption = 100,
+    problem: ProblemOption = "quadratic",
+    optimizer: OptimizerOption = "sgd",
+    momentum: MomentumOption = None,
+    scheduler: SchedulerOption = "none",
+    init: InitOption = "default",
+    loss: LossOption = "auto",
+    precision: PrecisionOption = "fp32",
+    device: DeviceOption = "cpu",
+    seed: SeedOption = 0,
+    batch_size: BatchSizeOption = None,
+    sharpness_every: SharpnessEveryOption = 0,
+    out: OutOption = None,
+    plots: PlotsOption = True,
     allow_imports: AllowImports = None,
 ) -> None:
     """Sweep the learning rate; print lr, final loss, status and regime (monotone / catapult / no progress /
