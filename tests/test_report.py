@@ -161,6 +161,62 @@ def test_grid_report_has_heatmap_bounds_and_the_lr_find_comparison(cli, grid_and
     # lr swept (<= 0.3) is stable, so nothing was measured above it: not tested, not "yes".
     assert text.count("<td>yes</td>") == 1 and text.count("<td>not tested</td>") == 1
     assert "lr-find suggestions vs this grid" in text
+    # lrs 0.3 diverge and there are 2 seeds: the captions name the red region, the hatching and the mean
+    for said in (
+        "Red shading: every run diverged",
+        "Hatched red: every seed diverged",
+        "Geometric mean over seeds",
+    ):
+        assert said in text
+
+
+def test_report_captions_and_times_say_only_what_happened(cli, tmp_path):
+    """Nothing diverged and one seed: no caption speaks of red regions or means. The grid ran in two
+    invocations (the second one resumed it and added an lr): the report gives both and the total time."""
+    from optbench.spec import RunConfig
+
+    def configs(lrs):
+        return [
+            RunConfig(problem="quadratic", optimizer="sgd", lr=lr, momentum=m, steps=20)
+            for lr, m in itertools.product(lrs, [0.0, 0.5])
+        ]
+
+    grid = make_folder(tmp_path / "grid", configs([0.02, 0.1]))
+    make_folder(grid, configs([0.02, 0.1, 0.15]))
+    assert cli("report", grid).exit_code == 0
+    text, images = parse(grid / "report.html")
+    assert images.alts == ["loss-vs-step", "sensitivity", "heatmap"]
+    for unsaid in ("Red shading", "Hatched red", "Geometric mean"):
+        assert unsaid not in text
+    when = re.search(
+        r"Experiment: grid; first started (\S+), last ended (\S+); 2 invocations \(resumed\), ([\d.]+) s in all",
+        text,
+    )
+    assert when is not None, text[text.index("Experiment:") :][:300]
+    assert when.group(1) <= when.group(2)  # ISO times in one zone sort as text
+
+
+def test_status_table_gives_an_mlp_its_architecture_axes():
+    """An MLP grid's width is an axis in the detail table and the Varying line, as in the summary, not a
+    part of the problem string."""
+    import pandas as pd
+
+    from optbench.report.tables import status_table
+
+    runs = pd.DataFrame(
+        {
+            "problem": ["mlp-classification(width=8)", "mlp-classification(width=16)"] * 2,
+            "optimizer": ["sgd"] * 4,
+            "lr": [0.1, 0.1, 0.3, 0.3],
+            "seed": [0] * 4,
+            "status": ["ok", "ok", "ok", "diverged"],
+        }
+    )
+    table = status_table(runs).set_index("width")
+    assert list(table.columns[:2]) == ["problem", "optimizer"]
+    assert set(table["problem"]) == {"mlp-classification"}
+    assert table.loc[16, "smallest diverged lr"] == 0.3 and pd.isna(table.loc[8, "smallest diverged lr"])
+    assert table["runs"].to_dict() == {8: 2, 16: 2}
 
 
 def test_lr_find_report_compares_with_the_grid_beside_it(cli, grid_and_find):

@@ -170,10 +170,12 @@ def _lr_find(ctx: _RunFigures):
 _CAPTIONS = {
     "loss-vs-step": "Training loss per step: one line per learning rate (diverged runs end in an x).",
     "loss-vs-step-grid": "Training loss per step: the best settings per panel by final loss in colour, "
-    "the others grey; geometric mean over seeds.",
-    "sensitivity": "Final loss per learning rate; red shading: every run diverged from that lr on.",
-    "heatmap": "Median final loss over seeds per (lr, momentum) cell, the best framed; hatched red: every "
-    "seed diverged.",
+    "the others grey.",
+    "seeds": " Geometric mean over seeds.",
+    "sensitivity": "Final loss per learning rate.",
+    "sensitivity-diverged": " Red shading: every run diverged from that lr on.",
+    "heatmap": "Median final loss over seeds per (lr, momentum) cell, the best framed.",
+    "heatmap-diverged": " Hatched red: every seed diverged.",
     "lr-schedules": "The lr each scheduler gave every step, divided by the run's configured lr.",
     "lr-find": "Range test: loss against the lr of each step, the smoothed loss and the three suggestions.",
     "sharpness": "Training loss (top) and sharpness per step, one colour per run, each run's stability "
@@ -191,19 +193,23 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
     what = ", ".join(str(done[c].iloc[0]) for c in ("problem", "optimizer") if c not in by)
     ctx = _RunFigures(results, outdir, fmt, done, by, what)
     sweep = len(ctx.lrs) >= 2 and results.experiment != "lr-find"
+    # Captions name only what the figure shows: no red region where nothing diverged, no mean of one seed.
+    diverged = bool((done["status"] == "diverged").any())
+    seeds = done["seed"].nunique() > 1
     if sweep and wanted("loss-vs-step"):
-        figures.draw(
-            "loss-vs-step",
-            _CAPTIONS["loss-vs-step-grid" if by else "loss-vs-step"],
-            lambda: _loss_vs_step(ctx),
-        )
+        caption = _CAPTIONS["loss-vs-step"]
+        if by:
+            caption = _CAPTIONS["loss-vs-step-grid"] + (_CAPTIONS["seeds"] if seeds else "")
+        figures.draw("loss-vs-step", caption, lambda: _loss_vs_step(ctx))
     if sweep and wanted("sensitivity"):
-        caption = _CAPTIONS["sensitivity"] + (" Dashed: the analytic bound 2(1+m)/L." if _bounds(ctx) else "")
+        caption = _CAPTIONS["sensitivity"] + (_CAPTIONS["sensitivity-diverged"] if diverged else "")
+        caption += " Dashed: the analytic bound 2(1+m)/L." if _bounds(ctx) else ""
         if not by and results.manifest.get("predicted_bound") is not None:
             caption += _CAPTIONS["predicted"]
         figures.draw("sensitivity", caption, lambda: _sensitivity(ctx))
     if len(ctx.lrs) >= 2 and done["momentum"].astype(object).map(str).nunique() >= 2 and wanted("heatmap"):
-        figures.draw("heatmap", _CAPTIONS["heatmap"], lambda: _heatmap(ctx))
+        caption = _CAPTIONS["heatmap"] + (_CAPTIONS["heatmap-diverged"] if diverged else "")
+        figures.draw("heatmap", caption, lambda: _heatmap(ctx))
     if wanted("trajectories"):
         _trajectories(ctx, figures)
     if results.experiment != "lr-find" and (done["scheduler"] != "none").any() and wanted("lr-schedules"):

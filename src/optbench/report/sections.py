@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from optbench.errors import OptbenchError
+from optbench.grid.summary import axis_frame, varying_axes
 from optbench.report.document import Section, Table
 from optbench.report.figures import standard_figures
 from optbench.report.load import Results
@@ -19,13 +20,12 @@ from optbench.report.tables import (
     sharpness_table,
     stability_table,
     status_table,
-    varying,
 )
 
 ENV_KEYS = ("optbench", "torch", "python", "platform", "cpu", "cpu_count", "cuda_available", "cuda", "gpu")
 
 
-_NOT_PARAMS = {"command", "argv", "started_at", "ended_at", *ENV_KEYS}
+_NOT_PARAMS = {"command", "argv", "started_at", "ended_at", "first_started_at", *ENV_KEYS}
 
 
 def _environment(results: Results) -> Section:
@@ -44,8 +44,7 @@ def _environment(results: Results) -> Section:
     else:  # the Python API from a script, or a test runner: show what really ran
         command = shlex.join(argv) if argv else f"{manifest.get('command', '?')} (no argv recorded)"
     section.text.append(f"Command: `{command}`")
-    when = f"started {manifest.get('started_at')}, ended {manifest.get('ended_at') or 'not recorded (interrupted?)'}"
-    section.text.append(f"Experiment: {results.experiment or 'unknown'}; {when}.")
+    section.text.append(f"Experiment: {results.experiment or 'unknown'}; {_when(manifest)}.")
     env = [(k, manifest[k]) for k in ENV_KEYS if k in manifest]
     section.tables.append(Table("Environment", pd.DataFrame(env, columns=["key", "value"])))
     params = [(k, _compact(v)) for k, v in manifest.items() if k not in _NOT_PARAMS]
@@ -54,6 +53,20 @@ def _environment(results: Results) -> Section:
             Table("Parameters recorded in the manifest", pd.DataFrame(params, columns=["key", "value"]))
         )
     return section
+
+
+def _when(manifest: dict) -> str:
+    """When it ran; a resumed grid's first start, its invocations and its total time, not the last one's."""
+    ended = manifest.get("ended_at") or "not recorded (interrupted?)"
+    invocations = manifest.get("invocations") or 1
+    if invocations <= 1:
+        return f"started {manifest.get('started_at')}, ended {ended}"
+    total = manifest.get("total_elapsed_s")
+    took = f", {total:.1f} s in all" if isinstance(total, (int, float)) else ""
+    return (
+        f"first started {manifest.get('first_started_at')}, last ended {ended}; "
+        f"{invocations} invocations (resumed){took}"
+    )
 
 
 def _compact(value, limit: int = 240) -> str:
@@ -107,12 +120,12 @@ def _details(results: Results, compare: list[Path]) -> list[Section]:
     runs = results.runs
     details = Section("Runs in detail")
     counts = runs["status"].value_counts()
+    frame = axis_frame(runs)
+    axes = ", ".join(f"{c} ({frame[c].astype(str).nunique()})" for c in varying_axes(frame))
     details.text.append(
         f"{len(runs)} runs: "
         + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "diverged", "invalid", "failed"))
-        + ". Varying: "
-        + (", ".join(f"{c} ({runs[c].astype(str).nunique()})" for c in varying(runs, ("seed",))) or "nothing")
-        + f"; seeds per cell: {runs['seed'].nunique()}."
+        + f". Varying: {axes or 'nothing'}; seeds per cell: {runs['seed'].nunique()}."
     )
     details.tables.append(Table("Status per group", status_table(runs)))
     reasons = reasons_table(runs)

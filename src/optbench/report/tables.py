@@ -85,12 +85,17 @@ def stability_table(results: Results):
 
 
 def status_table(runs):
-    """Runs per status and the lrs where divergence starts, per problem/optimizer (and what else varies)."""
+    """Runs per status and the lrs where divergence starts, per problem/optimizer (and what else varies,
+    an MLP's width, depth and activation as axes of their own, as in the summary)."""
     import pandas as pd
 
-    by = ["problem", "optimizer", *[c for c in varying(runs) if c not in ("problem", "optimizer")]][:4]
+    from optbench.grid.summary import axis_frame, varying_axes
+
+    frame = axis_frame(runs)
+    others = [c for c in varying_axes(frame) if c not in ("problem", "optimizer", "lr")]
+    by = ["problem", "optimizer", *others][:5]
     rows = []
-    for key, group in _groups(runs, by):
+    for key, group in _groups(frame, by):
         row = dict(zip(by, _key(key), strict=True))
         counts = group["status"].value_counts()
         diverged = group[group["status"] == "diverged"]
