@@ -185,6 +185,52 @@ def test_the_answer_fits_80_columns_and_never_cuts_a_number(folder):
     assert f"bench report {folder}" in text and "best per optimizer" in text
 
 
+@pytest.mark.parametrize("width", [50, 40, 30])
+def test_a_narrow_terminal_loses_whole_columns_never_part_of_a_number(folder, width):
+    """Narrower than the table: text columns are cut with an ellipsis, then whole columns are left out
+    (and named); a loss is never cut. Narrower than settings + loss (30), the table overflows whole."""
+    from rich.console import Console
+
+    from optbench.cli.summary import print_summary
+    from optbench.grid.summary import load_runs
+
+    runs = load_runs(folder)
+    table = summary(runs)
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_summary(console, runs, table, folder, top=10)
+    text = console.export_text()
+    for _, row in table.head(10).iterrows():
+        assert f"{row['final_loss']:.3g}" in text
+    # each "(left out ...)" note follows its table: none of the columns it names is in that table's header
+    said, header, lines = [], None, text.splitlines()
+    for i, line in enumerate(lines):
+        header = line if "final loss" in line else header
+        if line.startswith("(left out to fit"):
+            note = re.search(r"fit (\d+) columns: (.+?);", " ".join(lines[i : i + 4]))  # the note may wrap
+            said.append(int(note.group(1)))
+            assert not any(f" {name.strip()} " in f"{header} " for name in note.group(2).split(","))
+    assert said and set(said) == {width}
+    if width >= 40:
+        assert max(len(line) for line in text.splitlines()) <= width
+
+
+def test_the_top_table_shows_the_column_it_is_sorted_on(folder):
+    from optbench.report.answer import top_table
+
+    shown = top_table(summary(load_folder(folder), sort="wall_time_s"), 5, "wall_time_s")
+    names = [name for name, _ in shown.columns]
+    assert "time (s)" in names
+    times = [float(row[names.index("time (s)")]) for row in shown.rows]
+    assert times == sorted(times)
+    assert "time (s)" not in [n for n, _ in top_table(summary(load_folder(folder)), 5, "final_loss").columns]
+
+
+def load_folder(folder):
+    from optbench.grid.summary import load_runs
+
+    return load_runs(folder)
+
+
 def test_bench_summary_bad_input(cli, folder, tmp_path):
     assert cli("summary", tmp_path / "nope").exit_code == 2
     bad = cli("summary", folder, "--sort", "speed")

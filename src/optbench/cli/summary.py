@@ -88,33 +88,73 @@ def _console():
 # -------------------------------------------------------------------------------------------- printing
 
 
-def rich_table(text):
-    """A rich table whose number columns are never cut or wrapped (their width is their widest cell) and
-    whose text columns end in an ellipsis when the terminal is narrow."""
+def rich_table(text, widths: list[int]):
+    """A rich table with these column widths: number columns get their widest cell (never cut or
+    wrapped), text columns may be narrower and end in an ellipsis."""
     from rich import box
     from rich.table import Table
 
-    title, columns, rows = text.title, text.columns, text.rows
     table = Table(
-        title=title,
+        title=text.title,
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         padding=(0, 1),
         collapse_padding=True,
     )
-    for i, (name, numeric) in enumerate(columns):
-        widest = max([len(name)] + [len(row[i]) for row in rows])
+    for (name, numeric), width in zip(text.columns, widths, strict=True):
         table.add_column(
-            name,
-            justify="right" if numeric else "left",
-            no_wrap=True,
-            overflow="ellipsis",
-            min_width=widest if numeric else min(widest, 6),
+            name, justify="right" if numeric else "left", no_wrap=True, overflow="ellipsis", width=width
         )
-    for row in rows:
+    for row in text.rows:
         table.add_row(*row)
     return table
+
+
+# Columns a narrow terminal may lose, the least telling first; the settings and the loss always stay.
+DROPPABLE = ("val acc", "invalid", "diverged", "stable lr", "#")
+TEXT_FLOOR = 6  # a text column is cut to no fewer characters than this (with its ellipsis)
+
+
+def fit(text, width: int):
+    """(the table, its column widths, the columns left out, the characters it still overflows by) to fit
+    ``width`` characters: first text columns are cut (widest first, to ``TEXT_FLOOR``), then whole columns
+    of ``DROPPABLE`` are left out; a number is never cut. Past that (a terminal narrower than the settings
+    and the loss) the table overflows and the terminal wraps it, numbers whole."""
+    left_out: list[str] = []
+    while True:
+        shown = text.without(left_out)
+        widths = [
+            max([len(name)] + [len(row[i]) for row in shown.rows])
+            for i, (name, _) in enumerate(shown.columns)
+        ]
+        excess = sum(widths) + 2 * len(widths) - width  # each cell has a space on either side
+        for i in sorted(range(len(widths)), key=lambda i: -widths[i]):
+            if excess > 0 and not shown.columns[i][1]:
+                cut = min(excess, max(widths[i] - TEXT_FLOOR, 0))
+                widths[i] -= cut
+                excess -= cut
+        droppable = [n for n in DROPPABLE if n in [c for c, _ in shown.columns]]
+        if excess <= 0 or not droppable:
+            return shown, widths, left_out, max(excess, 0)
+        left_out.append(droppable[0])
+
+
+def fitted_table(console, text) -> None:
+    """Print ``text`` as a table that fits the terminal, saying which columns it left out."""
+    width = console.width
+    shown, widths, left_out, overflow = fit(text, width)
+    console.width = width + overflow  # rich would cut a number to fit; the terminal wraps it whole instead
+    try:
+        console.print(rich_table(shown, widths))
+    finally:
+        console.width = width
+    if left_out:
+        console.print(
+            f"(left out to fit {width} columns: {', '.join(left_out)}; --format csv has every column)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def print_summary(console, runs, table, out: Path, top: int = TOP_DEFAULT, sort: str = "final_loss") -> None:
@@ -122,9 +162,9 @@ def print_summary(console, runs, table, out: Path, top: int = TOP_DEFAULT, sort:
     from optbench.report.answer import best_table, shape_line, top_table
 
     console.print(shape_line(runs, table), markup=False, highlight=False)
-    console.print(rich_table(best_table(table)))
+    fitted_table(console, best_table(table))
     if len(table) > 1:
-        console.print(rich_table(top_table(table, top, sort)))
+        fitted_table(console, top_table(table, top, sort))
     reasons = runs[runs["status"].isin(["invalid", "failed"])]["reason"].value_counts()
     for reason, n in reasons.head(3).items():
         console.print(f"  {n} x {reason}", markup=False, highlight=False, overflow="ellipsis", no_wrap=True)

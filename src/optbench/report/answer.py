@@ -19,6 +19,11 @@ class TextTable:
 
         return pd.DataFrame(self.rows, columns=[name for name, _ in self.columns])
 
+    def without(self, names: list[str]) -> TextTable:
+        """The table less the columns named ``names`` (to fit a narrow terminal)."""
+        keep = [i for i, (name, _) in enumerate(self.columns) if name not in names]
+        return TextTable(self.title, [self.columns[i] for i in keep], [[r[i] for i in keep] for r in self.rows])
+
 
 def num(value, digits: int = 3) -> str:
     """A number in at most ``digits`` significant digits; "-" for missing."""
@@ -89,16 +94,23 @@ def best_table(table) -> TextTable:
     return TextTable(title, columns, rows)
 
 
+# The header of each sort column the top table shows only when it ranks on it (the others are always there).
+SORT_HEADERS = {"best_loss": "best loss", "final_val_loss": "val loss", "wall_time_s": "time (s)"}
+
+
 def top_table(table, top: int, sort: str) -> TextTable:
-    """The first ``top`` settings of the sorted table: rank, the varying axes, loss, diverged seeds."""
+    """The first ``top`` settings of the sorted table: rank, the varying axes, loss (and the column it is
+    sorted on), diverged seeds, val accuracy."""
     varying = _varying(table)
     acc = bool(table["final_val_acc"].notna().any())
-    columns = [("#", True)] + [(c, _is_numeric(table, c)) for c in varying]
-    columns += [("final loss", True), ("diverged", True)] + [("val acc", True)] * acc
+    ranked_on = [sort] if sort in SORT_HEADERS else []
+    columns = [("#", True)] + [(c, _is_numeric(table, c)) for c in varying] + [("final loss", True)]
+    columns += [(SORT_HEADERS[c], True) for c in ranked_on]
+    columns += [("diverged", True)] + [("val acc", True)] * acc
     shown = table.head(top)
     rows = []
     for rank, (_, row) in enumerate(shown.iterrows(), 1):
-        cells = [str(rank)] + [_cell(row[c]) for c in varying]
-        cells += [loss_text(row), f"{int(row['diverged'])}/{int(row['seeds'])}"]
+        cells = [str(rank)] + [_cell(row[c]) for c in varying] + [loss_text(row)]
+        cells += [num(row[c]) for c in ranked_on] + [f"{int(row['diverged'])}/{int(row['seeds'])}"]
         rows.append(cells + [num(row["final_val_acc"])] * acc)
     return TextTable(f"top {len(shown)} of {len(table)} settings by {sort}", columns, rows)
