@@ -202,3 +202,48 @@ def test_pool_breaks_no_cell_can_be_blamed_for_stop_the_grid_with_one_line(tmp_p
         "are kept: run the same command again to resume\n"
     )
     assert not (tmp_path / "g").exists()  # nothing was committed: the folder it made is gone
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on exit: nothing listens there
+
+
+@pytest.mark.parametrize("address", ["head:port", "ray://", ":6379", "head:99999", "ray://a/b:1"])
+def test_a_malformed_ray_address_is_one_line(address):
+    from optbench.grid.executors import check_reachable
+
+    with pytest.raises(OptbenchError, match="is not host:port, ray://host:port or auto"):
+        check_reachable(address)
+
+
+def test_an_unreachable_ray_address_fails_at_once_not_after_ray_retries():
+    """Given an address nothing answers at, Ray's client retries for minutes; the check says so in one
+    line, before ray.init."""
+    import time
+
+    from optbench.grid.executors import check_reachable
+
+    for address in (f"127.0.0.1:{_closed_port()}", f"ray://127.0.0.1:{_closed_port()}"):
+        began = time.monotonic()
+        with pytest.raises(OptbenchError, match=f"cannot reach the Ray cluster at {address}: "):
+            check_reachable(address)
+        assert time.monotonic() - began < 6
+
+
+def test_a_listening_address_auto_and_none_pass_the_check():
+    import socket
+
+    from optbench.grid.executors import check_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
+    check_reachable(None)
+    check_reachable("auto")

@@ -337,6 +337,28 @@ def _ray_task(task: Task):
     return run_task(task)
 
 
+RAY_PORTS = {"ray://": 10001, "": 6379}  # Ray client, and the cluster's GCS: what ray.init dials by default
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """One line when ``--address`` is malformed or nothing answers there, before ``ray.init``: given an
+    address it cannot reach, Ray's client retries for minutes and logs from C++ before it raises."""
+    import socket
+
+    if address is None or address in ("auto", "local"):
+        return
+    scheme = "ray://" if address.startswith("ray://") else ""
+    host, sep, port = address[len(scheme) :].rpartition(":")
+    if not sep:
+        host, port = address[len(scheme) :], str(RAY_PORTS[scheme])
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        raise OptbenchError(f"--address {address!r} is not host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise OptbenchError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
+
+
 class RayExecutor:
     """One Ray task per reference run, and per chunk of a batch (as many chunks as the cluster has CPUs), on
     the cluster at ``address`` (default: a local Ray started for this grid and shut down after it; an
@@ -349,6 +371,7 @@ class RayExecutor:
         if not gpus_per_run > 0:
             raise OptbenchError(f"--gpus-per-run must be positive, got {gpus_per_run}")
         self.ray = import_ray()
+        check_reachable(address)
         self.address, self.gpus_per_run = address, gpus_per_run
 
     def _resources(self, task: Task) -> dict:
