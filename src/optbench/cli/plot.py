@@ -142,7 +142,7 @@ def plot_cmd(
     check_results_folder(folder)
     fmt = _format_of(fmt, out if figure is None else None)
     if figure is not None:
-        _standard_figures(folder, figure, Path(out) if out is not None else folder / "figures", fmt)
+        _standard_figures(folder, figure, _figure_folder(out, folder, fmt), fmt)
         return
     from optbench import store
     from optbench.figures import facets
@@ -157,10 +157,12 @@ def plot_cmd(
     names = {k: (None if v == "none" else v) for k, v in (("hue", hue), ("col", col), ("row", row))}
     kind = "trace" if y in facets.TRACE_COLUMNS else "run"
     traces = store.read_traces(folder) if kind == "trace" else None
+    path = _plot_path(folder, out, fmt, y, x, names)
+    _check_overwrite(path)
     result = facets.facet_plot(
         runs,
         traces,
-        _plot_path(folder, out, fmt, y, x, names),
+        path,
         y=y,
         x=x,
         **names,
@@ -195,6 +197,44 @@ def _plot_path(folder: Path, out: str | None, fmt: str, y: str, x: str | None, n
         return Path(out) / name
     path = Path(out)
     return path if path.suffix else path.with_suffix(f".{fmt}")
+
+
+def _owner(folder: Path) -> str | None:
+    """The command whose results folder ``folder`` is, if it is one."""
+    from optbench.store.folder import folder_kind, our_manifest
+
+    manifest, _ = our_manifest(folder)
+    return folder_kind(manifest) if manifest else None
+
+
+def _check_overwrite(path: Path) -> None:
+    """`bench plot` writes over a file only if it drew it: a plot_* figure it drew before, never a results
+    folder's own files (lr-sweep's loss_vs_step.png) nor a file optbench did not draw."""
+    from optbench.figures.stamp import check_overwrite
+
+    owner = None if path.name.startswith("plot_") else _owner(path.parent)
+    check_overwrite(path, folder_of=owner)
+
+
+def _figure_folder(out: str | None, folder: Path, fmt: str) -> Path:
+    """``--figure``'s folder: DIR/figures, or --out, which must be a folder (not a file, not a results
+    folder whose own figures share the standard names) without figures optbench did not draw."""
+    from optbench.figures.stamp import written_by_optbench
+
+    if out is None:
+        target = folder / "figures"
+    else:
+        target = Path(out)
+        if target.suffix and not target.is_dir() and not out.endswith(("/", "\\")):
+            fail(f"--figure writes a folder of figures; --out {out} names a file (give a folder)")
+        owner = _owner(target)
+        if owner is not None:
+            fail(f"--out {out} is the {owner}'s results folder; --figure writes into a folder of its own")
+    if target.is_dir():
+        alien = [p for p in sorted(target.glob(f"*.{fmt}")) if not written_by_optbench(p)]
+        if alien:
+            fail(f"{alien[0]} exists and optbench did not draw it; give --out another folder")
+    return target
 
 
 def _format_of(fmt: str | None, out: str | None) -> str:

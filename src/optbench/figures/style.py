@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from optbench.errors import OptbenchError  # noqa: E402
+from optbench.figures import stamp  # noqa: E402
 
 FORMATS = ("png", "svg", "pdf")
 DPI = 120
@@ -258,19 +259,9 @@ def save(fig, path: Path) -> Path:
     if path.suffix.lstrip(".") not in FORMATS:
         raise OptbenchError(f"unknown figure format {path.suffix!r} for {path}; valid: {', '.join(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=_metadata(path))
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=stamp.metadata(path))
     plt.close(fig)
     return path
-
-
-def _metadata(path: Path) -> dict:
-    # Reproducible files: no creation date in SVG/PDF output.
-    suffix = path.suffix.lstrip(".")
-    if suffix == "svg":
-        return {"Date": None}
-    if suffix == "pdf":
-        return {"CreationDate": None}
-    return {}
 
 
 def legend_outside(ax, **kwargs) -> None:

@@ -22,7 +22,9 @@ class TextTable:
     def without(self, names: list[str]) -> TextTable:
         """The table less the columns named ``names`` (to fit a narrow terminal)."""
         keep = [i for i, (name, _) in enumerate(self.columns) if name not in names]
-        return TextTable(self.title, [self.columns[i] for i in keep], [[r[i] for i in keep] for r in self.rows])
+        return TextTable(
+            self.title, [self.columns[i] for i in keep], [[r[i] for i in keep] for r in self.rows]
+        )
 
 
 def num(value, digits: int = 3) -> str:
