@@ -261,9 +261,13 @@ def _standard_figures(folder: Path, figure: str, target: Path, fmt: str) -> None
         fail(f"figure {figure!r} does not apply to the data in {str(folder)!r}")
     for item in figures:
         typer.echo(f"figure: {item.path}" if item.path is not None else f"skipped: {item.caption}")
-    failed = [item for item in figures if item.path is None]
-    if failed:
-        fail(f"{len(failed)} of {len(figures)} figure(s) could not be drawn (skipped above)", 1)
+    # A figure that does not suit the data is skipped under --figure all (exit 0) and refused when asked
+    # for by name (exit 2); one that broke is an error either way (exit 1).
+    broken = [item for item in figures if item.path is None and not item.refused]
+    if broken:
+        fail(f"{len(broken)} of {len(figures)} figure(s) could not be drawn (skipped above)", 1)
+    if only is not None and all(item.path is None for item in figures):
+        fail(f"figure {figure!r} does not suit the data in {str(folder)!r} (skipped above)")
 
 
 COMMANDS = {"plot": plot_cmd}

@@ -235,8 +235,31 @@ def _panel_bounds(ax, panel, bounds: dict, colours: dict) -> bool:
 
 
 def sensitivity(runs, path: Path, bounds: dict | None = None, title: str | None = None) -> Path:
-    """``sensitivity_figure`` saved to ``path``."""
+    """``sensitivity_figure`` saved to ``path``; where no run finished with a positive loss (every run
+    diverged), one panel of x marks over the shaded region: that is the answer, not a missing figure."""
+    finished = runs[(runs["status"] == "ok") & (runs["final_loss"] > 0)]
+    if finished.empty:
+        return _nothing_finished(runs, path, title or "final loss vs learning rate")
     fig, _ = sensitivity_figure(runs, bounds, title)
+    return save(fig, path)
+
+
+def _nothing_finished(runs, path: Path, title: str) -> Path:
+    """Every lr tried, each an x in the shaded region: no loss to plot, so no y scale that would suggest one."""
+    lrs = np.unique(runs["lr"].to_numpy(dtype=float))
+    logx = bool(len(lrs)) and lrs.min() > 0 and lrs.max() / lrs.min() >= 10
+    fig, ax = plt.subplots(figsize=(7.5, 2.6))
+    ax.plot(lrs, np.ones(len(lrs)), "x", color="tab:red", ms=9, mew=2, label="diverged")
+    _lr_window(ax, lrs, None, logx)
+    ax.axvspan(*ax.get_xlim(), color="tab:red", alpha=0.08, label="diverged region")
+    if logx:
+        ax.set_xscale("log")
+        lr_ticks(ax, lrs)
+    ax.set_yticks([])
+    ax.set_ylabel("no final loss")
+    ax.set_xlabel(axis_label("lr") + (" (log scale)" if logx else ""))
+    ax.set_title(f"{title}: every run diverged")
+    legend_outside(ax)
     return save(fig, path)
 
 
@@ -329,12 +352,13 @@ def _mark_cell(ax, cell, i: int, j: int, value: float, norm, annotate: bool) -> 
                 (j - 0.5, i - 0.5), 1, 1, facecolor="mistyrose", edgecolor="tab:red", hatch="xx", lw=0.0
             )
         )
-        text, colour = "div", "tab:red"
+        text, colour = "div", "darkred"
     else:
         text = f"{value:.2g}" + (f"\n{n_div}/{n} div" if n_div else "")
         colour = "white" if norm(max(value, norm.vmin)) < 0.6 else "black"
-    if annotate:
-        ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=colour)
+    if annotate:  # on a white box where the cell is hatched, so the label never sits on the red lines
+        box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"} if text == "div" else None
+        ax.text(j, i, text, ha="center", va="center", fontsize=6.5, color=colour, bbox=box)
 
 
 def _heatmap_image(ax, values, lrs, moms, norm):

@@ -12,6 +12,7 @@ class Figure:
     name: str
     path: Path | None  # None: the figure could not be drawn, ``caption`` says why
     caption: str
+    refused: bool = False  # not drawn because it does not suit this data (too many panels), not an error
 
 
 @dataclass

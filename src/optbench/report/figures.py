@@ -47,8 +47,9 @@ class _Figures(list):
         try:
             path = fn()
         except Exception as err:  # noqa: BLE001 - shown in the report instead of the figure
-            text = str(err) if isinstance(err, OptbenchError) else f"{type(err).__name__}: {err}"
-            self.append(Figure(name, None, f"figure {name!r} not drawn: {text}"))
+            refused = isinstance(err, OptbenchError)
+            text = str(err) if refused else f"{type(err).__name__}: {err}"
+            self.append(Figure(name, None, f"figure {name!r} not drawn: {text}", refused))
             return
         if path is not None:
             self.append(Figure(name, Path(path), caption))
@@ -121,9 +122,11 @@ def _heatmap(ctx: _RunFigures):
     by = [c for c in ctx.by if c != "momentum"]
     groups = len(_groups(ctx.done, by))
     if groups > MAX_HEATMAP_PANELS:
+        axis = next(c for c in by if c != "optimizer") if len(by) > 1 else by[0]
+        value = ctx.done[axis].iloc[0]
         raise OptbenchError(
-            f"{groups} lr x momentum panels are too many (max {MAX_HEATMAP_PANELS}); draw a selection with "
-            "bench plot DIR --y final_loss --where ..."
+            f"{groups} lr x momentum panels are too many (max {MAX_HEATMAP_PANELS}); draw a selection, e.g. "
+            f"bench plot {ctx.results.folder} --y final_loss --hue momentum --where {axis}={value}"
         )
     title = ctx.titled("final loss over lr x momentum")
     return plots.lr_momentum_heatmap(ctx.done, ctx.path("heatmap_lr_momentum"), by=by, title=title)
@@ -196,7 +199,7 @@ def _run_figures(results: Results, outdir: Path, fmt: str, wanted, figures: _Fig
     # Captions name only what the figure shows: no red region where nothing diverged, no mean of one seed.
     diverged = bool((done["status"] == "diverged").any())
     seeds = done["seed"].nunique() > 1
-    if sweep and wanted("loss-vs-step"):
+    if results.experiment != "lr-find" and wanted("loss-vs-step"):  # any grid, one cell included
         caption = _CAPTIONS["loss-vs-step"]
         if by:
             caption = _CAPTIONS["loss-vs-step-grid"] + (_CAPTIONS["seeds"] if seeds else "")
