@@ -94,6 +94,51 @@ def test_sorted_top_k_and_sort_columns(sweep_runs):
         summary(sweep_runs, top=0)
 
 
+def test_ties_of_diverged_and_lr_go_to_the_lower_final_loss(sweep_runs):
+    """sgd comes first in grid order; on a tie in --sort diverged or lr the lower final loss wins."""
+    by_lr = summary(sweep_runs, sort="lr")
+    assert list(zip(by_lr["lr"], by_lr["optimizer"], strict=True))[:2] == [(0.01, "adam"), (0.01, "sgd")]
+    by_diverged = summary(sweep_runs, sort="diverged")
+    assert (by_diverged["optimizer"].iloc[0], by_diverged["lr"].iloc[0]) == ("adam", 0.01)  # loss 0.015
+    clean = by_diverged[by_diverged["diverged"] == 0]["final_loss"]
+    assert clean.is_monotonic_increasing
+
+
+def test_a_sort_column_no_run_has_is_refused_naming_those_it_has(sweep_runs):
+    with pytest.raises(Exception, match="no run here has a final_val_acc") as err:
+        summary(sweep_runs, sort="final_val_acc")
+    assert str(err.value).endswith("valid here: final_loss, best_loss, wall_time_s, diverged, lr")
+
+
+def two_problem_runs():
+    """quadratic and rosenbrock, sgd and adam, 6 lrs: the quadratic's losses are all lower."""
+    rows = []
+    for problem, scale in (("quadratic", 1e-6), ("rosenbrock", 1.0)):
+        for optimizer in ("sgd", "adam"):
+            for lr in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3):
+                rows.append((problem, optimizer, lr, None, 0, "ok", scale * (1 + lr)))
+    return make_runs(rows)
+
+
+def test_the_top_table_ranks_within_each_problem():
+    """Losses of different problems are not comparable: the top 10 of two problems are the best 5 of each,
+    problem first, ranked 1..5 within it (the 10 lowest losses are all the quadratic's)."""
+    from optbench.report.answer import top_table
+
+    table = summary(two_problem_runs())
+    assert table.head(10)["problem"].eq("quadratic").all()  # the trap: one problem's rows only
+    shown = top_table(table, 10, "final_loss")
+    names = [name for name, _ in shown.columns]
+    assert names[:2] == ["problem", "#"]
+    assert [(row[0], row[1]) for row in shown.rows] == [
+        (problem, str(rank)) for problem in ("quadratic", "rosenbrock") for rank in range(1, 6)
+    ]
+    assert shown.title == "top 5 per problem of 24 settings by final_loss"
+    losses = [float(row[names.index("final loss")]) for row in shown.rows if row[0] == "rosenbrock"]
+    assert losses == sorted(losses) and losses[0] == pytest.approx(1.001, rel=1e-3)
+    assert len(top_table(table, 3, "final_loss").rows) == 4  # ceil(3 / 2) each: every problem shown
+
+
 def test_accuracy_sorts_highest_first():
     runs = make_runs(
         [("mlp-classification", "adam", lr, None, 0, "ok", 1.0, acc) for lr, acc in ((0.01, 0.5), (0.1, 0.9))]
@@ -239,6 +284,72 @@ def test_bench_summary_bad_input(cli, folder, tmp_path):
     assert fmt.exit_code == 2 and "unknown --format 'xml'" in fmt.stderr
 
 
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+@pytest.mark.parametrize("top", ["0", "-1"])
+def test_bench_summary_refuses_a_top_below_one_in_every_format(cli, folder, fmt, top):
+    result = cli("summary", folder, "--top", top, "--format", fmt)
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: --top must be >= 1, got {top}"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_bench_summary_refuses_a_sort_column_the_folder_lacks(cli, folder, fmt):
+    result = cli("summary", folder, "--sort", "final_val_acc", "--format", fmt)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert (
+        result.stderr.count("\n") == 1 and "valid here: final_loss, best_loss, wall_time_s" in result.stderr
+    )
+
+
+def test_bench_summary_by_takes_comma_lists_once_each(cli, folder):
+    twice = cli("summary", folder, "--by", "optimizer", "--by", "optimizer")
+    assert twice.exit_code == 0, twice.output
+    header = next(line for line in twice.stdout.splitlines() if "final loss" in line)
+    assert header.split().count("optimizer") == 1
+    listed = cli("summary", folder, "--by", "optimizer,momentum", "--by", "momentum")
+    assert listed.exit_code == 0, listed.output
+    assert "best per optimizer, momentum (" in listed.stdout
+    assert settings_table(load_folder(folder), by=["lr", "lr"]).attrs["by"] == ["lr"]
+
+
+def test_a_title_is_a_line_of_its_own_never_wrapped_at_the_table_width():
+    """A rich Table wraps its title at the table's width ("top 10 of 10 settings by⏎final_loss")."""
+    from rich.console import Console
+
+    from optbench.cli.summary import fitted_table
+    from optbench.report.answer import TextTable
+
+    narrow = TextTable(
+        "top 3 of 3 settings by final_loss (a title wider than the table)",
+        [("#", True), ("lr", True)],
+        [["1", "0.1"], ["2", "0.01"], ["3", "1"]],
+    )
+    console = Console(width=160, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    fitted_table(console, narrow)
+    lines = console.export_text().splitlines()
+    assert lines[0] == narrow.title
+    console = Console(width=30, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    fitted_table(console, narrow)
+    assert console.export_text().splitlines()[0] == narrow.title[:29] + "…"  # cut, not wrapped
+
+
+def test_bench_summary_piped_prints_each_title_on_one_line(cli, folder):
+    text = cli("summary", folder).stdout
+    assert "best per optimizer (lowest mean final loss, all seeds ok)\n" in text
+    assert "top 10 of 28 settings by final_loss\n" in text
+
+
+def test_bench_grid_refuses_a_sort_column_its_runs_lack_and_keeps_them(cli, tmp_path):
+    """A grid cannot know before it runs whether its problems measure val accuracy: it ranks when it ends,
+    and refuses there (one line, exit 2); the runs it made are committed."""
+    out = tmp_path / "g"
+    result = cli(
+        "grid", "--lr", "0.1", "--steps", "3", "--sort", "final_val_acc", "--no-progress", "--out", out
+    )
+    assert result.exit_code == 2 and "no run here has a final_val_acc" in result.stderr
+    assert len(load_folder(out)) == 1
+
+
 def test_bench_grid_refuses_a_bad_sort_before_running(cli, tmp_path):
     result = cli("grid", "--lr", "0.1", "--sort", "speed", "--out", tmp_path / "g")
     assert result.exit_code == 2 and "unknown --sort 'speed'" in result.stderr
@@ -272,6 +383,52 @@ def test_version_and_short_help(cli):
 def test_metavars_read_like_typers(cli, command):
     text = cli(command, "--help").stdout
     assert not re.search(r"<(bool|str|int|float|path|list\[\w+\])>", text, re.IGNORECASE), text
+
+
+@pytest.mark.parametrize(
+    ("command", "argument"),
+    [
+        ("plot", "DIR"),
+        ("summary", "DIR"),
+        ("report", "DIR"),
+        ("verify", "DIR"),
+        ("export", "DIR"),
+        ("list", "KIND"),
+    ],
+)
+def test_usage_lines_name_arguments_without_braces(cli, command, argument):
+    usage = next(line for line in cli(command, "-h").stdout.splitlines() if "Usage:" in line)
+    assert usage.split() == ["Usage:", "bench", command, "[OPTIONS]", argument]
+
+
+def _help_paragraphs(text: str | None) -> list[str]:
+    return [" ".join(p.split()) for p in (text or "").split("\n\n") if p.strip()]
+
+
+def test_help_paragraphs_flow_in_a_wide_terminal(cli, monkeypatch):
+    """A docstring's line breaks are not kept: in a terminal wide enough, each paragraph is one line."""
+    from optbench.cli.app import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    listing = [" ".join(line.strip("│ ").split()) for line in cli("-h").stdout.splitlines()]
+    for info in app.registered_commands:
+        first = _help_paragraphs(info.callback.__doc__)[0]
+        assert any(line.endswith(first) for line in listing), first
+    for name in ("grid", "summary", "plot", "lr-sweep"):
+        lines = [" ".join(line.split()) for line in cli(name, "-h").stdout.splitlines()]
+        callback = next(i.callback for i in app.registered_commands if i.name == name)
+        for paragraph in _help_paragraphs(callback.__doc__):
+            assert paragraph in lines, paragraph
+
+
+def test_plot_figure_help_lists_every_standard_figure(cli, monkeypatch):
+    """Its help and its error message (``FIGURE_NAMES``) name the same figures."""
+    from optbench.report.figures import FIGURE_NAMES
+
+    monkeypatch.setenv("COLUMNS", "400")
+    text = " ".join(cli("plot", "-h").stdout.split())
+    listed = re.search(r"Draw a standard figure instead: (.+?), or all\.", text).group(1).split(", ")
+    assert listed == list(FIGURE_NAMES)
 
 
 def test_bench_list_shows_no_markup(cli):

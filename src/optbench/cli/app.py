@@ -5,6 +5,7 @@ until a command runs, so ``bench --help`` answers instantly.
 
 from __future__ import annotations
 
+import inspect
 import typing
 from pathlib import Path
 from typing import Annotated
@@ -41,8 +42,31 @@ def classic_metavar(annotation) -> str | None:
     return _METAVARS.get(annotation)
 
 
+def flowing(text: str | None) -> str | None:
+    """Help text whose paragraphs flow: the line breaks of a docstring are not kept inside a paragraph
+    (Typer's rich mode keeps them in every paragraph but a command's first, so a wide terminal showed
+    lines broken mid-sentence). A paragraph that starts with \\b (click's "keep as written") is kept."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
+def _usage_name(argument) -> str:
+    """An argument as click writes it in the usage line: DIR, [DIR] when optional (Typer 0.29 writes a
+    required one as {DIR})."""
+    name = argument.metavar or argument.name.upper()
+    name = name if argument.required else f"[{name}]"
+    return name + "..." * (argument.nargs != 1)
+
+
 class _ClassicMetavars:
-    """Help pages with classic metavars: every parameter without a metavar of its own gets one."""
+    """Help pages as click writes them: classic metavars (every parameter without a metavar of its own gets
+    one), arguments without braces in the usage line, paragraphs that flow."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help = flowing(self.help)
 
     def get_params(self, ctx):
         params = super().get_params(ctx)
@@ -53,6 +77,7 @@ class _ClassicMetavars:
                 metavar = ""
             if isinstance(param, typer.core.TyperArgument):
                 param.metavar = param.metavar or param.name.upper()  # Usage: bench list [OPTIONS] KIND
+                param._usage_display_name = lambda param=param: _usage_name(param)
                 if metavar is not None:
                     param.display_type_rich = lambda ctx, text=metavar: text
             elif param.metavar is None and metavar is not None:

@@ -19,7 +19,9 @@ VIEW = {
 
 @handle_errors
 def export_cmd(
-    folder: Annotated[Path, typer.Argument(help="A results folder (grid, lr-sweep, lr-find).")],
+    folder: Annotated[
+        Path, typer.Argument(help="A results folder (grid, lr-sweep, lr-find).", metavar="DIR")
+    ],
     to: Annotated[
         str, typer.Option("--to", help="csv, tensorboard (extra: tensorboard) or mlflow (extra: mlflow).")
     ],

@@ -116,13 +116,20 @@ MaxCellsOption = Annotated[
     typer.Option(help="Refuse a grid of more cells than this (a typo in an axis can ask for billions)."),
 ]
 TopOption = Annotated[
-    int, typer.Option(help="Settings in the closing top-K table (all: bench summary OUT).", metavar="K")
+    int,
+    typer.Option(
+        help="Settings in the closing top-K table; where problems differ, the best ceil(K/n) of each of the n "
+        "(all: bench summary OUT).",
+        metavar="K",
+    ),
 ]
 SortOption = Annotated[
     str,
     typer.Option(
         help="Column the closing table ranks on: final_loss, best_loss, final_val_loss, "
-        "final_val_acc (highest first), wall_time_s, diverged or lr.",
+        "final_val_acc (highest first), wall_time_s, diverged or lr; ties go to the lower final loss. "
+        "A column no run has (val loss and accuracy need a held-out set) is refused when the grid ends; "
+        "its runs are kept.",
         metavar="COLUMN",
     ),
 ]

@@ -96,7 +96,7 @@ FigureOption = Annotated[
     typer.Option(
         help="Draw a standard figure instead: loss-vs-step, "
         "sensitivity, heatmap, trajectories, lr-schedules, schedules, "
-        "lr-find, init-std, init-gains, amp, or all.",
+        "lr-find, init-std, init-gains, amp, amp-scaling, sharpness, or all.",
         metavar="NAME",
     ),
 ]

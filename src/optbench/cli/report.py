@@ -12,7 +12,9 @@ from optbench.cli.common import check_results_folder, fail, handle_errors
 
 @handle_errors
 def report_cmd(
-    folder: Annotated[Path, typer.Argument(help="Results folder of any bench command.", show_default=False)],
+    folder: Annotated[
+        Path, typer.Argument(help="Results folder of any bench command.", metavar="DIR", show_default=False)
+    ],
     fmt: Annotated[
         str,
         typer.Option(

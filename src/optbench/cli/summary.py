@@ -27,7 +27,8 @@ def summary_cmd(
     top: Annotated[
         int | None,
         typer.Option(
-            help=f"Settings in the ranked table (default: {TOP_DEFAULT} for table, all for csv/json).",
+            help=f"Settings in the ranked table (default: {TOP_DEFAULT} for table, all for csv/json); in "
+            "the table, where problems differ, the best ceil(K/n) of each of the n.",
             metavar="K",
             show_default=False,
         ),
@@ -35,8 +36,8 @@ def summary_cmd(
     by: Annotated[
         list[str] | None,
         typer.Option(
-            help="Axis the best setting is found per (repeatable), e.g. --by optimizer --by width. "
-            "Default: optimizer, plus problem, scheduler and loss where they vary.",
+            help="Axes the best setting is found per (repeatable, or comma-separated), e.g. "
+            "--by optimizer,width. Default: optimizer, plus problem, scheduler and loss where they vary.",
             metavar="AXIS",
             show_default=False,
         ),
@@ -45,7 +46,8 @@ def summary_cmd(
         str,
         typer.Option(
             help="Column the ranking sorts on: final_loss, best_loss, final_val_loss, final_val_acc "
-            "(highest first), wall_time_s, diverged or lr.",
+            "(highest first), wall_time_s, diverged or lr; ties go to the lower final loss. A column no "
+            "run in DIR has is refused.",
             metavar="COLUMN",
         ),
     ] = "final_loss",
@@ -60,20 +62,29 @@ def summary_cmd(
     diverged and invalid counts, val accuracy), then the top settings.
 
     csv and json print the settings table of optbench.summary(DIR): one row per setting, sorted."""
-    from optbench.grid.summary import load_runs, summary
+    from optbench.grid.summary import check_sort, load_runs, summary
 
     if fmt not in FORMATS:
         fail(f"unknown --format {fmt!r}; valid: {', '.join(FORMATS)}")
+    check_sort(sort, top)  # --top 0 or -1 is refused in every format, as `bench grid` refuses it
     if not folder.is_dir():
         fail(f"results folder {str(folder)!r} does not exist")
     runs = load_runs(folder)
+    by = split_commas(by)
     if fmt == "table":
         table = summary(runs, by=by, sort=sort)
-        print_summary(_console(), runs, table, folder, top=top or TOP_DEFAULT, sort=sort)
+        print_summary(_console(), runs, table, folder, top=TOP_DEFAULT if top is None else top, sort=sort)
         return
     table = summary(runs, by=by, sort=sort, top=top)
     text = table.to_csv(index=False) if fmt == "csv" else table.to_json(orient="records", indent=1)
     typer.echo(text.rstrip("\n"))
+
+
+def split_commas(values: list[str] | None) -> list[str] | None:
+    """``--by optimizer,momentum --by width`` -> [optimizer, momentum, width] (None when not given)."""
+    if not values:
+        return None
+    return [item.strip() for value in values for item in value.split(",") if item.strip()] or None
 
 
 def _console():
@@ -89,14 +100,13 @@ def _console():
 
 
 def rich_table(text, widths: list[int]):
-    """A rich table with these column widths: number columns get their widest cell (never cut or
-    wrapped), text columns may be narrower and end in an ellipsis."""
+    """A rich table (without its title: ``fitted_table`` prints that as a line of its own) with these column
+    widths: number columns get their widest cell (never cut or wrapped), text columns may be narrower and
+    end in an ellipsis."""
     from rich import box
     from rich.table import Table
 
     table = Table(
-        title=text.title,
-        title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         padding=(0, 1),
@@ -141,9 +151,11 @@ def fit(text, width: int):
 
 
 def fitted_table(console, text) -> None:
-    """Print ``text`` as a table that fits the terminal, saying which columns it left out."""
+    """Print ``text`` as a table that fits the terminal, saying which columns it left out. The title is a
+    line of its own, cut at the terminal's width: a table's title would wrap at the table's width."""
     width = console.width
     shown, widths, left_out, overflow = fit(text, width)
+    console.print(text.title, markup=False, highlight=False, no_wrap=True, overflow="ellipsis")
     console.width = width + overflow  # rich would cut a number to fit; the terminal wraps it whole instead
     try:
         console.print(rich_table(shown, widths))

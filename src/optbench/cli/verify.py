@@ -16,7 +16,9 @@ from optbench.cli.common import handle_errors
 
 @handle_errors
 def verify_cmd(
-    folder: Annotated[Path, typer.Argument(help="Results folder of any bench command.", show_default=False)],
+    folder: Annotated[
+        Path, typer.Argument(help="Results folder of any bench command.", metavar="DIR", show_default=False)
+    ],
     repair: Annotated[
         bool,
         typer.Option(

@@ -136,7 +136,7 @@ def settings_table(runs, by: list[str] | None = None):
     fixed, where every seed finished ok (a range that touches the grid's edge may go on beyond it).
     """
     frame = axis_frame(runs)
-    by = list(by) if by else default_by(frame)
+    by = list(dict.fromkeys(by)) if by else default_by(frame)  # --by optimizer --by optimizer: once
     unknown = [c for c in by if c not in frame.columns or c not in AXIS_ORDER]
     if unknown:
         valid = [c for c in AXIS_ORDER if c in frame.columns]
@@ -199,15 +199,21 @@ def _stable_lr_range(table, index, axes: list[str]) -> tuple[float, float]:
     return float(lrs[lo]), float(lrs[hi])
 
 
+def comparable_axes(table) -> list[str]:
+    """The axes whose values make losses incomparable (problem, loss function) that vary in ``table``:
+    settings are ranked within each combination of them, never across."""
+    return [c for c in ("problem", "loss") if c in table.columns and _as_text(table[c]).nunique() > 1]
+
+
 def sort_settings(table, sort: str = "final_loss"):
-    """The settings table sorted best first on ``sort`` (within each problem when problems differ: their
-    losses are not comparable); settings without a value (every seed diverged) last."""
+    """The settings table sorted best first on ``sort`` within each problem (and loss function) when they
+    differ: their losses are not comparable. Ties (``diverged``, ``lr``) go to the lower final loss;
+    settings without a value (every seed diverged) last."""
     check_sort(sort)
-    ascending = sort not in HIGHER_IS_BETTER
-    keys = (["problem"] if table["problem"].nunique() > 1 else []) + [sort]
-    ordered = table.sort_values(
-        keys, ascending=[True] * (len(keys) - 1) + [ascending], na_position="last", kind="stable"
-    )
+    keys = comparable_axes(table) + [sort] + (["final_loss"] if sort != "final_loss" else [])
+    ascending = [True] * len(keys)
+    ascending[keys.index(sort)] = sort not in HIGHER_IS_BETTER
+    ordered = table.sort_values(keys, ascending=ascending, na_position="last", kind="stable")
     ordered = ordered.reset_index(drop=True)
     ordered.attrs = dict(table.attrs)
     return ordered
@@ -221,6 +227,25 @@ def check_sort(sort: str, top: int | None = None) -> None:
         raise OptbenchError(f"--top must be >= 1, got {top}")
 
 
+# Always there to rank on, even when every run diverged (final_loss: the default, "-" throughout).
+ALWAYS_SORTABLE = ("final_loss", "diverged", "lr")
+
+
+def sortable_columns(table) -> list[str]:
+    """The ``SORT_COLUMNS`` these settings have a value in (val loss, accuracy: a held-out set only)."""
+    return [c for c in SORT_COLUMNS if c in ALWAYS_SORTABLE or bool(table[c].notna().any())]
+
+
+def check_sort_values(table, sort: str) -> None:
+    """Refuse to rank on a column no setting has a value in (it would list the grid in its own order)."""
+    valid = sortable_columns(table)
+    if sort not in valid:
+        raise OptbenchError(
+            f"--sort {sort!r}: no run here has a {sort} (only problems with a held-out set measure it); "
+            f"valid here: {', '.join(valid)}"
+        )
+
+
 def summary(results, *, by: list[str] | None = None, top: int | None = None, sort: str = "final_loss"):
     """The settings of a grid, best first: ``settings_table`` sorted on ``sort``, the first ``top`` rows.
 
@@ -230,7 +255,9 @@ def summary(results, *, by: list[str] | None = None, top: int | None = None, sor
     """
     check_sort(sort, top)
     runs = load_runs(results) if isinstance(results, (str, Path)) else results
-    table = sort_settings(settings_table(runs, by), sort)
+    table = settings_table(runs, by)
+    check_sort_values(table, sort)
+    table = sort_settings(table, sort)
     return table.head(top) if top is not None else table
 
 

@@ -102,17 +102,33 @@ SORT_HEADERS = {"best_loss": "best loss", "final_val_loss": "val loss", "wall_ti
 
 def top_table(table, top: int, sort: str) -> TextTable:
     """The first ``top`` settings of the sorted table: rank, the varying axes, loss (and the column it is
-    sorted on), diverged seeds, val accuracy."""
-    varying = _varying(table)
+    sorted on), diverged seeds, val accuracy. Where problems (or loss functions) differ, whose losses are
+    not comparable, the first ceil(top / n) of each of the n, problem (and loss) first, ranked within."""
+    from optbench.grid.summary import comparable_axes
+
+    groups = comparable_axes(table)
+    varying = [c for c in _varying(table) if c not in groups]
     acc = bool(table["final_val_acc"].notna().any())
     ranked_on = [sort] if sort in SORT_HEADERS else []
-    columns = [("#", True)] + [(c, _is_numeric(table, c)) for c in varying] + [("final loss", True)]
+    columns = [(c, _is_numeric(table, c)) for c in groups] + [("#", True)]
+    columns += [(c, _is_numeric(table, c)) for c in varying] + [("final loss", True)]
     columns += [(SORT_HEADERS[c], True) for c in ranked_on]
     columns += [("diverged", True)] + [("val acc", True)] * acc
-    shown = table.head(top)
+    parts = [table]
+    if groups:
+        parts = [
+            part for _, part in table.groupby([table[c].astype(object).map(str) for c in groups], sort=False)
+        ]
+    each = math.ceil(top / len(parts))
     rows = []
-    for rank, (_, row) in enumerate(shown.iterrows(), 1):
-        cells = [str(rank)] + [_cell(row[c]) for c in varying] + [loss_text(row)]
-        cells += [num(row[c]) for c in ranked_on] + [f"{int(row['diverged'])}/{int(row['seeds'])}"]
-        rows.append(cells + [num(row["final_val_acc"])] * acc)
-    return TextTable(f"top {len(shown)} of {len(table)} settings by {sort}", columns, rows)
+    for part in parts:
+        for rank, (_, row) in enumerate(part.head(each).iterrows(), 1):
+            cells = [_cell(row[c]) for c in groups] + [str(rank)] + [_cell(row[c]) for c in varying]
+            cells += [loss_text(row)] + [num(row[c]) for c in ranked_on]
+            cells += [f"{int(row['diverged'])}/{int(row['seeds'])}"]
+            rows.append(cells + [num(row["final_val_acc"])] * acc)
+    if groups:
+        title = f"top {each} per {', '.join(groups)} of {len(table)} settings by {sort}"
+    else:
+        title = f"top {len(rows)} of {len(table)} settings by {sort}"
+    return TextTable(title, columns, rows)
