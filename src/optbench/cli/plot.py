@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from optbench.cli.common import check_results_folder, fail, handle_errors
+from optbench.figures.names import STANDARD_FIGURES
 
 FolderArgument = Annotated[
     Path,
@@ -94,9 +95,7 @@ WhereOption = Annotated[
 FigureOption = Annotated[
     str | None,
     typer.Option(
-        help="Draw a standard figure instead: loss-vs-step, "
-        "sensitivity, heatmap, trajectories, lr-schedules, schedules, "
-        "lr-find, init-std, init-gains, amp, amp-scaling, sharpness, or all.",
+        help=f"Draw a standard figure instead: {', '.join(STANDARD_FIGURES)}, or all.",
         metavar="NAME",
     ),
 ]

@@ -6,25 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optbench.errors import OptbenchError
+from optbench.figures.names import STANDARD_FIGURES
 from optbench.figures.style import check_format
 from optbench.report.document import Figure
 from optbench.report.load import Results, config_of
 from optbench.report.tables import _groups, analytic_bounds, varying
 
-FIGURE_NAMES = (
-    "loss-vs-step",
-    "sensitivity",
-    "heatmap",
-    "trajectories",
-    "lr-schedules",
-    "schedules",
-    "lr-find",
-    "init-std",
-    "init-gains",
-    "amp",
-    "amp-scaling",
-    "sharpness",
-)
+FIGURE_NAMES = STANDARD_FIGURES
 
 
 MAX_HEATMAP_PANELS = 12
