@@ -4,7 +4,8 @@ stay distinct, axis labels, size bounds, layout helpers and ``save`` (the format
 Colours are stable per registry name (``name_color``) so one optimizer has one colour in every figure,
 whatever its arguments (``steplr`` and ``steplr(step_size=50)`` share steplr's colour; a figure that shows
 both tells them apart by line style). Ordered values such as lr use a sequential colormap by rank
-(``value_colors``). Every figure module takes its colours from here; there is no other palette.
+(``value_colors``), or, where lines must stay apart within a panel (``bench plot``), the palette in sorted
+order (``distinct_colors``). Every figure module takes its colours from here; there is no other palette.
 """
 
 from __future__ import annotations
@@ -28,37 +29,55 @@ DPI = 120
 # No figure is larger than this (inches; at DPI 120: 1920 x 1440 px), however large the grid.
 MAX_FIGSIZE = (16.0, 12.0)
 
-# 20 colours that stay distinguishable as lines on white: tab10, then ten darker, different hues.
-PALETTE = tuple(plt.get_cmap("tab10").colors) + tuple(
+# 24 colours that stay apart as lines on white, and apart from the grey of the context lines, the dark
+# grey of an optimizer's default and the black of the divergence marks: tab10 without its grey, then 15
+# hues picked greedily (each the farthest in CIELAB from all before it). Every pair differs by at least
+# ``MIN_COLOUR_DISTANCE`` (ΔE*ab; 2.3 is a just noticeable difference), so no two lines of a panel look alike.
+PALETTE = tuple(c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7) + tuple(
     matplotlib.colors.to_rgb(c)
     for c in (
-        "#000075",
-        "#800000",
-        "#008080",
-        "#000000",
-        "#c9a400",
-        "#7570b3",
-        "#1b9e77",
-        "#f032e6",
-        "#6b4226",
-        "#4b8b3b",
+        "#0000ff",
+        "#ff1eff",
+        "#3c0fa5",
+        "#4b5a00",
+        "#f0b478",
+        "#ff0078",
+        "#78004b",
+        "#00785a",
+        "#0078ff",
+        "#965a00",
+        "#ff8787",
+        "#a5c378",
+        "#b400a5",
+        "#00d296",
+        "#002d78",
     )
 )
+MIN_COLOUR_DISTANCE = 25.0  # ΔE*ab between any two coloured lines of one panel
 GREY = (0.62, 0.62, 0.62)  # context lines: the runs not highlighted
+DEFAULT_COLOUR = (0.25, 0.25, 0.25)  # a hue value of None: the optimizer's default (momentum none)
+MARK_COLOUR = (0.0, 0.0, 0.0)  # divergence marks: one neutral colour, whichever lines they end
 # Precisions keep one colour each in every figure (the AMP bars, a precision axis of a grid).
 PRECISION_COLORS = {"fp32": "#9e9e9e", "fp16": "#1f77b4", "bf16": "#ff7f0e"}
-# Line styles that stay apart at 1.5 pt: solid, dashed, dotted, dash-dot, then longer patterns.
+# Legend handles are this many font sizes long (8 pt text: 32 pt); every dash pattern below shows one whole
+# period, gap included, within it at the lines' width (patterns are in units of the line width, 1.6 pt).
+HANDLE_LENGTH = 4.0
+# Line styles that stay apart at 1.6 pt and in a legend handle: solid, dashed, dotted, dash-dot, long
+# dashes, dash-dot-dot, sparse short dashes, long dash-dot.
 DASHES = (
     "-",
-    (0, (5, 2)),
+    (0, (4, 2)),
     (0, (1, 1.5)),
-    (0, (6, 2, 1, 2)),
-    (0, (10, 3)),
-    (0, (3, 1, 1, 1, 1, 1)),
-    (0, (2, 4)),
-    (0, (8, 2, 2, 2, 2, 2)),
+    (0, (5, 1.5, 1, 1.5)),
+    (0, (9, 3)),
+    (0, (4, 1.5, 1, 1.5, 1, 1.5)),
+    (0, (1.5, 4)),
+    (0, (9, 2, 1, 2, 1, 2)),
 )
 MARKERS = (None, "o", "s", "^")  # a second style dimension, used only past len(DASHES) styles
+# Lines of one point each (a per-run y at one x) show no dash: their style is a marker shape instead ("x" and
+# "v" are left out: they mark divergence and underflow).
+POINT_MARKERS = ("o", "s", "^", "D", "P", "*", "h", "<", ">", "p")
 # Names people compare most often come first, so they get the clearest tab10 colours; every other
 # registry name follows in sorted order (names of one kind never share a colour).
 _PREFERRED = {
@@ -170,7 +189,7 @@ def base_name(name) -> str:
 def name_color(name: str):
     """The same colour for the same registry name in every figure, whatever the spec's arguments.
 
-    Registry names take the colour of their position in their registry (common names first; 20 colours
+    Registry names take the colour of their position in their registry (common names first; 24 colours
     and no registry has more entries, so two optimizers never share one); anything else (an import path)
     is hashed into the same palette.
     """
@@ -196,6 +215,51 @@ def value_colors(values) -> dict:
         span = max(1, len(unique) - 1)
         return {v: cmap(0.9 * i / span) for i, v in enumerate(unique)}
     return spec_colors(unique)
+
+
+def lab(colour) -> np.ndarray:
+    """CIELAB (D65) of an sRGB colour or an array of them (last axis RGB[A]): L* 0 (black) to 100 (white)."""
+    rgb = np.asarray(colour, dtype=float)[..., :3]
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    to_xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = linear @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def colour_distance(a, b) -> float:
+    """ΔE*ab: the Euclidean distance of two colours in CIELAB."""
+    return float(np.linalg.norm(lab(matplotlib.colors.to_rgb(a)) - lab(matplotlib.colors.to_rgb(b))))
+
+
+def _apart(colours) -> bool:
+    """No two of ``colours`` (nor one and the grey, dark grey or black the figures reserve) look alike."""
+    points = lab(
+        np.array([matplotlib.colors.to_rgb(c) for c in [*colours, GREY, DEFAULT_COLOUR, MARK_COLOUR]])
+    )
+    gaps = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    gaps[np.diag_indices(len(points))] = np.inf
+    return bool(gaps[: len(colours)].min() >= MIN_COLOUR_DISTANCE) if len(colours) else True
+
+
+def distinct_colors(values) -> dict:
+    """A colour per value such that every two differ by at least ``MIN_COLOUR_DISTANCE``.
+
+    Registry names keep their ``spec_colors`` where those stay apart (one optimizer, one colour in every
+    figure); otherwise (numbers, shades or hashed names that come close, a precision's grey) the values take
+    ``PALETTE`` in sorted order, so the legend reads in order and a value has one colour in all panels. More
+    values than ``PALETTE`` has colours raise OptbenchError: no two lines may look alike."""
+    unique = sorted(set(values), key=sort_key)
+    if len(unique) > len(PALETTE):
+        raise OptbenchError(
+            f"{len(unique)} colours needed but only {len(PALETTE)} stay distinct; name the varying columns "
+            "with --hue/--col/--row, lower --top or narrow the runs with --where"
+        )
+    if unique and not any(_is_number(v) for v in unique):
+        named = spec_colors(unique)
+        if _apart(list(named.values())):
+            return named
+    return {v: PALETTE[i] for i, v in enumerate(unique)}
 
 
 _SHADES = (0.0, -0.45, 0.45, -0.7, 0.25, -0.25)  # <0: towards black, >0: towards white
@@ -228,6 +292,18 @@ def line_styles(keys) -> dict:
             "with --hue/--col/--row or narrow the runs with --where"
         )
     return {key: (DASHES[i % len(DASHES)], MARKERS[i // len(DASHES)]) for i, key in enumerate(keys)}
+
+
+def marker_styles(keys) -> dict:
+    """A distinct ("none", marker shape) per key, in order, for lines of one point each (a dash would not
+    show); more than ``len(POINT_MARKERS)`` keys raise OptbenchError."""
+    keys = list(dict.fromkeys(keys))
+    if len(keys) > len(POINT_MARKERS):
+        raise OptbenchError(
+            f"{len(keys)} marker shapes needed (every line is one point) but only {len(POINT_MARKERS)} stay "
+            "distinct; name the varying columns with --hue/--col/--row or narrow the runs with --where"
+        )
+    return {key: ("none", POINT_MARKERS[i]) for i, key in enumerate(keys)}
 
 
 def bounded_figsize(width: float, height: float) -> tuple[float, float]:

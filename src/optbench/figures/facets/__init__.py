@@ -9,7 +9,11 @@ like the lr (``grid.summary.axis_frame``), so ``--hue width`` works.
 Defaults from the data (every one can be named instead):
 
 - panels: ``col`` = optimizer, ``row`` = problem, else scheduler, else loss (where they vary);
-- ``hue`` = the remaining axis with the most values (colour); the other remaining axes set the line style;
+- ``hue`` = the remaining axis with the most values (colour); the other remaining axes set the line style
+  (a marker shape instead where every line is one point, e.g. a per-run y at one lr);
+- colours from ``style.PALETTE`` in sorted order (``style.distinct_colors``; registry names keep their own
+  colour where it stays apart): every two colours of the figure differ by ``style.MIN_COLOUR_DISTANCE`` in
+  CIELAB and none is the grey of the context lines; a value has one colour in every panel;
 - ``logy`` for losses and norms, ``logx`` for an lr axis spanning 10x or more;
 - at most ``top`` lines per panel in colour: the best by final loss (mean over seeds where every seed
   finished; a diverged setting ranks last); the other settings are drawn thin and grey, and the legend
@@ -22,9 +26,10 @@ bands are ×/÷ the geometric standard deviation (``std``) or exp(mean log ± t�
 band never reaches zero or below. ``range`` spans min to max over the seeds; ``none`` draws no band.
 Bands need two seeds; values ≤ 0 are left out on a log axis.
 
-Limits. One y range for every panel, from all plotted lines: the top sits x3 (log) or 10 % (linear)
-above the highest line of a setting that finished; a diverging line is cut where it crosses the top and
-marked with an x there. Figures stay within ``style.MAX_FIGSIZE`` however many panels; more than
+Limits. One y range for every panel, from all plotted lines, except where the rows (cols) are problems or
+losses, whose values are not comparable: then one range per row (col). The top sits x3 (log) or 10 %
+(linear) above the highest line of a setting that finished; a diverging line is cut where it crosses the
+top and marked there with a black x (one neutral colour: overlapping marks claim no line's colour). Figures stay within ``style.MAX_FIGSIZE`` however many panels; more than
 ``MAX_PANELS`` panels, or a hue that is also a panel axis, is refused with one line.
 """
 

@@ -47,10 +47,24 @@ class FacetResult:
     spec: FacetSpec | None = None
     panels: list = field(default_factory=list)  # (row value, col value) of each drawn axes, in fig.axes order
     colours: dict = field(default_factory=dict)  # hue value -> colour of the highlighted lines
+    shape: tuple[int, int] = (
+        1,
+        1,
+    )  # (rows, cols) of the drawn grid: 4 col panels without a row wrap to 2 x 2
 
     @property
     def n_axes(self) -> int:
         return len(self.rows) * len(self.cols)
+
+    @property
+    def layout(self) -> str:
+        """What is drawn: ``2 x 2 panels``, or ``5 panels on 2 x 3`` where the last row is not full."""
+        rows, cols = self.shape
+        return (
+            f"{rows} x {cols} panels"
+            if rows * cols == self.n_axes
+            else f"{self.n_axes} panels on {rows} x {cols}"
+        )
 
 
 def _numeric(frame, column: str) -> bool:

@@ -31,7 +31,8 @@ def _cut(xs, ys, top: float):
 
 
 def _grey_segment(points, spec: FacetSpec, top: float):
-    """A context line's points (cut at ``top``), for the panel's one grey LineCollection."""
+    """A context line's points (cut at ``top``), for the panel's one grey LineCollection (or grey dots, for
+    lines of one point: a collection draws no line through a single point)."""
     xs, ys, _ = _cut(points[spec.x].to_numpy(dtype=float), points["centre"].to_numpy(dtype=float), top)
     return np.column_stack([xs, ys])
 
@@ -48,7 +49,9 @@ def _draw_line(ax, points, line, colour, dash, spec: FacetSpec, top: float) -> b
         "ms": 3.5,
         "markevery": max(1, len(xs) // 8),
     }
-    if spec.kind == "run" and marker is None:
+    if linestyle == "none":  # every line is one point: the style axes are marker shapes, hollow so that
+        kwargs.update(ms=7.0, mfc="none", mew=1.5, markevery=1)  # overlapping points stay visible
+    elif spec.kind == "run" and marker is None:
         kwargs.update(marker="o", ms=3.0, markevery=1)
     ax.plot(xs, ys, lw=1.6, **kwargs)
     if spec.band != "none":
@@ -57,11 +60,19 @@ def _draw_line(ax, points, line, colour, dash, spec: FacetSpec, top: float) -> b
             ax.fill_between(xs, lo, np.minimum(hi, top), color=colour, alpha=0.15, lw=0)
     ends = (cut or (line["diverged"] and spec.kind == "trace")) and len(xs)
     if ends:
-        ax.plot(xs[-1], top if cut else ys[-1], "x", color=colour, ms=7, mew=2, clip_on=False, zorder=5)
+        _mark_diverged(ax, [xs[-1]], [top if cut else ys[-1]])
     return bool(ends)
 
 
-def _diverged_marks(ax, frame, panel_lines, spec: FacetSpec, colours, top: float) -> bool:
+def _mark_diverged(ax, xs, ys) -> None:
+    """Divergence marks in one neutral colour: where two lines diverge at one place, the x claims no colour
+    of one of them (the legend says "diverged"; the line it ends tells which)."""
+    from optbench.figures.style import MARK_COLOUR
+
+    ax.plot(xs, ys, "x", color=MARK_COLOUR, ms=7, mew=2, clip_on=False, zorder=5)
+
+
+def _diverged_marks(ax, frame, panel_lines, spec: FacetSpec, top: float) -> bool:
     """Per-run figures: an x at the top edge at each x where every seed of a highlighted line diverged."""
     drawn = False
     for line_id, line in panel_lines.iterrows():
@@ -71,19 +82,31 @@ def _diverged_marks(ax, frame, panel_lines, spec: FacetSpec, colours, top: float
         all_div = runs.groupby(spec.x)["status"].agg(lambda s: bool((s == "diverged").all()))
         at = all_div[all_div].index.to_numpy(dtype=float)
         if len(at):
-            colour = colours.get(facet_lines.key(line[spec.hue]), "tab:blue") if spec.hue else "tab:blue"
-            ax.plot(at, [top] * len(at), "x", color=colour, ms=7, mew=2, clip_on=False, zorder=5)
+            _mark_diverged(ax, at, [top] * len(at))
             drawn = True
     return drawn
 
 
-def _draw_panel(ax, frame, curves, lines, spec: FacetSpec, styles, limits, zeros) -> tuple[int, set]:
-    """Every line of one panel: the grey context as one LineCollection under the highlighted lines; returns
-    (lines drawn, the marks used: diverged, zero)."""
+def _draw_context(ax, segments) -> None:
+    """The grey context lines as one LineCollection under the highlighted lines; those of one point (which
+    a collection would not show) as grey dots."""
     from matplotlib.collections import LineCollection
 
     from optbench.figures.style import GREY
 
+    if not segments:
+        return
+    ax.add_collection(LineCollection(segments, colors=[GREY], linewidths=0.6, alpha=0.55, zorder=1))
+    ax.autoscale_view()
+    dots = [g for g in segments if len(g) == 1]
+    if dots:
+        dots = np.concatenate(dots)
+        ax.plot(dots[:, 0], dots[:, 1], ls="none", marker="o", ms=3, color=GREY, alpha=0.8, zorder=1)
+
+
+def _draw_panel(ax, frame, curves, lines, spec: FacetSpec, styles, limits, zeros) -> tuple[int, set]:
+    """Every line of one panel: the grey context under the highlighted lines; returns (lines drawn, the
+    marks used: diverged, zero)."""
     colours, dashes = styles
     drawn, marks, grey = 0, set(), []
     for line_id, line in lines.iterrows():
@@ -100,11 +123,9 @@ def _draw_panel(ax, frame, curves, lines, spec: FacetSpec, styles, limits, zeros
             marks.add("zero")
         if not points.empty and _draw_line(ax, points, line, colour, dash, spec, limits[1]):
             marks.add("diverged")
-    if grey:
-        ax.add_collection(LineCollection(grey, colors=[GREY], linewidths=0.6, alpha=0.55, zorder=1))
-        ax.autoscale_view()
+    _draw_context(ax, grey)
     drawn = len(grey) + int((lines["highlight"] & lines.index.isin(curves["line"])).sum())
-    if spec.kind == "run" and _diverged_marks(ax, frame, lines, spec, colours, limits[1]):
+    if spec.kind == "run" and _diverged_marks(ax, frame, lines, spec, limits[1]):
         marks.add("diverged")
     if not drawn:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
@@ -120,14 +141,14 @@ def select_panel(frame, spec: FacetSpec, row_value, col_value):
     return frame[mask]
 
 
-def _figure(n_rows: int, n_cols: int):
+def _figure(n_rows: int, n_cols: int, sharey):
     from optbench.figures import style
 
     width = min(PANEL_SIZE[0], (style.MAX_FIGSIZE[0] - LEGEND_WIDTH) / n_cols)
     height = min(PANEL_SIZE[1], (style.MAX_FIGSIZE[1] - 1.2) / n_rows)
     size = style.bounded_figsize(width * n_cols + LEGEND_WIDTH, height * n_rows + 1.2)
     return style.plt.subplots(
-        n_rows, n_cols, figsize=size, squeeze=False, sharex=True, sharey=True, layout="constrained"
+        n_rows, n_cols, figsize=size, squeeze=False, sharex=True, sharey=sharey, layout="constrained"
     )
 
 
@@ -146,7 +167,8 @@ def _format_axes(ax, spec: FacetSpec, x_values, limits) -> None:
             style.lr_ticks(ax, x_values, max_ticks=4)
     ax.set_ylim(*limits)
     ax.grid(True, which="major", alpha=0.3)
-    ax.tick_params(labelsize=8)
+    ax.tick_params(which="major", labelsize=8)
+    ax.tick_params(which="minor", labelsize=7)  # log y over < 1.5 decades labels minors (2x10^0 ...)
 
 
 def _panel_title(spec: FacetSpec, row_value, col_value, width_in: float) -> str:
@@ -167,7 +189,7 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
     top_k = facet_lines.fit_top(lines, spec)
     lines = facet_lines.highlight(lines, spec, top_k)
     curves = facet_lines.curves(frame, traces, spec)
-    styles = facet_lines.styles(lines, spec)
+    styles = facet_lines.styles(lines, spec, points_only=facet_lines.single_points(curves, lines))
     if curves.empty:
         raise OptbenchError(
             f"no finite {'positive ' if spec.logy else ''}values of {spec.y!r} to plot"
@@ -177,7 +199,7 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
                 else (" (every value is 0 or less: --no-logy draws them)" if spec.logy else "")
             )
         )
-    limits = facet_lines.y_limits(curves, lines, spec)
+    limits = facet_lines.group_limits(curves, lines, spec)
     row_values, col_values = facet_lines.values(runs, spec.row), facet_lines.values(runs, spec.col)
     if len(row_values) * len(col_values) > MAX_PANELS:
         raise OptbenchError(
@@ -186,30 +208,44 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
         )
     panels = [(r, c) for r in row_values for c in col_values]
     shape = (len(row_values), len(col_values)) if spec.row else style.grid_shape(len(panels), 3)
-    fig, axes = _figure(*shape)
+    fig, axes = _figure(*shape, _sharey(spec, len(limits)))
     x_values = np.unique(curves[spec.x].to_numpy(dtype=float))
     zeros = facet_lines.zeros(frame, spec)
     drawn, marks = 0, set()
     for ax, (row_value, col_value) in zip(axes.flat, panels, strict=False):
         panel = select_panel(lines, spec, row_value, col_value)
-        n, used = _draw_panel(ax, frame, curves, panel, spec, styles, limits, zeros)
+        panel_limits = limits.get(facet_lines.y_group(spec, row_value, col_value), (0.1, 10.0))
+        n, used = _draw_panel(ax, frame, curves, panel, spec, styles, panel_limits, zeros)
         drawn, marks = drawn + n, marks | used
-        _format_axes(ax, spec, x_values, limits)
+        _format_axes(ax, spec, x_values, panel_limits)
         ax.set_title(_panel_title(spec, row_value, col_value, fig.get_figwidth() / shape[1]), fontsize=9)
     style.hide_unused(axes, len(panels))
     _decorate(fig, axes, spec, lines, styles, top_k, marks, title)
     result = FacetResult(
         None, row_values, col_values, drawn, int(lines["highlight"].sum()), spec.style_by, spec
     )
-    result.panels, result.colours = panels, styles[0]
+    result.panels, result.colours, result.shape = panels, styles[0], shape
     return fig, result
+
+
+def _sharey(spec: FacetSpec, ranges: int):
+    """One y axis for all panels, or one per row (col) where each row (col) has a range of its own
+    (``lines.y_groups``); panels that wrapped, or both axes apart: each its own."""
+    if ranges <= 1:
+        return True
+    groups = facet_lines.y_groups(spec)
+    if spec.row and groups == [spec.row]:
+        return "row"
+    if spec.row and groups == [spec.col]:
+        return "col"
+    return False
 
 
 # ------------------------------------------------------------------------------------------- legend
 
 
 def _legend_handles(spec: FacetSpec, lines, styles, marks: set) -> list:
-    from optbench.figures.style import GREY, fmt_value, plt
+    from optbench.figures.style import GREY, MARK_COLOUR, fmt_value, plt
 
     colours, dashes = styles
     title = lambda text: plt.Line2D([], [], ls="none", label=text)  # noqa: E731 - a section heading
@@ -221,12 +257,15 @@ def _legend_handles(spec: FacetSpec, lines, styles, marks: set) -> list:
         handles.append(title("line: " + ", ".join(spec.style_by)))
         for key, (ls, marker) in dashes.items():
             label = ", ".join(fmt_value(v) for v in key)
-            handles.append(plt.Line2D([], [], color="0.25", ls=ls, marker=marker, lw=1.6, label=label))
+            hollow = {"mfc": "none", "mew": 1.5, "ms": 7} if ls == "none" else {}
+            handles.append(
+                plt.Line2D([], [], color="0.25", ls=ls, marker=marker, lw=1.6, label=label, **hollow)
+            )
     grey = int((~lines["highlight"]).sum())
     if grey:
         handles.append(plt.Line2D([], [], color=GREY, lw=0.8, label=f"{grey} other settings"))
     if "diverged" in marks:
-        handles.append(plt.Line2D([], [], color="0.25", ls="none", marker="x", mew=2, label="diverged"))
+        handles.append(plt.Line2D([], [], color=MARK_COLOUR, ls="none", marker="x", mew=2, label="diverged"))
     if "zero" in marks:
         handles.append(
             plt.Line2D([], [], color="0.25", ls="none", marker="v", label="0 (underflow), on the floor")
@@ -266,11 +305,16 @@ def _decorate(fig, axes, spec: FacetSpec, lines, styles, top_k: int, marks: set,
 
 
 def legend(fig, handles: list) -> None:
-    """The figure's one legend, right of the panels (replacing one drawn before)."""
+    """The figure's one legend, right of the panels (replacing one drawn before); handles long enough that
+    every dash pattern shows a whole period (``style.HANDLE_LENGTH``)."""
+    from optbench.figures.style import HANDLE_LENGTH
+
     for old in list(fig.legends):
         old.remove()
     if handles:
-        fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, handlelength=2.6)
+        fig.legend(
+            handles=handles, loc="outside right upper", fontsize=8, frameon=False, handlelength=HANDLE_LENGTH
+        )
 
 
 def facet_plot(

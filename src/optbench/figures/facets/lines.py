@@ -132,21 +132,31 @@ def highlight(lines, spec: FacetSpec, top: int):
     return lines
 
 
-def styles(lines, spec: FacetSpec):
-    """Colour by hue value and (dash, marker) by the style axes, both over the highlighted lines only."""
+def styles(lines, spec: FacetSpec, points_only: bool = False):
+    """Colour by hue value and (dash, marker) by the style axes, both over the highlighted lines only.
+
+    Colours come from ``style.distinct_colors`` (every two apart, in sorted order); when every line is one
+    point (``points_only``) a dash shows nothing, so the style axes get marker shapes instead."""
     from optbench.figures import style
 
     shown = lines[lines["highlight"]]
     hue_values = values(shown, spec.hue) if spec.hue else []
-    colours = style.value_colors([v for v in hue_values if v is not None]) if spec.hue else {}
+    colours = style.distinct_colors([v for v in hue_values if v is not None]) if spec.hue else {}
     if None in hue_values:  # the optimizer's default (momentum none): dark grey, apart from the context
-        colours[None] = (0.25, 0.25, 0.25)
+        colours[None] = style.DEFAULT_COLOUR
     combos = sorted(
         dict.fromkeys(style_key(row, spec.style_by) for _, row in shown.iterrows()),
         key=lambda key: [style.sort_key(v) for v in key],
     )
-    dashes = style.line_styles(combos) if spec.style_by else {(): ("-", None)}
-    return colours, dashes
+    if not spec.style_by:
+        return colours, {(): ("-", None)}
+    return colours, (style.marker_styles(combos) if points_only else style.line_styles(combos))
+
+
+def single_points(curves, lines) -> bool:
+    """True when every highlighted line has at most one point (a per-run y at one x): no dash can show."""
+    shown = curves[curves["line"].isin(lines.index[lines["highlight"]])]
+    return bool(len(shown)) and bool((shown.groupby("line").size() <= 1).all())
 
 
 def legend_size(lines, spec: FacetSpec, top: int) -> int:
@@ -170,9 +180,37 @@ def fit_top(lines, spec: FacetSpec) -> int:
     return top
 
 
+SEPARATE_Y = ("problem", "loss")  # panel axes whose values' losses are not comparable: a y range each
+
+
+def y_groups(spec: FacetSpec) -> list[str]:
+    """The panel axes (row, col) that get a y range per value: problem and loss, whose values are on
+    different scales (a quadratic reaches 1e-40, rosenbrock stays near 1e-2); the others share one range."""
+    return [c for c in (spec.row, spec.col) if c in SEPARATE_Y]
+
+
+def y_group(spec: FacetSpec, row_value, col_value) -> tuple:
+    """The key of a panel's y range: its values of the ``y_groups`` axes."""
+    by = {spec.row: row_value, spec.col: col_value}
+    return tuple(by[c] for c in y_groups(spec))
+
+
+def group_limits(curves, lines, spec: FacetSpec) -> dict:
+    """``y_limits`` per y range (``y_group`` -> limits): over the lines of that range only."""
+    groups = y_groups(spec)
+    if not groups:
+        return {(): y_limits(curves, lines, spec)}
+    keys = lines[groups].apply(lambda row: tuple(key(v) for v in row), axis=1)
+    limits = {}
+    for group in dict.fromkeys(keys):
+        members = lines[keys == group]
+        limits[group] = y_limits(curves[curves["line"].isin(members.index)], members, spec)
+    return limits
+
+
 def y_limits(curves, lines, spec: FacetSpec) -> tuple[float, float]:
-    """One y range for all panels: from every line, the top x3 (log) or 10 % (linear) above the highest line
-    of a setting that finished (diverging lines are cut there)."""
+    """One y range from every line given: the top x3 (log) or 10 % (linear) above the highest line of a
+    setting that finished (diverging lines are cut there)."""
     centre = curves["centre"].to_numpy(dtype=float)
     finished = curves["line"].map(lines["finished"]).to_numpy(dtype=bool)
     reference = centre[finished] if finished.any() else centre
