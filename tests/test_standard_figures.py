@@ -44,6 +44,9 @@ def test_every_run_diverged_is_a_figure_not_an_error(cli, tmp_path):
         patch.setattr(plots, "save", keep)
         plt.close("all")
         plots.sensitivity(read_runs(div), tmp_path / "s.png")
+    plot = cli("plot", div, "--y", "final_loss")
+    assert plot.exit_code == 2 and "every run diverged: --figure sensitivity shows where" in plot.stderr
+    assert "0 or less" not in plot.stderr
     (ax,) = captured["fig"].axes
     marks = [line for line in ax.get_lines() if line.get_marker() == "x"]
     assert sorted(marks[0].get_xdata()) == [0.5, 0.8, 1.0]

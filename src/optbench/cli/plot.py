@@ -173,7 +173,7 @@ def plot_cmd(
     )
     spec = result.spec
     typer.echo(
-        f"figure: {result.path} ({len(result.rows)} x {len(result.cols)} panels, {result.lines} lines, "
+        f"figure: {result.path} ({result.layout}, {result.lines} lines, "
         f"{result.highlighted} in colour)"
     )
     chosen = ", ".join(f"{k}={v}" for k, v in (("col", spec.col), ("row", spec.row), ("hue", spec.hue)) if v)

@@ -60,6 +60,8 @@ class FacetResult:
     def layout(self) -> str:
         """What is drawn: ``2 x 2 panels``, or ``5 panels on 2 x 3`` where the last row is not full."""
         rows, cols = self.shape
+        if self.n_axes == 1:
+            return "1 panel"
         return (
             f"{rows} x {cols} panels"
             if rows * cols == self.n_axes

@@ -178,6 +178,15 @@ def _panel_title(spec: FacetSpec, row_value, col_value, width_in: float) -> str:
     return "\n".join(textwrap.fill(p, max(16, int(width_in * 11))) for p in parts)
 
 
+def _why_none(frame, spec: FacetSpec) -> str:
+    """Why nothing could be plotted, so the advice fits: no held-out set, every run diverged, or values <= 0."""
+    if spec.y.startswith("val_"):
+        return " (val_loss and val_acc are recorded for MLP problems only)"
+    if "status" in frame.columns and (frame["status"] == "diverged").all():
+        return " (every run diverged: --figure sensitivity shows where; --y loss draws the traces)"
+    return " (every value is 0 or less: --no-logy draws them)" if spec.logy else ""
+
+
 def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
     """Draw the figure of ``spec`` (``runs`` as ``axis_frame`` gives them); return (Figure, FacetResult).
 
@@ -193,11 +202,7 @@ def facet_figure(runs, traces, spec: FacetSpec, title: str | None = None):
     if curves.empty:
         raise OptbenchError(
             f"no finite {'positive ' if spec.logy else ''}values of {spec.y!r} to plot"
-            + (
-                " (val_loss and val_acc are recorded for MLP problems only)"
-                if spec.y.startswith("val_")
-                else (" (every value is 0 or less: --no-logy draws them)" if spec.logy else "")
-            )
+            + _why_none(frame, spec)
         )
     limits = facet_lines.group_limits(curves, lines, spec)
     row_values, col_values = facet_lines.values(runs, spec.row), facet_lines.values(runs, spec.col)
