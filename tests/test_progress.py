@@ -135,6 +135,24 @@ def test_an_overrunning_task_slows_the_pace_instead_of_sitting_at_zero():
     assert estimate(works, 2, 5.0) == pytest.approx(3.0)
 
 
+def test_a_process_first_task_is_no_basis_unless_it_is_long():
+    """A worker's first task pays start-up (measured: 1.3 s for a batch that takes 0.2 s warm): the QA
+    repro showed 6/48 with an ETA of minutes when 4 s were left. No number until a warm task is in."""
+    works = [
+        Work(6, 600, True, started=0.0, finished=1.3, cold=True),
+        Work(6, 4800, True, started=0.0, cold=True),
+        Work(6, 600, True, started=1.3),
+        Work(6, 600, True),
+    ]
+    assert estimate(works, 2, 1.4) is None
+    assert eta_text(works, 2, 1.4) == "ETA: measuring · batches 2, 3 of 4 running"
+    works[2].finished = 1.5  # 3000 config-steps per second, warm
+    # The 800-step batch: 4800 / 3000 = 1.6 s from 0, so 0.1 s left; the last batch: 0.2 s on the free worker.
+    assert estimate(works, 2, 1.5) == pytest.approx(0.2)
+    works[0].finished, works[2].finished = 40.0, None  # a first task of 40 s is a basis
+    assert estimate(works, 2, 40.0) is not None
+
+
 def test_running_text_names_what_runs():
     batch = [Work(6, 600, True) for i in range(1, 9)]
     batch[2].started = 0.0

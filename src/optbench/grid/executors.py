@@ -1,7 +1,8 @@
 """Where a grid's runs execute: this process, a local pool of spawned processes, or a Ray cluster.
 
 Every executor has ``workers``, ``run(tasks, out, on_result)`` and ``on_start`` (None, or called with a
-task and the ``time.monotonic()`` it started at, for the ETA: grid/progress.py). A ``Task`` is one config for the
+task, the ``time.monotonic()`` it started at and whether it is its process's first, for the ETA:
+grid/progress.py). A ``Task`` is one config for the
 reference engine (``engine.run``) or a batch of cells for the batched engine (``batched.run_batch``); each
 task's results are committed as one unit (``store.commit_runs``: trace file, then commit record; both
 atomic) and ``on_result(summary_row)`` is called in the calling thread for each run, in completion order.
@@ -147,6 +148,19 @@ def _init_worker(out: str, parent: int, started=None) -> None:
     _started = started
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     pin_worker_to_one_thread()
+    _warm_up()
+
+
+def _warm_up() -> None:
+    """What every task pays once per process, paid before the first task says it starts (so the ETA times
+    tasks, not start-up): torch imports torch._dynamo when the first optimizer is built (~2 s)."""
+    import torch
+
+    import optbench.engine.batched
+    import optbench.engine.reference
+    import optbench.store  # noqa: F401
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -249,7 +263,7 @@ class LocalExecutor:
     ``failed`` run whose reason names the signal. Committed runs are never touched.
     """
 
-    on_start: Callable[[Task, float], None] | None = None
+    on_start: Callable[[Task, float, bool], None] | None = None
 
     def __init__(self, workers: int | None = None):
         if workers is not None and workers < 1:
@@ -260,9 +274,9 @@ class LocalExecutor:
     def run(self, tasks: Sequence[Task], out: Path, on_result: OnResult) -> None:
         if min(self.workers, len(tasks)) <= 1:
             with one_torch_thread():
-                for task in tasks:
+                for i, task in enumerate(tasks):
                     if self.on_start is not None:
-                        self.on_start(task, time.monotonic())
+                        self.on_start(task, time.monotonic(), i == 0)
                     for row in run_and_commit(task, out):
                         on_result(row)
             return
@@ -388,9 +402,10 @@ def _drain(started, running: dict[int, int], tasks: list[Task], on_start=None) -
     """Read the tasks the workers started since the last look into ``running`` (pid -> task index)."""
     while not started.empty():
         pid, index, wall = started.get()
+        cold = pid not in running
         running[pid] = index
         if on_start is not None:
-            on_start(tasks[index], time.monotonic() - max(0.0, time.time() - wall))
+            on_start(tasks[index], time.monotonic() - max(0.0, time.time() - wall), cold)
 
 
 def _blame(running: dict[int, int], processes: dict, finished: set[int]) -> dict[int, int]:
@@ -450,7 +465,7 @@ class RayExecutor:
     already initialised Ray is used as it is)."""
 
     workers = None
-    on_start: Callable[[Task, float], None] | None = None  # called as tasks are submitted (Ray queues them)
+    on_start: Callable[[Task, float, bool], None] | None = None  # as tasks are submitted (Ray queues them)
     WAIT_BATCH = 32
 
     def __init__(self, address: str | None = None, gpus_per_run: float = 0.25):
@@ -477,7 +492,7 @@ class RayExecutor:
             now = time.monotonic()
             for _ in range(min(count, len(queue))):
                 if self.on_start is not None:
-                    self.on_start(queue.pop(), now)
+                    self.on_start(queue.pop(), now, False)
 
         next_starts(slots)
         return next_starts

@@ -4,12 +4,13 @@ A grid runs as executor tasks (a batch of cells for the batched engine, one cell
 on ``workers`` parallel slots; a batch reports all its cells at once, when it ends. The estimate:
 
 - pace: config-steps per worker-second over the tasks finished in this call (a cell of 1000 steps weighs
-  ten of 100), batched and reference tasks apart (a batched config-step costs far less; a kind with no
+  ten of 100; a process's first task pays start-up costs, measured at 1 s for a 0.2 s batch, so it is
+  no basis unless it took over ``COLD_BASIS_S``), batched and reference tasks apart (a batched config-step costs far less; a kind with no
   finished task borrows the pooled pace, and the ETA says it is a bound: ``ETA >0:01:10``). A running task that has already run longer than the pace gives
   it counts as if it finished now, so the pace slows while it overruns instead of the ETA sitting at 0.
 - what is left: each running task's expected time less the time it has run, then the tasks not started,
   handed in plan order to the first free slot (the local pool's FIFO); the ETA is when the last slot ends.
-- no number before a task of this call has finished: there is no pace to go by (``estimate`` is None).
+- no number (``estimate`` is None) before there is a pace to go by.
 
 ``estimate`` is a pure function of the tasks' times; ``Pace`` keeps them as the executor reports starts
 and the runner finished runs (a batch cut after its worker died starts as new tasks, taking its cells).
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 MIN_DURATION_S = 1e-3  # a finished task's measured time is at least this (a clock tick is no pace)
 EXACT_TAIL = 2048  # waiting tasks scheduled one by one; those before are spread evenly (a render stays fast)
+COLD_BASIS_S = 30.0  # a first task this long is a basis: start-up (a second or two) is then a small part
 REFRESH_S = 0.5  # the progress bar asks ~10 times a second; the text is recomputed at most this often
 
 
@@ -38,6 +40,7 @@ class Work:
     started: float | None = None
     finished: float | None = None
     cells_in: int = 0  # its runs reported so far
+    cold: bool = False  # its process's first task (it may pay start-up costs the others do not)
 
     @property
     def running(self) -> bool:
@@ -84,11 +87,9 @@ def _peak(works: Sequence[Work]) -> int:
 
 def _pace(works: Sequence[Work], now: float) -> dict[bool, float] | None:
     """{batched: config-steps per worker-second} over the finished tasks, overrunning ones included."""
-    samples = [
-        (w.batched, w.steps, max(MIN_DURATION_S, w.finished - w.started))
-        for w in works
-        if w.finished is not None and w.started is not None
-    ]
+    done = [w for w in works if w.finished is not None and w.started is not None]
+    basis = [w for w in done if not w.cold] or [w for w in done if w.finished - w.started >= COLD_BASIS_S]
+    samples = [(w.batched, w.steps, max(MIN_DURATION_S, w.finished - w.started)) for w in basis]
     if not samples:
         return None
     pace = _rates(samples)
@@ -170,13 +171,14 @@ class Pace:
         self.works = [*self.works, work]  # a new list: the progress bar's thread may be reading the old
         return work
 
-    def started(self, task, at: float | None = None) -> None:
-        """The executor started ``task`` (at ``at`` on ``time.monotonic``'s clock; default now)."""
+    def started(self, task, at: float | None = None, cold: bool = False) -> None:
+        """The executor started ``task`` (at ``at`` on ``time.monotonic``'s clock; default now); ``cold``:
+        as its process's first task."""
         work = self._by_task.get(task)
         if work is None:  # a part of a planned task (cut after a worker died, or for Ray's CPUs)
             work = self._split_off(task)
         work.started = time.monotonic() if at is None else at
-        work.finished, work.cells_in = None, 0
+        work.finished, work.cells_in, work.cold = None, 0, cold
         self._events += 1
 
     def _split_off(self, task) -> Work:
