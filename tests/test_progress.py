@@ -218,7 +218,7 @@ def test_a_script_without_a_main_guard_runs_in_process_with_one_line(tmp_path):
     runs = store.read_runs(tmp_path / "ng")
     assert len(runs) == 4 and (runs["status"] == "ok").all()  # every cell once, none run by a child
     assert store.read_manifest(tmp_path / "ng")["workers"] == 1
-    assert took < 60  # a few seconds of imports and 4 small runs
+    assert took < 20  # measured 4.8 s: 2 s of imports and 4 small runs
 
 
 @pytest.mark.slow
@@ -233,7 +233,7 @@ def test_a_worker_that_re_runs_the_script_ends_the_grid_with_one_line(tmp_path):
     took = time.monotonic() - began
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: {_main_guard()}"]
-    assert took < 60
+    assert took < 20  # measured 5.8 s: the parent's imports, its plan and 2 workers that end at once
     assert not (tmp_path / "f").exists()  # nothing was committed, so the folder made for it went again
 
 

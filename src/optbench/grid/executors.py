@@ -191,7 +191,7 @@ MAIN_GUARD = (
 MAIN_GUARD_EXIT = 87  # a worker's exit code for "my bootstrap re-ran the script, which called run_grid"
 
 
-def _refuse_in_worker_bootstrap() -> None:
+def refuse_in_worker_bootstrap() -> None:
     """A spawned worker re-imports the ``__main__`` script; if that script calls run_grid at top level, the
     worker would start a grid of its own. It ends at once, silently, with ``MAIN_GUARD_EXIT``: the parent
     says what is wrong, once (``_run_pool``). (run_grid falls back to one process for a script it can see
@@ -269,7 +269,7 @@ class LocalExecutor:
         if workers is not None and workers < 1:
             raise OptbenchError(f"--workers must be >= 1, got {workers}")
         self.workers = workers or usable_cores()
-        _refuse_in_worker_bootstrap()
+        refuse_in_worker_bootstrap()
 
     def run(self, tasks: Sequence[Task], out: Path, on_result: OnResult) -> None:
         if min(self.workers, len(tasks)) <= 1:

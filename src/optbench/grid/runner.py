@@ -76,8 +76,9 @@ def run_grid(
             ``fast`` (grid/plan.py); the ``exactness`` column records what each run kept.
     """
     from optbench import store
-    from optbench.grid.executors import make_executor
+    from optbench.grid.executors import make_executor, refuse_in_worker_bootstrap
 
+    refuse_in_worker_bootstrap()  # first: a worker re-running the caller's script ends before any work
     configs, description = _as_configs(spec, max_cells)
     if engine not in ENGINES:
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
