@@ -380,9 +380,9 @@ def _run_pool(
     except BaseException:
         # Ctrl-C or an error: drop the queue and stop the workers now. Committed runs stay; the runs
         # in flight are lost (nothing of them is visible: their files are still dot-prefixed temps).
-        running = list((processes or {}).values())
+        alive = list((processes or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in running:
+        for process in alive:
             process.terminate()
         raise
     pool.shutdown(wait=False)  # every run is in; the workers' exit (~1 s with torch loaded) overlaps the rest

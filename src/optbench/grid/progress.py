@@ -4,10 +4,12 @@ A grid runs as executor tasks (a batch of cells for the batched engine, one cell
 on ``workers`` parallel slots; a batch reports all its cells at once, when it ends. The estimate:
 
 - pace: config-steps per worker-second over the tasks finished in this call (a cell of 1000 steps weighs
-  ten of 100; a process's first task pays start-up costs, measured at 1 s for a 0.2 s batch, so it is
-  no basis unless it took over ``COLD_BASIS_S``), batched and reference tasks apart (a batched config-step costs far less; a kind with no
-  finished task borrows the pooled pace, and the ETA says it is a bound: ``ETA >0:01:10``). A running task that has already run longer than the pace gives
-  it counts as if it finished now, so the pace slows while it overruns instead of the ETA sitting at 0.
+  ten of 100), batched and reference tasks apart (a batched config-step costs far less; a kind with no
+  finished task borrows the pooled pace, and the ETA says it is a bound: ``ETA >0:01:10``). A process's
+  first task pays start-up costs (measured: 1.3 s for a batch that takes 0.2 s after it), so it is no
+  basis unless it took over ``COLD_BASIS_S``. A running task that has already run longer than the pace
+  gives it counts as if it finished now, so the pace slows while it overruns instead of the ETA sitting
+  at 0.
 - what is left: each running task's expected time less the time it has run, then the tasks not started,
   handed in plan order to the first free slot (the local pool's FIFO); the ETA is when the last slot ends.
 - no number (``estimate`` is None) before there is a pace to go by.
@@ -48,7 +50,7 @@ class Work:
 
 
 def estimate(works: Sequence[Work], workers: int | None, now: float) -> float | None:
-    """Seconds until every task has finished, or None while no task has finished (no pace yet).
+    """Seconds until every task has finished, or None while there is no basis for a pace yet.
     ``workers``: parallel slots (None: as many as have run at once so far, for Ray)."""
     pace = _pace(works, now)
     if pace is None:
