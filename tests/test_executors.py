@@ -178,7 +178,7 @@ def test_pool_breaks_no_cell_can_be_blamed_for_stop_the_grid_with_one_line(tmp_p
 
     breaks = []
 
-    def broken_pool(tasks, workers, out, on_result):
+    def broken_pool(tasks, workers, out, on_result, on_start=None):
         breaks.append(len(tasks))
         return list(tasks), {}  # nothing finished, nobody to blame
 

@@ -72,8 +72,7 @@ def grid_cmd(
     out = store.check_out(out, "grid") if out_given else store.default_out("grid")
 
     console = _console()
-    note = _plan_note(configs, engine, workers, executor) if progress else ""
-    tracker = _live_progress(console, enabled=progress, configs=configs, plan_note=note)
+    tracker = _live_progress(console, enabled=progress)
     try:
         # The folder is held before the progress bar starts: an error about it is one line, no blank above.
         with _sigterm_as_interrupt(), store.results_folder(out, "grid"), tracker:
@@ -151,17 +150,13 @@ class _sigterm_as_interrupt:
 
 
 class _live_progress:
-    """rich progress bar: cells done / total, diverged and invalid counts, elapsed time and an ETA.
+    """rich progress bar: cells done / total, diverged and invalid counts, elapsed time, the ETA and what
+    runs (``ETA 0:00:39 · batches 3, 4 of 8 running``; grid/progress.py makes that text from the tasks'
+    start and finish times, and says ``ETA: measuring`` until a task has finished). Also remembers how many
+    runs were already in --out (``resumed``) for the closing lines."""
 
-    The ETA counts config-steps (a cell of 1000 steps weighs ten of 100), not runs, and takes the mean pace
-    since the start: batched cells finish a whole batch at a time, so until the first batch is in there is
-    no pace to go by and the bar says that a batch is running instead. Also remembers how many runs were
-    already in --out (``resumed``) for the closing lines."""
-
-    def __init__(self, console, enabled: bool, configs=(), plan_note: str = ""):
+    def __init__(self, console, enabled: bool):
         self.console, self.enabled = console, enabled
-        self.steps = [int(c.steps) for c in configs]
-        self.plan_note = plan_note
         self.bar = self.task = self.resumed = None
 
     def __enter__(self):
@@ -186,23 +181,10 @@ class _live_progress:
         if self.bar is None:
             return
         invalid = state.counts.get("invalid", 0) + state.counts.get("failed", 0)
-        if self.task is None:  # resumed runs start as done; the ETA follows this call's own pace
-            import time
-
-            mean = sum(self.steps) / len(self.steps) if self.steps else 0.0
+        if self.task is None:  # resumed runs start as done; the ETA counts only this call's tasks
             self.task = self.bar.add_task(
-                "grid",
-                total=state.total,
-                completed=state.done,
-                outcome="",
-                steps_left=sum(self.steps) - state.resumed * mean,
-                steps_done=0.0,
-                started=time.monotonic(),
-                note=self.plan_note,
+                "grid", total=state.total, completed=state.done, outcome="", pace=state.pace
             )
-        fields = self.bar.tasks[self.task].fields
-        if state.last is not None:
-            fields["steps_done"] += float(state.last.get("steps") or 0)
         outcome = f"cells · {state.diverged} diverged" + (f" · {invalid} invalid" if invalid else "")
         self.bar.update(self.task, completed=state.done, outcome=outcome)
 
@@ -212,43 +194,18 @@ class _live_progress:
         return False
 
 
-def _eta_text(fields: dict, now: float) -> str:
-    """``ETA 0:00:39`` from the mean pace in config-steps since the start; before any result, the plan."""
-    import datetime
-
-    done, left = fields["steps_done"], fields["steps_left"]
-    if done <= 0:
-        return fields["note"] or "running, no result yet"
-    remaining = max(0.0, left - done) * (now - fields["started"]) / done
-    return f"ETA {datetime.timedelta(seconds=round(remaining))}"
-
-
 def _EtaColumn():
     from rich.progress import ProgressColumn
     from rich.text import Text
 
     class EtaColumn(ProgressColumn):
         def render(self, task):
-            import time
-
-            if task.finished or "steps_done" not in task.fields:
+            pace = task.fields.get("pace")
+            if task.finished or pace is None:
                 return Text("")
-            return Text(_eta_text(task.fields, time.monotonic()), style="progress.remaining")
+            return Text(pace.text(), style="progress.remaining")
 
     return EtaColumn()
-
-
-def _plan_note(configs, engine: str, workers: int | None, executor: str) -> str:
-    """What runs first, for the progress bar before any result: ``1st of 8 batches running``."""
-    try:
-        from optbench.grid import plan_tasks
-        from optbench.grid.executors import usable_cores
-
-        tasks = plan_tasks(list(configs), engine, workers or (usable_cores() if executor == "local" else 1))
-    except Exception:  # noqa: BLE001 - a progress message must never stop a grid
-        return ""
-    batches = sum(1 for t in tasks if t.batched)
-    return f"1st of {batches} batches running" if batches else "first runs running"
 
 
 def print_grid_summary(console, runs, out: Path, *, top: int, sort: str, resumed: int = 0) -> None:

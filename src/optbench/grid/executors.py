@@ -1,6 +1,8 @@
 """Where a grid's runs execute: this process, a local pool of spawned processes, or a Ray cluster.
 
-Every executor has ``workers`` and ``run(tasks, out, on_result)``. A ``Task`` is one config for the
+Every executor has ``workers``, ``run(tasks, out, on_result)`` and ``on_start`` (None, or called with a
+task, the ``time.monotonic()`` it started at and whether it is its process's first, for the ETA:
+grid/progress.py). A ``Task`` is one config for the
 reference engine (``engine.run``) or a batch of cells for the batched engine (``batched.run_batch``); each
 task's results are committed as one unit (``store.commit_runs``: trace file, then commit record; both
 atomic) and ``on_result(summary_row)`` is called in the calling thread for each run, in completion order.
@@ -146,6 +148,19 @@ def _init_worker(out: str, parent: int, started=None) -> None:
     _started = started
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     pin_worker_to_one_thread()
+    _warm_up()
+
+
+def _warm_up() -> None:
+    """What every task pays once per process, paid before the first task says it starts (so the ETA times
+    tasks, not start-up): torch imports torch._dynamo when the first optimizer is built (~2 s)."""
+    import torch
+
+    import optbench.engine.batched
+    import optbench.engine.reference
+    import optbench.store  # noqa: F401
+
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
 def _exit_when_orphaned(parent: int) -> None:
@@ -155,9 +170,10 @@ def _exit_when_orphaned(parent: int) -> None:
 
 
 def _run_tracked(fn: Callable, index: int, task: Task, out: str) -> list[dict]:
-    """In a pool worker: say which task starts (SimpleQueue: written before the task runs), then run it."""
+    """In a pool worker: say which task starts and when (SimpleQueue: written before the task runs; the
+    wall clock, which the parent maps onto its monotonic one), then run it."""
     if _started is not None:
-        _started.put((os.getpid(), index))
+        _started.put((os.getpid(), index, time.time()))
     return fn(task, out)
 
 
@@ -172,18 +188,70 @@ MAIN_GUARD = (
     'importing the script that runs it, so put the call under `if __name__ == "__main__":` '
     "(or pass workers=1)"
 )
+MAIN_GUARD_EXIT = 87  # a worker's exit code for "my bootstrap re-ran the script, which called run_grid"
 
 
-def _refuse_in_worker_bootstrap() -> None:
+def refuse_in_worker_bootstrap() -> None:
     """A spawned worker re-imports the ``__main__`` script; if that script calls run_grid at top level, the
-    worker would start a grid of its own and die on the folder lock with a misleading message. Say what is
-    wrong in one line and end the worker instead."""
+    worker would start a grid of its own. It ends at once, silently, with ``MAIN_GUARD_EXIT``: the parent
+    says what is wrong, once (``_run_pool``). (run_grid falls back to one process for a script it can see
+    is unguarded, ``unguarded_main_script``; this catches what that cannot see.)"""
     import multiprocessing
 
     # multiprocessing sets _inheriting while a child imports __main__ (spawn._check_not_importing_main).
     if getattr(multiprocessing.current_process(), "_inheriting", False):
-        print(f"error: {MAIN_GUARD}", file=sys.stderr)
-        raise SystemExit(1)
+        os._exit(MAIN_GUARD_EXIT)  # no cleanup to run: nothing was started
+
+
+def unguarded_main_script() -> str | None:
+    """``path:line`` when this call comes from the top level of a ``__main__`` script outside
+    ``if __name__ == "__main__":``, which spawned workers would run again (spawn re-imports the main
+    script, except a package's ``__main__``); None otherwise, or when the source cannot be read."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:  # python -c, an interactive session: spawn has no script to run again
+        return None
+    name = getattr(getattr(main, "__spec__", None), "name", None)  # python -m NAME
+    if (name or os.path.splitext(os.path.basename(path))[0]).rpartition(".")[2] == "__main__":
+        return None  # a package's __main__ (python -m optbench): spawn does not run it again
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:  # not under the script's top level (a thread it started, a callback)
+        return None
+    line = frame.f_lineno
+    guarded = _main_guarded_lines(frame.f_code.co_filename)
+    if guarded is None or any(first <= line <= last for first, last in guarded):
+        return None
+    return f"{os.path.basename(frame.f_code.co_filename)}:{line}"
+
+
+def _main_guarded_lines(path: str) -> list[tuple[int, int]] | None:
+    """The line spans of the bodies of ``if __name__ == "__main__":`` blocks in a file (None: unreadable)."""
+    import ast
+    import tokenize
+
+    try:
+        with tokenize.open(path) as source:
+            tree = ast.parse(source.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_main_test(node.test):
+            spans.append((node.body[0].lineno, node.body[-1].end_lineno or node.body[-1].lineno))
+    return spans
+
+
+def _is_main_test(test) -> bool:
+    import ast
+
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    strings = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and strings == ["__main__"]
 
 
 class LocalExecutor:
@@ -195,22 +263,28 @@ class LocalExecutor:
     ``failed`` run whose reason names the signal. Committed runs are never touched.
     """
 
+    on_start: Callable[[Task, float, bool], None] | None = None
+
     def __init__(self, workers: int | None = None):
         if workers is not None and workers < 1:
             raise OptbenchError(f"--workers must be >= 1, got {workers}")
         self.workers = workers or usable_cores()
-        _refuse_in_worker_bootstrap()
+        refuse_in_worker_bootstrap()
 
     def run(self, tasks: Sequence[Task], out: Path, on_result: OnResult) -> None:
         if min(self.workers, len(tasks)) <= 1:
             with one_torch_thread():
-                for task in tasks:
+                for i, task in enumerate(tasks):
+                    if self.on_start is not None:
+                        self.on_start(task, time.monotonic(), i == 0)
                     for row in run_and_commit(task, out):
                         on_result(row)
             return
         pending, deaths, unexplained = list(tasks), {}, 0
         while pending:
-            pending, killed = _run_pool(pending, min(self.workers, len(pending)), out, on_result)
+            pending, killed = _run_pool(
+                pending, min(self.workers, len(pending)), out, on_result, on_start=self.on_start
+            )
             if pending and not killed:
                 unexplained += 1
                 if unexplained >= MAX_UNEXPLAINED:
@@ -260,11 +334,16 @@ def _failed(config: RunConfig, reason: str, batched: bool):
     return RunResult(config, summary, {k: np.empty(0) for k in TRACE_COLUMNS if k != "run_id"})
 
 
-def _run_pool(tasks: list[Task], workers: int, out: Path, on_result: OnResult) -> tuple[list[Task], dict]:
+START_POLL_S = 0.25  # how often the pool's driver looks for tasks that started (for the ETA)
+
+
+def _run_pool(
+    tasks: list[Task], workers: int, out: Path, on_result: OnResult, on_start=None
+) -> tuple[list[Task], dict]:
     """Run ``tasks`` on a fresh pool of ``workers`` spawned processes. Returns ([], {}) when every task is in;
     if a worker died: (the tasks not finished, {task it was running: its exit code})."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     context = multiprocessing.get_context("spawn")
@@ -277,41 +356,62 @@ def _run_pool(tasks: list[Task], workers: int, out: Path, on_result: OnResult) -
         pool.submit(_run_tracked, run_and_commit, i, task, str(out)): i for i, task in enumerate(tasks)
     }
     finished: set[int] = set()
+    running: dict[int, int] = {}  # pid -> the last task it started
     try:
-        for future in as_completed(futures):
-            rows = future.result()
-            finished.add(futures[future])
-            for row in rows:
-                on_result(row)
+        waiting = set(futures)
+        while waiting:
+            done, waiting = wait(waiting, timeout=START_POLL_S, return_when=FIRST_COMPLETED)
+            _drain(started, running, tasks, on_start)  # before the results: a task starts, then ends
+            for future in sorted(done, key=futures.get):
+                rows = future.result()
+                finished.add(futures[future])
+                for row in rows:
+                    on_result(row)
     except BrokenProcessPool:
         dead = {p.pid: p for p in list(processes.values())}
         pool.shutdown(wait=True)  # the pool has terminated the other workers; their exit codes are in
-        for future, i in futures.items():  # finished and committed before the break, not yet reported
-            if i not in finished and future.done() and future.exception() is None:
-                finished.add(i)
-                for row in future.result():
-                    on_result(row)
-        blamed = _blame(started, dead, finished)
+        if any(p.exitcode == MAIN_GUARD_EXIT for p in dead.values()):
+            # Not the grid's fault nor a resumable break: the script is run again by every worker.
+            raise SystemExit(f"error: {MAIN_GUARD}") from None
+        _report_finished(futures, finished, on_result)
+        _drain(started, running, tasks)
+        blamed = _blame(running, dead, finished)
         return [t for i, t in enumerate(tasks) if i not in finished], {tasks[i]: c for i, c in blamed.items()}
     except BaseException:
         # Ctrl-C or an error: drop the queue and stop the workers now. Committed runs stay; the runs
         # in flight are lost (nothing of them is visible: their files are still dot-prefixed temps).
-        running = list((processes or {}).values())
+        alive = list((processes or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in running:
+        for process in alive:
             process.terminate()
         raise
     pool.shutdown(wait=False)  # every run is in; the workers' exit (~1 s with torch loaded) overlaps the rest
     return [], {}
 
 
-def _blame(started, processes: dict, finished: set[int]) -> dict[int, int]:
-    """{index of the task a dead worker was running: its exit code}. The pool stops the other workers with
-    SIGTERM, so a worker that ended otherwise (SIGKILL, SIGSEGV, an exit code) died of its task."""
-    running: dict[int, int] = {}  # pid -> the last task it started
+def _report_finished(futures: dict, finished: set[int], on_result: OnResult) -> None:
+    """After a break: the tasks that finished and committed before it, not yet reported."""
+    for future, i in futures.items():
+        if i not in finished and future.done() and future.exception() is None:
+            finished.add(i)
+            for row in future.result():
+                on_result(row)
+
+
+def _drain(started, running: dict[int, int], tasks: list[Task], on_start=None) -> None:
+    """Read the tasks the workers started since the last look into ``running`` (pid -> task index)."""
     while not started.empty():
-        pid, index = started.get()
+        pid, index, wall = started.get()
+        cold = pid not in running
         running[pid] = index
+        if on_start is not None:
+            on_start(tasks[index], time.monotonic() - max(0.0, time.time() - wall), cold)
+
+
+def _blame(running: dict[int, int], processes: dict, finished: set[int]) -> dict[int, int]:
+    """{index of the task a dead worker was running: its exit code}. The pool stops the other workers with
+    SIGTERM, so a worker that ended otherwise (SIGKILL, SIGSEGV, an exit code) died of its task.
+    ``running``: pid -> the last task each worker started."""
     blamed = {}
     for pid, process in processes.items():
         code = process.exitcode
@@ -365,6 +465,7 @@ class RayExecutor:
     already initialised Ray is used as it is)."""
 
     workers = None
+    on_start: Callable[[Task, float, bool], None] | None = None  # as tasks are submitted (Ray queues them)
     WAIT_BATCH = 32
 
     def __init__(self, address: str | None = None, gpus_per_run: float = 0.25):
@@ -378,6 +479,23 @@ class RayExecutor:
         if task.device.startswith("cuda"):
             return {"num_gpus": self.gpus_per_run, "num_cpus": 0}
         return {"num_cpus": 1}
+
+    def _starts(self, tasks: list[Task]):
+        """Ray does not say when a queued task starts: for the ETA, the first as many as the cluster has
+        slots start at submission, and each result starts the next in submission order (Ray's rough order).
+        Returns the function to call after each result."""
+        queue = list(reversed(tasks))
+        resources = self.ray.cluster_resources()
+        slots = max(1, int(resources.get("CPU", 1)) + int(resources.get("GPU", 0) / self.gpus_per_run))
+
+        def next_starts(count: int = 1) -> None:
+            now = time.monotonic()
+            for _ in range(min(count, len(queue))):
+                if self.on_start is not None:
+                    self.on_start(queue.pop(), now, False)
+
+        next_starts(slots)
+        return next_starts
 
     def run(self, tasks: Sequence[Task], out: Path, on_result: OnResult) -> None:
         ray = self.ray
@@ -399,6 +517,7 @@ class RayExecutor:
             env = worker_env()  # --allow-imports: Ray workers do not inherit this process's environment
             extra = {"runtime_env": {"env_vars": env}} if env else {}
             pending = {remote.options(**self._resources(t), **extra).remote(t): t for t in tasks}
+            next_starts = self._starts(tasks)
             try:
                 while pending:
                     ready, _ = ray.wait(
@@ -408,6 +527,7 @@ class RayExecutor:
                         task = pending.pop(ref)
                         results = ray.get(ref)
                         commit(out, task, results)
+                        next_starts()
                         for result in results:
                             on_result(result.summary_row())
             except BaseException:

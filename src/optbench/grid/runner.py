@@ -13,6 +13,7 @@ from optbench.errors import OptbenchError
 from optbench.grid.axes import GridSpec
 from optbench.grid.expand import _as_configs
 from optbench.grid.plan import ENGINES, check_exactness, plan_tasks, ship_problems
+from optbench.grid.progress import Pace
 from optbench.spec import RunConfig
 
 CONSOLIDATE_EVERY_S = 30.0
@@ -27,6 +28,7 @@ class GridProgress:
     resumed: int  # already done before this call, not run again
     counts: dict[str, int] = field(default_factory=dict)  # status -> runs (ok, diverged, invalid, failed)
     last: dict | None = None  # the summary row of the run that just finished
+    pace: Pace | None = None  # this call's tasks and their times: ``pace.eta()``, ``pace.text()`` (ETA)
 
     @property
     def diverged(self) -> int:
@@ -60,7 +62,8 @@ def run_grid(
             grid's (another kind of folder, or a non-empty one optbench did not make, is refused). Runs
             already committed there are skipped; ``force=True`` runs everything again (each commit replaces
             the old one). Damaged files are moved to ``out/_damaged/`` and their runs run again.
-        workers: local processes (default: the usable cores); 1 runs in this process.
+        workers: local processes (default: the usable cores); 1 runs in this process, and so does a
+            script that calls run_grid outside ``if __name__ == "__main__":`` (with one line on ``say``).
         executor: ``local`` or ``ray``; ``address``: a Ray cluster (default: start a local Ray).
         gpus_per_run: GPU fraction each CUDA run requests from Ray (0.25: four runs share a GPU).
         engine: ``auto`` (cells the batched engine supports run batched, in groups of at least
@@ -73,8 +76,9 @@ def run_grid(
             ``fast`` (grid/plan.py); the ``exactness`` column records what each run kept.
     """
     from optbench import store
-    from optbench.grid.executors import make_executor
+    from optbench.grid.executors import make_executor, refuse_in_worker_bootstrap
 
+    refuse_in_worker_bootstrap()  # first: a worker re-running the caller's script ends before any work
     configs, description = _as_configs(spec, max_cells)
     if engine not in ENGINES:
         raise OptbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
@@ -94,10 +98,26 @@ def run_grid(
         )
     out = store.check_out(out, "grid")
     runner = make_executor(executor, workers=workers, address=address, gpus_per_run=gpus_per_run)
+    _in_process_if_unguarded(runner, say or store.warn)
     settings = {"executor": executor, "workers": runner.workers, "address": address, "force": force}
     return _run_into(
         out, configs, runner, say or store.warn, progress, settings, command, description, engine, exactness
     )
+
+
+def _in_process_if_unguarded(runner, say) -> None:
+    """Spawned workers run the ``__main__`` script again: one that calls run_grid outside its main guard
+    would start a grid in every worker. Such a grid runs in this process instead, with one line."""
+    from optbench.grid.executors import unguarded_main_script
+
+    if runner.workers is None or runner.workers <= 1 or (where := unguarded_main_script()) is None:
+        return
+    say(
+        f"note: run_grid is called at the top level of your script ({where}), which worker processes would "
+        f'run again: the grid runs in this process; put the call under `if __name__ == "__main__":` to use '
+        f"{runner.workers} workers"
+    )
+    runner.workers = 1
 
 
 def _run_into(out, configs, runner, say, progress, settings, command, description, engine, exactness):
@@ -112,6 +132,7 @@ def _run_into(out, configs, runner, say, progress, settings, command, descriptio
         tasks = [
             replace(t, problems=shipped) for t in plan_tasks(todo, engine, runner.workers or 1, exactness)
         ]
+        state.pace = Pace(tasks, runner.workers)
         manifest = store.start_manifest(
             out,
             command,
@@ -166,6 +187,8 @@ def _execute(runner, tasks: list, out: Path, order: list[str], state: GridProgre
 
     def on_result(row: dict) -> None:
         nonlocal last_consolidated
+        if state.pace is not None:
+            state.pace.finished_run(row["run_id"])
         state.done += 1
         state.counts[row["status"]] = state.counts.get(row["status"], 0) + 1
         state.last = row
@@ -175,6 +198,8 @@ def _execute(runner, tasks: list, out: Path, order: list[str], state: GridProgre
             store.consolidate_runs(out, order)
             last_consolidated = time.monotonic()
 
+    if state.pace is not None:
+        runner.on_start = state.pace.started
     if progress is not None:
         progress(state)
     runner.run(tasks, out, on_result)
