@@ -340,12 +340,18 @@ def test_bench_summary_piped_prints_each_title_on_one_line(cli, folder):
 
 
 def test_bench_grid_refuses_a_sort_column_its_runs_lack_and_keeps_them(cli, tmp_path):
-    """A grid cannot know before it runs whether its problems measure val accuracy: it ranks when it ends,
-    and refuses there (one line, exit 2); the runs it made are committed."""
-    out = tmp_path / "g"
+    """Toy functions have no held-out set: refused before the grid runs, nothing written. A regression MLP
+    has a held-out loss but no accuracy, known only from its runs: refused when it ends (one line, exit 2),
+    with the runs it made committed."""
+    toy = tmp_path / "toy"
     result = cli(
-        "grid", "--lr", "0.1", "--steps", "3", "--sort", "final_val_acc", "--no-progress", "--out", out
+        "grid", "--lr", "0.1", "--steps", "3", "--sort", "final_val_acc", "--no-progress", "--out", toy
     )
+    assert result.exit_code == 2 and "toy functions have no held-out set" in result.stderr
+    assert not toy.exists()
+    out = tmp_path / "g"
+    args = ["--problem", "mlp-regression(n_train=32, n_val=8, width=4)", "--lr", "0.1", "--steps", "3"]
+    result = cli("grid", *args, "--sort", "final_val_acc", "--no-progress", "--out", out)
     assert result.exit_code == 2 and "no run here has a final_val_acc" in result.stderr
     assert len(load_folder(out)) == 1
 

@@ -68,6 +68,7 @@ def grid_cmd(
     given = {key: value for key in (*AXES, "seeds") if (value := ctx.params[key]) not in (None, ())}
     grid = make_spec(given, load_spec_toml(spec) if spec is not None else None)
     configs = expand(grid, max_cells)  # every user error surfaces here, before anything is written
+    _check_sort_has_values(sort, configs)
     out_given = out is not None
     out = store.check_out(out, "grid") if out_given else store.default_out("grid")
 
@@ -96,6 +97,15 @@ def grid_cmd(
             f"{os_error_line(err)}; {_kept(out, configs, _again(out, out_given, force))}", os_error_code(err)
         )
     print_grid_summary(console, runs, out, top=top, sort=sort, resumed=tracker.resumed or 0)
+
+
+def _check_sort_has_values(sort: str, configs) -> None:
+    """A held-out column to rank on needs a problem with held-out data: toy functions have none. Said
+    before the grid runs (the end of the run checks again, on what was measured)."""
+    from optbench.registry.problems import is_toy
+
+    if sort.startswith("final_val_") and all(is_toy(c.problem) for c in configs):
+        fail(f"--sort {sort}: toy functions have no held-out set; rank on final_loss, best_loss, wall_time_s")
 
 
 def _console():

@@ -173,8 +173,7 @@ def plot_cmd(
     )
     spec = result.spec
     typer.echo(
-        f"figure: {result.path} ({result.layout}, {result.lines} lines, "
-        f"{result.highlighted} in colour)"
+        f"figure: {result.path} ({result.layout}, {result.lines} lines, {result.highlighted} in colour)"
     )
     chosen = ", ".join(f"{k}={v}" for k, v in (("col", spec.col), ("row", spec.row), ("hue", spec.hue)) if v)
     typer.echo(

@@ -1,7 +1,8 @@
 """Grid experiments: the cartesian product of a few axes of values, run resumably, summarised per group.
 
 Rooms: ``axes`` (GridSpec, value parsing, TOML), ``expand`` (cells), ``plan`` (engines, batches, tasks),
-``runner`` (run_grid), ``executors`` (local pool, Ray), ``summary`` (per-group table).
+``runner`` (run_grid), ``executors`` (local pool, Ray), ``progress`` (the ETA over tasks in flight),
+``summary`` (per-group table).
 """
 
 from optbench.grid.axes import AXES, MAX_CELLS, GridSpec, load_spec_toml, make_spec, parse_lr_values
