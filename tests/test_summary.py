@@ -462,3 +462,14 @@ def test_a_script_without_a_main_guard_is_told_so(tmp_path):
     assert result.returncode == 0  # it runs in this process (tests/test_progress.py has more)
     assert len(result.stderr.splitlines()) == 1 and 'if __name__ == "__main__":' in result.stderr
     assert "another grid" not in result.stderr  # the old, misleading lock error
+
+
+def test_a_users_by_still_keeps_problems_apart():
+    """--by optimizer on two problems: the best setting is found per problem and optimizer, never one
+    optimizer's best across losses that are not comparable."""
+    table = summary(two_problem_runs(), by=["optimizer"])
+    best = table[table["best"]]
+    assert table.attrs["by"] == ["problem", "optimizer"]
+    assert sorted(zip(best["problem"], best["optimizer"], strict=True)) == sorted(
+        {(p, o) for p, o in zip(table["problem"], table["optimizer"], strict=True)}
+    )

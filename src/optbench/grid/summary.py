@@ -141,6 +141,8 @@ def settings_table(runs, by: list[str] | None = None):
     if unknown:
         valid = [c for c in AXIS_ORDER if c in frame.columns]
         raise OptbenchError(f"unknown --by {unknown[0]!r}; valid: {', '.join(valid)}")
+    # losses of different problems or loss functions are never compared: a user's --by keeps them apart too
+    by = [c for c in comparable_axes(frame) if c not in by] + by
     axes = [c for c in AXIS_ORDER if c in frame.columns]
     table = _aggregate_seeds(frame, axes)
     table["best"] = False
