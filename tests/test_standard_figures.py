@@ -51,6 +51,9 @@ def test_every_run_diverged_is_a_figure_not_an_error(cli, tmp_path):
     marks = [line for line in ax.get_lines() if line.get_marker() == "x"]
     assert sorted(marks[0].get_xdata()) == [0.5, 0.8, 1.0]
     assert list(ax.get_yticks()) == [] and "every run diverged" in ax.get_title()
+    heatmap = plots.heatmap_figure(read_runs(div))
+    assert len(heatmap.axes) == 1  # no colour bar: no cell has a loss to colour
+    plt.close(heatmap)
 
 
 @pytest.mark.slow

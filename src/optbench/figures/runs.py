@@ -291,17 +291,20 @@ def heatmap_figure(
     size = bounded_figsize(width, n_rows * (1.6 + cell_h * len(moms)) + 0.6)
     fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, layout="constrained", figsize=size)
     annotate = cell_w >= MIN_CELL_IN[0] and cell_h >= MIN_CELL_IN[1] and size[0] == width
-    image = None
+    image, finished = None, False
     for ax, (key, group) in zip(axes.flat, groups, strict=False):
         values = _heatmap_panel(ax, group, lrs, moms, norm, annotate)
         image = _heatmap_image(ax, values, lrs, moms, norm)
+        finished |= bool(np.isfinite(values).any())
         if by:
             ax.set_title(_group_label(key, by), fontsize=9)
     hide_unused(axes, len(groups))
     fig.suptitle(
         title + ("" if annotate else " (cells too small for numbers: see bench summary)"), fontsize=10
     )
-    if image is not None:
+    if (
+        image is not None and finished
+    ):  # no cell finished (every run diverged): a colour bar would mean nothing
         bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.9, pad=0.02)
         bar.set_label("median final loss over seeds (log scale)")
     return fig
