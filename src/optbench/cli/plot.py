@@ -224,7 +224,9 @@ def _figure_folder(out: str | None, folder: Path, fmt: str) -> Path:
     else:
         target = Path(out)
         if target.suffix and not target.is_dir() and not out.endswith(("/", "\\")):
-            fail(f"--figure writes a folder of figures; --out {out} names a file (give a folder)")
+            fail(
+                f"--figure writes a folder of figures; --out {out} names a file (give a folder, ending in / if its name has a dot)"
+            )
         owner = _owner(target)
         if owner is not None:
             fail(f"--out {out} is the {owner}'s results folder; --figure writes into a folder of its own")
