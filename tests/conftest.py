@@ -36,3 +36,25 @@ def cli():
         return runner.invoke(app, [str(a) for a in args])
 
     return invoke
+
+
+# The figure tests' grids (tests/figure_grids.py), built once per session: the 500-cell one takes seconds.
+@pytest.fixture(scope="session")
+def grid500(tmp_path_factory):
+    from figure_grids import GRID_500, build_grid
+
+    return build_grid(tmp_path_factory, "g500", GRID_500)
+
+
+@pytest.fixture(scope="session")
+def grid10(tmp_path_factory):
+    from figure_grids import GRID_10, build_grid
+
+    return build_grid(tmp_path_factory, "g10", GRID_10)
+
+
+@pytest.fixture(scope="session")
+def grid1(tmp_path_factory):
+    from figure_grids import GRID_1, build_grid
+
+    return build_grid(tmp_path_factory, "g1", GRID_1)

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 from matplotlib.collections import LineCollection
 
+from figure_grids import build_grid
 from optbench.figures import facets, style
 from test_figures import (
-    GRID_10,
-    GRID_500,
     _default_plot,
-    _grid,
     _is_data_line,
     check_figure,
     close,
@@ -40,23 +38,13 @@ GRID_PROBLEMS = {
 
 
 @pytest.fixture(scope="module")
-def grid500(tmp_path_factory):
-    return _grid(tmp_path_factory, "g500", GRID_500)
-
-
-@pytest.fixture(scope="module")
-def grid10(tmp_path_factory):
-    return _grid(tmp_path_factory, "g10", GRID_10)
-
-
-@pytest.fixture(scope="module")
 def grid_nn(tmp_path_factory):
-    return _grid(tmp_path_factory, "gnn", GRID_NN)
+    return build_grid(tmp_path_factory, "gnn", GRID_NN)
 
 
 @pytest.fixture(scope="module")
 def grid_problems(tmp_path_factory):
-    return _grid(tmp_path_factory, "gproblems", GRID_PROBLEMS)
+    return build_grid(tmp_path_factory, "gproblems", GRID_PROBLEMS)
 
 
 def _legend(fig):

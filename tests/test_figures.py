@@ -18,44 +18,7 @@ from matplotlib.collections import LineCollection
 
 from optbench.figures import facets, style
 
-GRID_500 = {
-    "problem": ["rosenbrock"],
-    "optimizer": ["sgd", "adam", "adamw", "rmsprop"],
-    "lr": "logspace(-3,0,25)",
-    "momentum": [0, 0.5, 0.8, 0.9, 0.95],
-    "steps": 60,
-}
-GRID_10 = {
-    "problem": ["quadratic"],
-    "optimizer": ["sgd", "adam"],
-    "lr": [0.01, 0.1, 0.2, 0.3, 0.5],
-    "steps": 40,
-}
-GRID_1 = {"problem": ["quadratic"], "optimizer": ["sgd"], "lr": [0.1], "steps": 40}
-
-
-def _grid(tmp_path_factory, name: str, spec: dict):
-    from optbench import store
-    from optbench.grid import run_grid
-
-    out = tmp_path_factory.mktemp(name)
-    run_grid(spec, out=out, workers=1)
-    return out, store.read_runs(out), store.read_traces(out)
-
-
-@pytest.fixture(scope="module")
-def grid500(tmp_path_factory):
-    return _grid(tmp_path_factory, "g500", GRID_500)
-
-
-@pytest.fixture(scope="module")
-def grid10(tmp_path_factory):
-    return _grid(tmp_path_factory, "g10", GRID_10)
-
-
-@pytest.fixture(scope="module")
-def grid1(tmp_path_factory):
-    return _grid(tmp_path_factory, "g1", GRID_1)
+# The grids drawn here (grid1, grid10, grid500) are conftest.py fixtures, built once per session.
 
 
 # ------------------------------------------------------------------------------------------ the checks
