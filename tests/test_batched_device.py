@@ -4,7 +4,7 @@ it agrees with the reference engine run there.
 CPU: under ``with torch.device("meta")`` every tensor made without an explicit device is a meta tensor,
 which has no data: mixing one with the batch's CPU tensors, or reading it on the host, raises, the batch
 falls back to the reference engine, and its results say so (``engine == "reference"`` and a "batched
-engine failed" warning). The problems are built outside that context: ``problems.build_problem`` makes its
+engine failed" warning). The problems are built outside that context: ``problems.problem_of`` makes its
 ``nn.Linear`` layers on the default device and then moves them with ``.to(device)``, which cannot copy out
 of a meta tensor. That is the reference engine's own code, which runs it on CUDA itself.
 
@@ -123,7 +123,7 @@ def test_the_batched_engine_makes_no_tensor_on_the_default_device(monkeypatch):
     assert {r.summary.status for r in want} == {"ok", "diverged"}
 
     monkeypatch.setattr(kernels, "_EXACT", {})
-    monkeypatch.setattr(cells, "build_problem", _on_the_cpu(cells.build_problem))  # see the docstring
+    monkeypatch.setattr(cells, "problem_of", _on_the_cpu(cells.problem_of))  # see the docstring
     with torch.device("meta"):
         assert torch.empty(1).is_meta  # what this test relies on
         got = batched.run_batch(configs)

@@ -32,7 +32,7 @@ from optbench.engine.tracking import SharpnessTracker
 from optbench.errors import NotApplicable, OptbenchError
 from optbench.registry.optimizers import build_optimizer, needs_closure
 from optbench.registry.precision import autocast_context, check_precision, device_type
-from optbench.registry.problems import Problem, build_problem
+from optbench.registry.problems import Problem, problem_of
 from optbench.registry.schedulers import Scheduler, build_scheduler
 from optbench.registry.validate import check_lr
 from optbench.spec import TRACE_COLUMNS, RunConfig, RunSummary, parse_spec, summary_row
@@ -136,15 +136,7 @@ class _Record:
 
 def _build(cfg: RunConfig) -> _Setup:
     torch.manual_seed(cfg.seed)
-    problem = build_problem(
-        cfg.problem,
-        init=cfg.init,
-        loss=cfg.loss,
-        device=cfg.device,
-        seed=cfg.seed,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-    )
+    problem = problem_of(cfg)
     groups = problem.param_groups(cfg.lr, cfg.head_lr_scale, cfg.freeze)
     optimizer, knob = build_optimizer(cfg.optimizer, groups, cfg.lr, cfg.momentum)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.steps, cfg.lr)

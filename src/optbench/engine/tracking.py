@@ -77,17 +77,9 @@ def initial_sharpness(config) -> SharpnessEstimate:
     """lambda_0: the sharpness at the start of ``config``'s run (the problem built as the reference engine
     builds it: same seed, init, frozen layers), the value its trace records at step 0. NotApplicable
     for a problem without a fixed evaluation batch."""
-    from optbench.registry.problems import build_problem
+    from optbench.registry.problems import problem_of
 
     torch.manual_seed(config.seed)
-    problem = build_problem(
-        config.problem,
-        init=config.init,
-        loss=config.loss,
-        device=config.device,
-        seed=config.seed,
-        steps=config.steps,
-        batch_size=config.batch_size,
-    )
+    problem = problem_of(config)
     problem.param_groups(config.lr, config.head_lr_scale, config.freeze)  # sets the frozen layers
     return top_eigenvalue(problem.sharpness_loss(), problem.trainable)

@@ -544,3 +544,17 @@ def build_problem(
     except TypeError as err:
         options = "" if entry.meta.get("user") else f"; options: {', '.join(_MLP_OPTIONS)}, in_dim/classes"
         raise OptbenchError(f"problem {spec.canonical()!r}: {err}{options}") from None
+
+
+def problem_of(config, device: str | None = None) -> Problem:
+    """The problem of a RunConfig as a run builds it (seed torch before calling: it draws the init);
+    ``device`` overrides the config's (the batched engine's probes)."""
+    return build_problem(
+        config.problem,
+        init=config.init,
+        loss=config.loss,
+        device=config.device if device is None else device,
+        seed=config.seed,
+        steps=config.steps,
+        batch_size=config.batch_size,
+    )

@@ -3,7 +3,7 @@
 - ``ToyBatch``: the points [C, d]; the loss is the problem's own function (``problems.ToyProblem.fn``,
   written over the last dimension), and autograd of the sum of the C losses gives each cell its own
   gradient exactly (the cells share nothing: d(sum)/dx_c = dloss_c/dx_c).
-- ``MLPBatch``: every cell's problem is built by ``problems.build_problem`` exactly as the reference engine
+- ``MLPBatch``: every cell's problem is built by ``problems.problem_of`` exactly as the reference engine
   builds it (same seed, init, minibatch order), on the CPU, and the stacks are moved to the batch's device
   once; the network runs layer by layer on [C, rows, width] activations with the batch's ``Kernels``.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from optbench.engine.batched.kernels import ELEMENTWISE, Kernels
-from optbench.registry.problems import MLPProblem, build_problem, problems
+from optbench.registry.problems import MLPProblem, problem_of, problems
 from optbench.spec import RunConfig, parse_spec
 
 
@@ -63,15 +63,7 @@ class CellBatch:
 
 def build(cfg: RunConfig, device: str | None = None):
     """The cell's problem as engine.run builds it (seed torch first: the init draws from it)."""
-    return build_problem(
-        cfg.problem,
-        init=cfg.init,
-        loss=cfg.loss,
-        device=cfg.device if device is None else device,
-        seed=cfg.seed,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-    )
+    return problem_of(cfg, device)
 
 
 def factory_kwargs(problem: str) -> dict:
